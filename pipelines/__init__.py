@@ -1,0 +1,1 @@
+"""Pipeline options, assembly and the ``copydesk`` command line."""

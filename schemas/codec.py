@@ -1,0 +1,117 @@
+"""The one place records become bytes: orjson with fixed options.
+
+``encode_article``/``encode_dead_letter`` produce the JSON written to the output and
+dead-letter topics (or files); ``validate_*`` check a decoded record against the versioned
+JSON Schema files beside this module.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from copydesk.schemas.records import (
+    MAX_DEAD_INPUT,
+    ArticleRecord,
+    DeadLetter,
+    SourceRef,
+)
+
+_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def now_iso() -> str:
+    """UTC now as ISO-8601 with milliseconds and a ``Z``."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode_article(record: ArticleRecord) -> bytes:
+    return orjson.dumps(record.to_dict(), option=_OPTS)
+
+
+def encode_dead_letter(record: DeadLetter) -> bytes:
+    return orjson.dumps(record.to_dict(), option=_OPTS)
+
+
+def encode(record: ArticleRecord | DeadLetter) -> bytes:
+    return orjson.dumps(record.to_dict(), option=_OPTS)
+
+
+def decode(data: bytes | str) -> dict[str, Any]:
+    return orjson.loads(data)
+
+
+def dead_letter(
+    stage: str,
+    reason: str,
+    message: str,
+    *,
+    ref: SourceRef | None = None,
+    raw: str | bytes | None = None,
+    url: str | None = None,
+    attempts: int = 1,
+    detail: dict[str, Any] | None = None,
+) -> DeadLetter:
+    """Build a dead letter that carries the input (truncated) and its source offset."""
+    size: int | None = None
+    text: str | None = None
+    if raw is not None:
+        if isinstance(raw, bytes):
+            size = len(raw)
+            text = raw[: MAX_DEAD_INPUT * 4].decode("utf-8", errors="replace")[:MAX_DEAD_INPUT]
+        else:
+            size = len(raw.encode("utf-8", errors="replace")) if len(raw) <= MAX_DEAD_INPUT * 4 else len(raw)
+            text = raw[:MAX_DEAD_INPUT]
+    ref = ref or SourceRef()
+    return DeadLetter(
+        stage=str(stage),
+        reason=str(reason),
+        message=message[:2000],
+        input=text,
+        input_size=size,
+        url=url,
+        topic=ref.topic,
+        partition=ref.partition,
+        offset=ref.offset,
+        attempts=attempts,
+        failed_at=now_iso(),
+        detail=detail or {},
+        ref=ref,
+    )
+
+
+@functools.cache
+def _schema(name: str) -> dict[str, Any]:
+    return json.loads(resources.files("copydesk.schemas").joinpath(name).read_text("utf-8"))
+
+
+@functools.cache
+def _validator(name: str):
+    import jsonschema
+
+    schema = _schema(name)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def article_schema() -> dict[str, Any]:
+    return _schema("article.schema.json")
+
+
+def dead_letter_schema() -> dict[str, Any]:
+    return _schema("deadletter.schema.json")
+
+
+def validate_article(doc: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` if ``doc`` is not a valid article record."""
+    _validator("article.schema.json").validate(doc)
+
+
+def validate_dead_letter(doc: dict[str, Any]) -> None:
+    _validator("deadletter.schema.json").validate(doc)

@@ -1,0 +1,162 @@
+"""Typed records that flow through the pipeline and leave it.
+
+``InputMessage`` -> ``FetchedPage`` -> ``ArticleRecord`` is the happy path; any stage may
+instead produce a ``DeadLetter``. Every record carries the ``SourceRef`` of the Kafka
+message (or input-file line) it came from, so a failure can always be traced back and so
+the committer knows which offsets are done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(slots=True, frozen=True)
+class SourceRef:
+    """Where an input came from.
+
+    For Kafka input: ``topic``/``partition``/``offset`` of the message. ``covers_from`` is
+    the first offset this record accounts for (the previous record's offset + 1 in the
+    same partition read, so gaps left by compaction or transaction markers are covered),
+    and ``origin`` the offset where this run started reading the partition. Together they
+    let the committer advance the group offset only over offsets whose records have all
+    been written (see :mod:`copydesk.transforms.commit`).
+
+    For file input: ``topic`` is ``file:<path>``, ``partition`` 0, ``offset`` the line index.
+    """
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    covers_from: int | None = None
+    origin: int | None = None
+    timestamp_ms: int | None = None
+
+    @property
+    def is_kafka(self) -> bool:
+        return (
+            self.topic is not None
+            and not self.topic.startswith("file:")
+            and self.partition is not None
+            and self.offset is not None
+        )
+
+
+@dataclass(slots=True)
+class InputMessage:
+    """A parsed input message: a URL, optionally with the page already scraped."""
+
+    url: str
+    ref: SourceRef = field(default_factory=SourceRef)
+    html: str | None = None
+    source: str | None = None
+    discovered_at: str | None = None
+    id: str | None = None
+    force: bool = False
+    raw: str | None = None  # the message as received (for dead letters), possibly truncated
+
+
+@dataclass(slots=True)
+class FetchedPage:
+    """A page as fetched (or as supplied pre-scraped in the message)."""
+
+    message: InputMessage
+    final_url: str
+    html: str
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    encoding: str | None = None
+    fetched_at: str | None = None  # ISO-8601 UTC
+    elapsed_ms: float = 0.0
+    prescraped: bool = False
+    redirects: list[str] = field(default_factory=list)
+    body_bytes: int = 0
+
+
+@dataclass(slots=True)
+class WireInfo:
+    """Wire-copy attribution: which agencies a story comes from, as printed."""
+
+    agencies: list[str] = field(default_factory=list)  # canonical codes: AP, Reuters, AFP, dpa ...
+    attribution: str | None = None  # the text as printed: "By Euronews with AP"
+    dateline: str | None = None  # "KABUL, Afghanistan (AP) —"
+
+
+@dataclass(slots=True)
+class ArticleRecord:
+    """One clean article: the pipeline's output record (``article.schema.json``)."""
+
+    id: str
+    url: str
+    canonical_url: str
+    final_url: str
+    source_domain: str
+    text: str
+    fingerprint: str
+    site_name: str | None = None
+    title: str | None = None
+    authors: list[str] = field(default_factory=list)
+    published_at: str | None = None
+    language: str | None = None
+    description: str | None = None
+    categories: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    image: str | None = None
+    wire: WireInfo = field(default_factory=WireInfo)
+    photo_credits: list[str] = field(default_factory=list)
+    content_hash: str = ""
+    cluster_id: str | None = None
+    duplicate_of: str | None = None
+    is_canonical: bool = True
+    is_update: bool = False
+    duplicate_kind: str | None = None  # None | "exact_url" | "exact" | "near" | "update"
+    cluster_outlets: list[str] = field(default_factory=list)
+    fetched_at: str | None = None
+    processed_at: str | None = None
+    input_id: str | None = None
+    input_source: str | None = None
+    discovered_at: str | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    schema_version: int = SCHEMA_VERSION
+    # Not part of the record: where it came from, for offset commits. Excluded from the
+    # encoded form by the codec.
+    ref: SourceRef | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("ref", None)
+        return d
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message that could not become an article, and why (``deadletter.schema.json``)."""
+
+    stage: str
+    reason: str
+    message: str
+    input: str | None = None  # the input message as received, truncated to MAX_DEAD_INPUT chars
+    input_size: int | None = None  # its size in bytes before truncation
+    url: str | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    attempts: int = 1
+    failed_at: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"status": 404, "final_url": ...}
+    schema_version: int = SCHEMA_VERSION
+    ref: SourceRef | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("ref", None)
+        return d
+
+
+MAX_DEAD_INPUT = 4096  # characters of the raw input kept on a dead letter

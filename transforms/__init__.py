@@ -1,0 +1,1 @@
+"""Beam PTransforms of copydesk, one composite per stage, and the pure functions they wrap."""

@@ -1,0 +1,77 @@
+"""Assemble the output record from a fetched page and its extraction (pure function)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+from copydesk.schemas.codec import now_iso
+from copydesk.schemas.records import ArticleRecord, FetchedPage
+from copydesk.transforms.extract import Extracted
+from copydesk.transforms.urls import InvalidURL, canonicalize, domain_of, record_id, same_site
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def normalized_words(text: str) -> list[str]:
+    """Case-folded, accent-kept word tokens: what the content hash and shingles are built on."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def content_hash(text: str) -> str:
+    """Hash of the normalised words: the same article text under any whitespace/punctuation."""
+    return hashlib.blake2b(" ".join(normalized_words(text)).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def choose_canonical_url(received_url: str, final_url: str, page_canonical: str | None) -> str:
+    """The page's rel=canonical when it is on the same site as the final URL, else the final URL."""
+    try:
+        final = canonicalize(final_url)
+    except InvalidURL:
+        final = canonicalize(received_url)
+    if page_canonical:
+        try:
+            cand = canonicalize(page_canonical)
+        except InvalidURL:
+            return final
+        if same_site(cand, final):
+            return cand
+    return final
+
+
+def build_article(page: FetchedPage, ext: Extracted) -> ArticleRecord:
+    msg = page.message
+    canonical = choose_canonical_url(msg.url, page.final_url or msg.url, ext.canonical_url)
+    chash = content_hash(ext.text)
+    ref = msg.ref
+    return ArticleRecord(
+        id=record_id(canonical),
+        url=msg.url,
+        canonical_url=canonical,
+        final_url=page.final_url or msg.url,
+        source_domain=domain_of(canonical) or domain_of(page.final_url or msg.url),
+        text=ext.text,
+        fingerprint=chash,  # replaced by the near-duplicate fingerprint in the dedup stage
+        content_hash=chash,
+        site_name=ext.site_name,
+        title=ext.title,
+        authors=list(ext.authors),
+        published_at=ext.published_at,
+        language=ext.language,
+        description=ext.description,
+        categories=list(ext.categories),
+        tags=list(ext.tags),
+        image=ext.image,
+        wire=ext.wire,
+        photo_credits=list(ext.photo_credits),
+        fetched_at=page.fetched_at,
+        processed_at=now_iso(),
+        input_id=msg.id,
+        input_source=msg.source,
+        discovered_at=msg.discovered_at,
+        topic=ref.topic,
+        partition=ref.partition,
+        offset=ref.offset,
+        ref=ref,
+    )
