@@ -1,0 +1,692 @@
+"""The fetch stage: polite, safe, bounded HTTP fetching of input URLs (issue #4).
+
+``Fetcher`` is an asyncio fetcher over one ``httpx.AsyncClient``; ``FetchPages`` is the
+Beam stage that runs it on an event loop owned by the DoFn. Every failure becomes a
+``DeadLetter`` with a reason from the closed list in :mod:`copydesk.schemas.reasons`.
+
+One request ("hop") goes through, in order:
+
+1. scheme check (http/https only, also for redirect targets);
+2. circuit breaker of the host (``circuit_open`` while a failing host is backed off);
+3. DNS resolution and the address guard on *all* addresses (``blocked_address``);
+   the connection is later pinned to exactly these addresses;
+4. robots.txt of the origin (fetched once, cached; ``robots``; Crawl-delay);
+5. the host's politeness gate (K concurrent, D seconds between starts) and then the
+   global in-flight semaphore;
+6. the request with connect/read timeouts and a total timeout, body streamed and cut off
+   at ``max_page_bytes`` raw *and* decompressed.
+
+Redirects are followed by hand so that every hop gets all of the above. Retries (timeouts,
+connection errors, 429, 5xx) retry the failing hop, not the whole chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import email.utils
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import apache_beam as beam
+import httpx
+from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
+
+from copydesk.schemas.codec import dead_letter, now_iso
+from copydesk.schemas.reasons import Reason, Stage
+from copydesk.schemas.records import DeadLetter, FetchedPage, InputMessage, SourceRef
+from copydesk.transforms.fetch_body import ACCEPT_ENCODING, read_capped, too_large
+from copydesk.transforms.fetch_charset import decode_html, looks_binary
+from copydesk.transforms.fetch_errors import FetchFailure
+from copydesk.transforms.fetch_guard import AddressGuard, GuardedTransport
+from copydesk.transforms.fetch_hosts import CircuitBreaker, Politeness
+from copydesk.transforms.fetch_robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
+from copydesk.transforms.urls import InvalidURL, check_url
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FetchConfig",
+    "FetchFailure",
+    "FetchPages",
+    "Fetcher",
+    "METRICS_NAMESPACE",
+    "page_from_raw_record",
+    "raw_page_record",
+]
+
+DEFAULT_USER_AGENT = "copydesk/0.1 (+https://github.com/copydesk/copydesk)"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Headers kept on the FetchedPage (and in the raw archive): what extraction, dedup or a
+# re-fetch may want; cookies and the rest are dropped.
+KEPT_HEADERS = (
+    "content-type", "content-length", "content-encoding", "content-language", "last-modified",
+    "etag", "date", "expires", "cache-control", "x-robots-tag", "link", "server",
+)
+RETRYABLE_REASONS = frozenset({Reason.TIMEOUT, Reason.CONNECTION, Reason.REFUSED, Reason.HTTP_5XX})
+# What counts against a host's circuit: the host (or the path to it) is unwell.
+HOST_FAILURE_REASONS = RETRYABLE_REASONS | {Reason.DNS}
+METRICS_NAMESPACE = "copydesk.fetch"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FetchConfig:
+    """Every knob of the fetch stage; frozen and picklable so Beam can ship it to workers."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0  # between two reads of the socket
+    total_timeout: float = 30.0  # one attempt of one hop, connect to last body byte
+    max_page_bytes: int = 5_000_000  # raw and decompressed body
+    max_redirects: int = 5
+    max_in_flight: int = 64  # requests in flight per Fetcher (i.e. per DoFn instance)
+    per_host_concurrency: int = 2
+    per_host_delay: float = 1.0  # seconds between request starts to one host:port
+    respect_robots: bool = True
+    robots_cache_ttl: float = 3600.0
+    robots_error_ttl: float = 300.0  # how long a failed robots.txt fetch means allow-all
+    max_crawl_delay: float = 10.0  # Crawl-delay is honoured up to this
+    user_agent: str = DEFAULT_USER_AGENT
+    retries: int = 3  # retries after the first attempt, per hop
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    backoff_jitter: float = 0.5  # each backoff is scaled by a random factor in [1 - jitter, 1]
+    max_retry_after: float = 60.0  # a longer Retry-After ends the fetch instead of waiting
+    circuit_failures: int = 10  # consecutive host failures that open the circuit
+    circuit_cooldown: float = 60.0
+    allow_private: bool = False
+    allowed_networks: tuple[str, ...] = ()
+    allowed_content_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")
+    batch_size: int = 64  # messages buffered per DoFn before they are fetched concurrently
+    dns_cache_ttl: float = 60.0
+    verify_tls: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "total_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("max_page_bytes", "max_in_flight", "per_host_concurrency", "batch_size", "circuit_failures"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_redirects < 0 or self.retries < 0 or self.per_host_delay < 0:
+            raise ValueError("max_redirects, retries and per_host_delay must be >= 0")
+        if not 0 <= self.backoff_jitter <= 1:
+            raise ValueError("backoff_jitter must be in [0, 1]")
+        for net in self.allowed_networks:
+            ipaddress.ip_network(net, strict=False)  # fail at construction, not on the worker
+
+
+@dataclass(slots=True, frozen=True)
+class _Target:
+    """The parts of a hop URL that politeness, robots and the guard key on."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def hostkey(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.hostkey}"
+
+    @classmethod
+    def parse(cls, url: str) -> _Target:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise FetchFailure(Reason.BAD_URL, f"unparsable URL: {exc}", url=url) from exc
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise FetchFailure(Reason.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not http or https", url=url)
+        if not parts.hostname:
+            raise FetchFailure(Reason.BAD_URL, "URL has no host", url=url)
+        return cls(url, scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80))
+
+
+@dataclass(slots=True)
+class _Response:
+    url: str
+    status: int
+    headers: dict[str, str]
+    location: str | None = None
+    body: bytes = b""
+    raw_bytes: int = 0
+
+
+@dataclass(slots=True)
+class _FetchState:
+    """What one message's fetch has done so far (for the page or the dead letter)."""
+
+    attempts: int = 0
+    network_s: float = 0.0  # time inside request slots, excluding politeness and backoff waits
+    redirects: list[str] = field(default_factory=list)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), None if absent/bad."""
+    if not value:
+        return None
+    v = value.strip()
+    if v.isdigit():
+        return float(v)
+    try:
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return max(0.0, (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds())
+
+
+def _kept_headers(headers: httpx.Headers) -> dict[str, str]:
+    return {k: headers[k] for k in KEPT_HEADERS if k in headers}
+
+
+def _mime(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _no_cookies() -> CookieJar:
+    """The shared client keeps no cookies: one site's cookies must not follow us to another,
+    and a long-running worker must not grow a jar. Cookies live for one redirect chain."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _refused(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _strip_fragment(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(fragment=""))
+
+
+class Fetcher:
+    """Async fetcher: ``async with Fetcher(cfg) as f: await f.fetch(msg)``.
+
+    All state (connection pool, DNS pins, robots cache, politeness and circuit state) lives
+    on the instance, so one Beam DoFn instance owns exactly one of each.
+    """
+
+    def __init__(self, config: FetchConfig = FetchConfig()) -> None:
+        self.config = config
+        self._client: httpx.AsyncClient | None = None
+        self.guard = AddressGuard(
+            allow_private=config.allow_private,
+            allowed_networks=config.allowed_networks,
+            resolve_timeout=config.connect_timeout,
+            cache_ttl=config.dns_cache_ttl,
+        )
+        self.breaker = CircuitBreaker(threshold=config.circuit_failures, cooldown=config.circuit_cooldown)
+        self.robots = RobotsCache(self._fetch_robots, ttl=config.robots_cache_ttl, error_ttl=config.robots_error_ttl)
+        self._gate: Politeness | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> Fetcher:
+        """Create the client and the loop-bound state; must run on the loop that will fetch."""
+        if self._client is not None:
+            return self
+        cfg = self.config
+        limits = httpx.Limits(
+            max_connections=cfg.max_in_flight, max_keepalive_connections=cfg.max_in_flight, keepalive_expiry=30.0
+        )
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(self.guard, limits=limits, verify=cfg.verify_tls),
+            timeout=httpx.Timeout(
+                connect=cfg.connect_timeout, read=cfg.read_timeout, write=cfg.read_timeout, pool=cfg.total_timeout
+            ),
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: a proxy would bypass the address guard
+            cookies=_no_cookies(),
+            headers={
+                "User-Agent": cfg.user_agent,
+                "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+        )
+        self._gate = Politeness(concurrency=cfg.per_host_concurrency, max_in_flight=cfg.max_in_flight)
+        return self
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> Fetcher:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def gate(self) -> Politeness:
+        if self._gate is None:
+            raise RuntimeError("Fetcher is not open: use `async with Fetcher(cfg)` or `await open()`")
+        return self._gate
+
+    # -- public API --------------------------------------------------------------------
+
+    async def fetch_many(self, msgs: Iterable[InputMessage]) -> list[FetchedPage | DeadLetter]:
+        """Fetch concurrently (bounded by the gates); results in input order."""
+        return list(await asyncio.gather(*(self.fetch(m) for m in msgs)))
+
+    async def fetch(self, msg: InputMessage) -> FetchedPage | DeadLetter:
+        """Fetch one message's URL. Never raises (except cancellation): failures are dead letters."""
+        if msg.html is not None:
+            return self._prescraped(msg)
+        state = _FetchState()
+        try:
+            url = check_url(msg.url)
+            return await self._fetch_chain(msg, url, state)
+        except InvalidURL as exc:
+            return self._dead(msg, Reason(exc.reason), str(exc), state, {})
+        except FetchFailure as exc:
+            return self._dead(msg, exc.reason, str(exc), state, exc.detail)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must cost one message, not the bundle
+            log.exception("unexpected error fetching %s", msg.url)
+            return self._dead(msg, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", state, {})
+
+    # -- result records ----------------------------------------------------------------
+
+    @staticmethod
+    def _prescraped(msg: InputMessage) -> FetchedPage:
+        html = msg.html or ""
+        return FetchedPage(
+            message=msg, final_url=msg.url, html=html, status=200, fetched_at=now_iso(), prescraped=True,
+            body_bytes=len(html.encode("utf-8", errors="replace")),
+        )
+
+    def _dead(
+        self, msg: InputMessage, reason: Reason, text: str, state: _FetchState, detail: dict[str, Any]
+    ) -> DeadLetter:
+        detail = {**detail, "elapsed_ms": round(state.network_s * 1000, 1)}
+        if state.redirects:
+            detail.setdefault("redirects", list(state.redirects))
+        return dead_letter(
+            Stage.FETCH, reason, text, ref=msg.ref, raw=msg.raw, url=msg.url,
+            attempts=max(1, state.attempts), detail=detail,
+        )
+
+    def _page(self, msg: InputMessage, resp: _Response, state: _FetchState) -> FetchedPage:
+        if looks_binary(resp.body):
+            raise FetchFailure(Reason.NOT_HTML, "body contains NUL bytes: binary content",
+                               content_type=resp.headers.get("content-type"), status=resp.status)
+        text, codec = decode_html(resp.body, resp.headers.get("content-type"))
+        return FetchedPage(
+            message=msg,
+            final_url=resp.url,
+            html=text,
+            status=resp.status,
+            headers=resp.headers,
+            encoding=codec,
+            fetched_at=now_iso(),
+            elapsed_ms=round(state.network_s * 1000, 1),
+            redirects=list(state.redirects),
+            body_bytes=len(resp.body),
+        )
+
+    # -- the redirect chain and retries ------------------------------------------------
+
+    async def _fetch_chain(self, msg: InputMessage, url: str, state: _FetchState) -> FetchedPage:
+        """Follow redirects by hand, so every hop is checked like the first."""
+        cookies = httpx.Cookies()
+        current = _strip_fragment(url)
+        for _hop in range(self.config.max_redirects + 1):
+            try:
+                resp = await self._hop_with_retries(current, cookies, state)
+            except FetchFailure as exc:
+                if state.redirects:
+                    exc.detail.setdefault("hop_url", current)
+                raise
+            if resp.location is None:
+                return self._page(msg, resp, state)
+            state.redirects.append(current)
+            current = _strip_fragment(urljoin(current, resp.location.strip()))
+        raise FetchFailure(
+            Reason.TOO_MANY_REDIRECTS, f"more than {self.config.max_redirects} redirects",
+            redirects=list(state.redirects), next_url=current,
+        )
+
+    async def _hop_with_retries(self, url: str, cookies: httpx.Cookies, state: _FetchState) -> _Response:
+        cfg = self.config
+        for attempt in range(cfg.retries + 1):
+            state.attempts += 1
+            try:
+                return await self._hop(url, cookies, state)
+            except FetchFailure as exc:
+                if not self._retryable(exc) or attempt == cfg.retries:
+                    raise
+                retry_after = exc.detail.get("retry_after_s")
+                if retry_after is not None and retry_after > cfg.max_retry_after:
+                    exc.detail["gave_up"] = f"Retry-After over max_retry_after ({cfg.max_retry_after}s)"
+                    raise
+                await asyncio.sleep(self._backoff(attempt))  # Retry-After is enforced by the host gate
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _retryable(exc: FetchFailure) -> bool:
+        return exc.reason in RETRYABLE_REASONS or exc.detail.get("status") == 429
+
+    @staticmethod
+    def _host_failure(exc: FetchFailure) -> bool:
+        return exc.reason in HOST_FAILURE_REASONS or exc.detail.get("status") == 429
+
+    def _backoff(self, attempt: int) -> float:
+        cfg = self.config
+        delay = min(cfg.backoff_cap, cfg.backoff_base * (2**attempt))
+        return delay * (1.0 - cfg.backoff_jitter * random.random())
+
+    # -- one hop -----------------------------------------------------------------------
+
+    async def _hop(self, url: str, cookies: httpx.Cookies | None, state: _FetchState | None, *, page: bool = True) -> _Response:
+        """One request to one URL through breaker, guard, robots and politeness."""
+        target = _Target.parse(url)
+        self.breaker.check(target.hostkey)
+        try:
+            await self.guard.resolve(target.host, target.port)
+            delay = self.config.per_host_delay
+            if page and self.config.respect_robots:
+                rules = await self.robots.rules(target.origin)
+                if not rules.allowed(url, self.config.user_agent):
+                    raise FetchFailure(Reason.ROBOTS, f"robots.txt of {target.origin} disallows this URL",
+                                       robots_status=rules.status)
+                delay = self._host_delay(rules)
+            async with self.gate.slot(target.hostkey, delay):
+                started = time.monotonic()
+                try:
+                    return await self._request(target, cookies, page=page)
+                finally:
+                    if state is not None:
+                        state.network_s += time.monotonic() - started
+        except FetchFailure as exc:
+            if self._host_failure(exc):
+                self.breaker.failure(target.hostkey)
+            raise
+
+    def _host_delay(self, rules: RobotsRules) -> float:
+        """Crawl-delay if the site asks for more than our default, capped."""
+        cfg = self.config
+        crawl_delay = rules.crawl_delay(cfg.user_agent)
+        if crawl_delay is None:
+            return cfg.per_host_delay
+        return max(cfg.per_host_delay, min(crawl_delay, cfg.max_crawl_delay))
+
+    async def _request(self, target: _Target, cookies: httpx.Cookies | None, *, page: bool) -> _Response:
+        """Send one GET with the total timeout; map transport errors to reason codes."""
+        assert self._client is not None, "Fetcher is not open"
+        cfg = self.config
+        request = self._client.build_request("GET", target.url)
+        if cookies is not None:
+            cookies.set_cookie_header(request)
+        try:
+            async with asyncio.timeout(cfg.total_timeout):
+                response = await self._client.send(request, stream=True)
+                try:
+                    if cookies is not None:
+                        cookies.extract_cookies(response)
+                    return await self._read_response(target, response, page=page)
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise FetchFailure(Reason.TIMEOUT, f"no complete response within {cfg.total_timeout}s",
+                               timeout="total") from exc
+        except httpx.TimeoutException as exc:
+            kind = type(exc).__name__.removesuffix("Timeout").lower() or "read"
+            raise FetchFailure(Reason.TIMEOUT, f"{kind} timeout", timeout=kind) from exc
+        except httpx.ConnectError as exc:
+            reason = Reason.REFUSED if _refused(exc) else Reason.CONNECTION
+            raise FetchFailure(reason, f"connect failed: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise FetchFailure(Reason.BAD_URL, str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise FetchFailure(Reason.CONNECTION, f"{type(exc).__name__}: {exc}") from exc
+
+    async def _read_response(self, target: _Target, response: httpx.Response, *, page: bool) -> _Response:
+        cfg = self.config
+        status = response.status_code
+        headers = _kept_headers(response.headers)
+        location = response.headers.get("location") if status in REDIRECT_STATUSES else None
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after:
+                self.gate.defer(target.hostkey, min(retry_after, cfg.max_retry_after))
+            reason = Reason.HTTP_4XX if status == 429 else Reason.HTTP_5XX
+            raise FetchFailure(reason, f"HTTP {status}", status=status, retry_after_s=retry_after)
+        self.breaker.success(target.hostkey)
+        if location or not page:
+            body, raw = b"", 0
+            if not location and 200 <= status < 300:  # robots.txt body
+                body, raw = await read_capped(response.aiter_raw(), response.headers.get("content-encoding"),
+                                              ROBOTS_MAX_BYTES, truncate=True)
+            return _Response(target.url, status, headers, location=location, body=body, raw_bytes=raw)
+        if 400 <= status < 500:
+            raise FetchFailure(Reason.HTTP_4XX, f"HTTP {status}", status=status)
+        if not 200 <= status < 300:
+            raise FetchFailure(Reason.CONNECTION, f"unexpected HTTP status {status}", status=status)
+        ctype = response.headers.get("content-type")
+        if _mime(ctype) and _mime(ctype) not in cfg.allowed_content_types:
+            raise FetchFailure(Reason.NOT_HTML, f"content type {_mime(ctype)!r} is not HTML",
+                               content_type=ctype, status=status)
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > cfg.max_page_bytes:
+            raise too_large(cfg.max_page_bytes, "Content-Length", content_length=int(length), status=status)
+        body, raw = await read_capped(response.aiter_raw(), response.headers.get("content-encoding"),
+                                      cfg.max_page_bytes)
+        return _Response(target.url, status, headers, body=body, raw_bytes=raw)
+
+    # -- robots.txt --------------------------------------------------------------------
+
+    async def _fetch_robots(self, origin: str) -> tuple[int, bytes]:
+        """GET /robots.txt through guard and politeness (no robots check, no retries)."""
+        url = origin + "/robots.txt"
+        for _ in range(6):  # RFC 9309: follow at least five redirects
+            resp = await self._hop(url, None, None, page=False)
+            if resp.location is None:
+                if 200 <= resp.status < 300:
+                    self._space_after_robots(origin, resp.body)
+                return resp.status, resp.body
+            url = _strip_fragment(urljoin(url, resp.location.strip()))
+        raise FetchFailure(Reason.TOO_MANY_REDIRECTS, "robots.txt redirects too often")
+
+    def _space_after_robots(self, origin: str, body: bytes) -> None:
+        """The robots.txt request itself was spaced by the default delay; a Crawl-delay must
+        also separate it from the first page request."""
+        from protego import Protego
+
+        rules = RobotsRules(Protego.parse(body.decode("utf-8", errors="replace")), 200)
+        delay = self._host_delay(rules)
+        if delay > self.config.per_host_delay:
+            self.gate.defer(_Target.parse(origin + "/").hostkey, delay)
+
+
+# -- raw archive ---------------------------------------------------------------------------
+
+RAW_RECORD_VERSION = 1
+
+
+def raw_page_record(page: FetchedPage) -> dict[str, Any]:
+    """A fetched page as a JSON-able dict for the raw-pages topic (re-extraction without fetching).
+
+    The body is the decoded HTML text, so re-extraction needs no charset guessing again.
+    """
+    msg = page.message
+    ref = msg.ref or SourceRef()
+    return {
+        "schema_version": RAW_RECORD_VERSION,
+        "url": msg.url,
+        "final_url": page.final_url,
+        "status": page.status,
+        "headers": dict(page.headers),
+        "body": page.html,
+        "encoding": page.encoding,
+        "fetched_at": page.fetched_at,
+        "elapsed_ms": page.elapsed_ms,
+        "redirects": list(page.redirects),
+        "body_bytes": page.body_bytes,
+        "prescraped": page.prescraped,
+        "input_id": msg.id,
+        "input_source": msg.source,
+        "discovered_at": msg.discovered_at,
+        "topic": ref.topic,
+        "partition": ref.partition,
+        "offset": ref.offset,
+    }
+
+
+def page_from_raw_record(d: dict[str, Any]) -> FetchedPage:
+    """Inverse of :func:`raw_page_record`: a FetchedPage ready for the extract stage."""
+    ref = SourceRef(topic=d.get("topic"), partition=d.get("partition"), offset=d.get("offset"))
+    msg = InputMessage(
+        url=d["url"], ref=ref, id=d.get("input_id"), source=d.get("input_source"),
+        discovered_at=d.get("discovered_at"),
+    )
+    return FetchedPage(
+        message=msg,
+        final_url=d.get("final_url") or d["url"],
+        html=d.get("body") or "",
+        status=int(d.get("status") or 200),
+        headers=dict(d.get("headers") or {}),
+        encoding=d.get("encoding"),
+        fetched_at=d.get("fetched_at"),
+        elapsed_ms=float(d.get("elapsed_ms") or 0.0),
+        prescraped=bool(d.get("prescraped", False)),
+        redirects=list(d.get("redirects") or []),
+        body_bytes=int(d.get("body_bytes") or 0),
+    )
+
+
+# -- Beam ----------------------------------------------------------------------------------
+
+
+class _FetchMetrics:
+    """Beam metrics of the fetch stage (names listed in docs/fetch.md; keep them stable)."""
+
+    def __init__(self) -> None:
+        ns = METRICS_NAMESPACE
+        self.pages = Metrics.counter(ns, "fetch_pages")
+        self.prescraped = Metrics.counter(ns, "fetch_prescraped")
+        self.dead = Metrics.counter(ns, "fetch_dead")
+        self.bytes = Metrics.counter(ns, "fetch_bytes")
+        self.latency = Metrics.distribution(ns, "fetch_latency_ms")
+        self.attempts = Metrics.distribution(ns, "fetch_attempts")
+        self.in_flight = Metrics.gauge(ns, "fetch_in_flight_peak")
+        self.batch = Metrics.distribution(ns, "fetch_batch_size")
+        self._by_name: dict[str, Any] = {}
+
+    def _counter(self, name: str) -> Any:
+        c = self._by_name.get(name)
+        if c is None:
+            c = self._by_name[name] = Metrics.counter(METRICS_NAMESPACE, name)
+        return c
+
+    def record(self, result: FetchedPage | DeadLetter) -> None:
+        if isinstance(result, DeadLetter):
+            self.dead.inc()
+            self._counter(f"fetch_dead_{result.reason}").inc()
+            status = result.detail.get("status")
+            self._counter(f"fetch_status_{status // 100}xx" if isinstance(status, int) else "fetch_status_none").inc()
+            self.attempts.update(result.attempts)
+            return
+        if result.prescraped:
+            self.prescraped.inc()
+            return
+        self.pages.inc()
+        self._counter(f"fetch_status_{result.status // 100}xx").inc()
+        self.bytes.inc(result.body_bytes)
+        self.latency.update(int(result.elapsed_ms))
+
+
+class _FetchDoFn(beam.DoFn):
+    """Buffers messages, fetches each batch concurrently on the DoFn's own event loop."""
+
+    DEAD = "dead_letter"
+
+    def __init__(self, config: FetchConfig) -> None:
+        self.config = config
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fetcher: Fetcher | None = None
+        self._buffer: list[tuple[InputMessage, Any, Any]] = []
+
+    def setup(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._fetcher = Fetcher(self.config)
+        self._loop.run_until_complete(self._fetcher.open())
+        self._metrics = _FetchMetrics()
+
+    def start_bundle(self) -> None:
+        self._buffer = []
+
+    def process(self, msg: InputMessage, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        self._buffer.append((msg, timestamp, window))
+        if len(self._buffer) >= self.config.batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def teardown(self) -> None:
+        if self._loop is None:
+            return
+        try:
+            if self._fetcher is not None:
+                self._loop.run_until_complete(self._fetcher.aclose())
+        finally:
+            self._loop.close()
+            self._loop = None
+
+    def _flush(self):
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        results = self._run([m for m, _ts, _w in batch])
+        self._metrics.batch.update(len(batch))
+        if self._fetcher is not None and self._fetcher._gate is not None:
+            self._metrics.in_flight.set(self._fetcher.gate.peak_in_flight)
+            self._fetcher.gate.peak_in_flight = 0
+        for (msg, ts, window), result in zip(batch, results, strict=True):
+            self._metrics.record(result)
+            value = WindowedValue(result, ts, [window])
+            yield beam.pvalue.TaggedOutput(self.DEAD, value) if isinstance(result, DeadLetter) else value
+
+    def _run(self, msgs: Sequence[InputMessage]) -> list[FetchedPage | DeadLetter]:
+        assert self._loop is not None and self._fetcher is not None
+        try:
+            return self._loop.run_until_complete(self._fetcher.fetch_many(msgs))
+        except Exception as exc:  # Fetcher.fetch never raises per message: this is a loop-level bug
+            log.exception("fetch batch failed")
+            return [
+                dead_letter(Stage.FETCH, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=m.ref, raw=m.raw,
+                            url=m.url)
+                for m in msgs
+            ]
+
+
+class FetchPages(beam.PTransform):
+    """PCollection[InputMessage] -> (PCollection[FetchedPage], PCollection[DeadLetter])."""
+
+    def __init__(self, config: FetchConfig = FetchConfig()) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, messages):
+        out = messages | "Fetch" >> beam.ParDo(_FetchDoFn(self.config)).with_outputs(_FetchDoFn.DEAD, main="pages")
+        return out.pages, out[_FetchDoFn.DEAD]

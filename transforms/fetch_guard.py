@@ -1,0 +1,221 @@
+"""SSRF guard: refuse private, loopback, link-local, metadata and other non-public addresses.
+
+A URL taken from a Kafka message (or from a redirect a hostile site sends) must not make
+the crawler talk to the cloud metadata service, the broker, or anything else inside the
+network. The guard therefore
+
+* resolves host names itself (``loop.getaddrinfo``) and checks *every* address returned,
+  so a name with one public and one private address is refused;
+* is applied to every hop, including redirects and robots.txt, *before* any connection;
+* pins the connection to the addresses it checked: :class:`GuardedBackend` is the httpcore
+  network backend of the fetcher's client, so the socket is opened to a checked IP and
+  never to whatever a second DNS answer says (this defeats DNS rebinding). TLS still
+  verifies the certificate against the URL's host name, because only the TCP target changes.
+
+``allow_private`` switches the guard off; ``allowed_networks`` lets chosen networks through
+(tests use ``127.0.0.0/8``; on-premise users their intranet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+import typing
+from collections.abc import Iterable
+
+import httpcore
+import httpx
+from httpcore import AsyncNetworkBackend, AsyncNetworkStream
+
+from copydesk.schemas.reasons import Reason
+from copydesk.transforms.fetch_errors import FetchFailure
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Listed explicitly although ``is_global`` covers most of them: the list documents intent
+# and does not depend on the Python version's idea of "global".
+BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8", "2001:db8::/32",
+    )
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_DNS_CACHE_MAX = 10_000
+
+
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address hidden in an IPv6 one (mapped, 6to4, NAT64), which is what is reached."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_public_ip(ip: IPAddress) -> bool:
+    """True for an address that is globally routable unicast (what a crawler may contact)."""
+    inner = _embedded_ipv4(ip)
+    if inner is not None and not is_public_ip(inner):
+        return False
+    if any(ip in net for net in BLOCKED_NETWORKS if net.version == ip.version):
+        return False
+    return ip.is_global and not ip.is_multicast
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """The address if ``host`` is an IP literal (brackets and zone id tolerated), else None."""
+    h = host.strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(h)
+    except ValueError:
+        return None
+
+
+class AddressGuard:
+    """Resolves host names and refuses non-public addresses, with a small positive DNS cache.
+
+    The cache is what the connection is pinned to, so the address connected to is always
+    one that was checked. Entries live ``cache_ttl`` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool = False,
+        allowed_networks: Iterable[str] = (),
+        resolve_timeout: float = 5.0,
+        cache_ttl: float = 60.0,
+    ) -> None:
+        self.allow_private = allow_private
+        self.allowed_networks: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in allowed_networks
+        )
+        self.resolve_timeout = resolve_timeout
+        self.cache_ttl = cache_ttl
+        self._cache: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future[tuple[str, ...]]] = {}
+
+    def is_allowed(self, ip: IPAddress) -> bool:
+        if self.allow_private or is_public_ip(ip):
+            return True
+        return any(ip in net for net in self.allowed_networks if net.version == ip.version)
+
+    def check_ip(self, ip: IPAddress, host: str) -> None:
+        """Raise ``blocked_address`` unless ``ip`` may be contacted."""
+        if not self.is_allowed(ip):
+            raise FetchFailure(
+                Reason.BLOCKED_ADDRESS, f"{host} resolves to non-public address {ip}", address=str(ip), host=host
+            )
+
+    async def resolve(self, host: str, port: int) -> tuple[str, ...]:
+        """All addresses of ``host``, each checked; raises ``dns`` or ``blocked_address``."""
+        literal = parse_ip(host)
+        if literal is not None:
+            self.check_ip(literal, host)
+            return (str(literal),)
+        key = (host.lower().rstrip("."), port)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        pending = self._pending.get(key)
+        if pending is not None:  # one lookup per host, however many requests wait for it
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
+        self._pending[key] = fut
+        try:
+            addrs = await self._lookup(key[0], port)
+            fut.set_result(addrs)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            raise
+        finally:
+            del self._pending[key]
+        if len(self._cache) >= _DNS_CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic() + self.cache_ttl, addrs)
+        return addrs
+
+    async def _lookup(self, host: str, port: int) -> tuple[str, ...]:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.resolve_timeout):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError as exc:
+            raise FetchFailure(Reason.DNS, f"DNS lookup of {host} timed out", host=host) from exc
+        except (socket.gaierror, UnicodeError, OSError) as exc:
+            raise FetchFailure(Reason.DNS, f"DNS lookup of {host} failed: {exc}", host=host) from exc
+        addrs: list[str] = []
+        for _family, _type, _proto, _canon, sockaddr in infos:
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            self.check_ip(ip, host)  # every address, not just the first
+            if str(ip) not in addrs:
+                addrs.append(str(ip))
+        if not addrs:
+            raise FetchFailure(Reason.DNS, f"{host} has no addresses", host=host)
+        return tuple(addrs)
+
+
+class GuardedBackend(AsyncNetworkBackend):
+    """httpcore network backend that connects only to addresses the guard has checked."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> AsyncNetworkStream:
+        addrs = await self.guard.resolve(host, port)
+        last: Exception | None = None
+        for addr in addrs:
+            try:
+                return await self._inner.connect_tcp(
+                    addr, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):  # type: ignore[override]
+        raise httpcore.ConnectError("unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's default transport with the connection pool built on :class:`GuardedBackend`.
+
+    httpx does not expose the network backend, so the pool is rebuilt with the same
+    settings; proxies are deliberately unsupported (a proxy would connect for us, unchecked).
+    """
+
+    def __init__(self, guard: AddressGuard, *, limits: httpx.Limits, verify: bool = True) -> None:
+        super().__init__(verify=verify, trust_env=False, limits=limits, http1=True, http2=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=GuardedBackend(guard),
+        )

@@ -1,0 +1,134 @@
+"""Per-host politeness and the per-host circuit breaker.
+
+Politeness (per ``host:port``): at most ``concurrency`` requests at once and at least
+``delay`` seconds between two request *starts*. The global in-flight semaphore is taken
+only once the host's turn has come, so requests sleeping out a host's delay never hold a
+global slot and one busy host cannot starve the others.
+
+Circuit breaker: a host whose requests keep failing (timeouts, connection errors, 5xx,
+429) is backed off as a whole for ``cooldown`` seconds: its requests fail at once with
+``circuit_open`` instead of each burning retries and time, while other hosts go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from copydesk.schemas.reasons import Reason
+from copydesk.transforms.fetch_errors import FetchFailure
+
+_MAX_IDLE_HOSTS = 10_000  # forget idle hosts beyond this, so a long run's state stays bounded
+
+
+@dataclass(slots=True)
+class _HostSlot:
+    sem: asyncio.Semaphore
+    start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    next_start: float = 0.0  # loop time before which no request may start
+    users: int = 0
+
+
+class Politeness:
+    """Gate every request through ``slot(host, delay)``."""
+
+    def __init__(self, *, concurrency: int, max_in_flight: int) -> None:
+        self.concurrency = concurrency
+        self._global = asyncio.Semaphore(max_in_flight)
+        self._hosts: dict[str, _HostSlot] = {}
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def _slot(self, host: str) -> _HostSlot:
+        s = self._hosts.get(host)
+        if s is None:
+            if len(self._hosts) >= _MAX_IDLE_HOSTS:
+                self._forget_idle()
+            s = self._hosts[host] = _HostSlot(asyncio.Semaphore(self.concurrency))
+        return s
+
+    def _forget_idle(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for host in [h for h, s in self._hosts.items() if s.users == 0 and s.next_start <= now]:
+            del self._hosts[host]
+
+    def defer(self, host: str, seconds: float) -> None:
+        """Push the host's next start out (Retry-After applies to the host, not one URL)."""
+        s = self._slot(host)
+        s.next_start = max(s.next_start, asyncio.get_running_loop().time() + seconds)
+
+    @asynccontextmanager
+    async def slot(self, host: str, delay: float) -> AsyncIterator[None]:
+        """Hold one of the host's slots and a global slot for the duration of one request."""
+        loop = asyncio.get_running_loop()
+        s = self._slot(host)
+        s.users += 1
+        try:
+            async with s.sem:
+                async with s.start_lock:  # starts to one host are serialised and spaced
+                    while True:
+                        wait = s.next_start - loop.time()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                        await self._global.acquire()
+                        if s.next_start <= loop.time():
+                            break
+                        self._global.release()  # deferred (Retry-After) meanwhile: wait again
+                    s.next_start = loop.time() + delay
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    yield
+                finally:
+                    self.in_flight -= 1
+                    self._global.release()
+        finally:
+            s.users -= 1
+
+
+@dataclass(slots=True)
+class _Circuit:
+    failures: int = 0
+    open_until: float = 0.0
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker per host; after the cooldown one probe request may pass."""
+
+    def __init__(self, *, threshold: int, cooldown: float) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._hosts: dict[str, _Circuit] = {}
+
+    def check(self, host: str) -> None:
+        """Raise ``circuit_open`` while the host is backed off."""
+        c = self._hosts.get(host)
+        if c is None or c.failures < self.threshold:
+            return
+        now = time.monotonic()
+        if now < c.open_until:
+            raise FetchFailure(
+                Reason.CIRCUIT_OPEN, f"{host} failed {c.failures} times in a row; backed off",
+                host=host, retry_in_s=round(c.open_until - now, 3),
+            )
+        c.open_until = now + self.cooldown  # half-open: this request probes, others keep waiting
+
+    def success(self, host: str) -> None:
+        self._hosts.pop(host, None)
+
+    def failure(self, host: str) -> None:
+        c = self._hosts.get(host)
+        if c is None:
+            if len(self._hosts) >= _MAX_IDLE_HOSTS:
+                self._hosts.clear()
+            c = self._hosts[host] = _Circuit()
+        c.failures += 1
+        if c.failures >= self.threshold:
+            c.open_until = max(c.open_until, time.monotonic() + self.cooldown)
+
+    def is_open(self, host: str) -> bool:
+        c = self._hosts.get(host)
+        return c is not None and c.failures >= self.threshold and time.monotonic() < c.open_until
