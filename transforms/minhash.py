@@ -1,0 +1,226 @@
+"""Near-duplicate fingerprints: word shingles, a vectorised MinHash and LSH band values.
+
+Pure functions only (no Beam). Everything here is deterministic across processes and
+machines: shingle hashes come from BLAKE2b, the permutation parameters from a fixed seed,
+so two workers (or a restarted job) compute the same signature and the same band values
+for the same text.
+
+MinHash
+    Each shingle (``k`` consecutive normalised words, see
+    :func:`copydesk.transforms.article.normalized_words`) is hashed to 64 bits. Permutation
+    ``i`` is the multiply-add-shift hash ``h_i(x) = ((a_i * x + b_i) mod 2**64) >> 32`` (``a_i``
+    odd), evaluated for all shingles and all permutations at once with numpy; the signature
+    value is the minimum over shingles, truncated to its low 16 bits. A truncated minimum
+    still equals for two texts with probability ``J + (1 - J) / 65536`` (b-bit MinHash), so
+    the Jaccard estimate is unbiased to 2e-5 while a 128-permutation signature is 256 bytes.
+
+LSH
+    The signature is cut into ``bands`` bands of ``rows`` values; a band value is the 64-bit
+    integer of its ``rows`` 16-bit values (rows == 4) or their BLAKE2b-64 (other sizes). Two
+    texts with Jaccard ``J`` share at least one band with probability ``1 - (1 - J**rows)**bands``.
+
+Scripts written without spaces (Han, Hiragana, Katakana) are split into single characters
+before shingling, so Chinese and Japanese text gets character shingles instead of one
+"word" per sentence.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+
+__all__ = [
+    "EMPTY_SIGNATURE",
+    "MinHasher",
+    "band_values",
+    "content_hash",
+    "normalized_words",
+    "decode_signature",
+    "encode_signature",
+    "jaccard",
+    "shingle_hashes",
+    "similarity",
+    "tokens",
+]
+
+_MASK64 = (1 << 64) - 1
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_SHINGLE_MUL = np.uint64(0x9E3779B97F4A7C15)  # odd constant of the polynomial shingle combination
+_FP_PREFIX = "mh1:"
+EMPTY_SIGNATURE = b""
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def normalized_words(text: str) -> list[str]:
+    """Case-folded NFKC word tokens: the same definition as
+    :func:`copydesk.transforms.article.normalized_words` (which the content hash is built on;
+    a test checks they agree). Duplicated so that this module imports only numpy: the
+    extraction stack that ``article`` pulls in is not needed to de-duplicate."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def content_hash(text: str) -> str:
+    """Same as :func:`copydesk.transforms.article.content_hash` (see :func:`normalized_words`)."""
+    return hashlib.blake2b(" ".join(normalized_words(text)).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def tokens(text: str) -> list[str]:
+    """Normalised word tokens; runs of Han/kana characters are split into single characters."""
+    words = normalized_words(text)
+    if _CJK.search(text) is None:
+        return words
+    out: list[str] = []
+    for w in words:
+        if _CJK.search(w):
+            # keep Latin/digit runs inside a CJK token together, split the CJK characters
+            buf = ""
+            for ch in w:
+                if _CJK.match(ch):
+                    if buf:
+                        out.append(buf)
+                        buf = ""
+                    out.append(ch)
+                else:
+                    buf += ch
+            if buf:
+                out.append(buf)
+        else:
+            out.append(w)
+    return out
+
+
+_TOKEN_CACHE: dict[str, int] = {}
+_TOKEN_CACHE_MAX = 1 << 19
+
+
+def _token_hash(tok: str) -> int:
+    """BLAKE2b-64 of a token, memoised (word frequencies are Zipfian: most lookups hit)."""
+    h = _TOKEN_CACHE.get(tok)
+    if h is None:
+        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_MAX:
+            _TOKEN_CACHE.clear()
+        h = _TOKEN_CACHE[tok] = int.from_bytes(
+            hashlib.blake2b(tok.encode("utf-8"), digest_size=8).digest(), "little"
+        )
+    return h
+
+
+def shingle_hashes(toks: Sequence[str], k: int = 5) -> np.ndarray:
+    """64-bit hashes of the ``k``-token shingles of ``toks`` in text order (uint64; a repeated
+    shingle repeats its hash, which does not change a MinHash; use ``np.unique`` for a set).
+
+    A text shorter than ``k`` tokens gives one shingle of all its tokens; an empty text none.
+    """
+    n = len(toks)
+    if n == 0:
+        return np.empty(0, dtype=np.uint64)
+    get = _TOKEN_CACHE.get
+    th = np.array([get(t) or _token_hash(t) for t in toks], dtype=np.uint64)
+    if n < k:
+        k = n
+    m = n - k + 1
+    acc = th[:m].copy()
+    with np.errstate(over="ignore"):
+        for j in range(1, k):
+            acc *= _SHINGLE_MUL
+            acc += th[j : j + m]
+    return acc
+
+
+class MinHasher:
+    """Vectorised MinHash over 64-bit shingle hashes, producing 16-bit values (b-bit MinHash).
+
+    ``num_perm`` permutations with parameters drawn from ``numpy.random.default_rng(seed)``.
+    """
+
+    def __init__(self, num_perm: int = 128, seed: int = 1) -> None:
+        rng = np.random.default_rng(seed)
+        self.num_perm = num_perm
+        self._a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self._b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
+        self._chunk = max(1, (1 << 17) // num_perm)  # shingles per block: bounds the temporary matrix
+
+    def signature(self, hashes: np.ndarray) -> bytes:
+        """The signature of a set of shingle hashes: ``num_perm`` little-endian uint16 values.
+
+        An empty set gives :data:`EMPTY_SIGNATURE` (no near-duplicate matching for it).
+        """
+        if hashes.size == 0:
+            return EMPTY_SIGNATURE
+        mins = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for s in range(0, hashes.size, self._chunk):
+                x = hashes[s : s + self._chunk, None]
+                h = (x * self._a + self._b) >> np.uint64(32)
+                np.minimum(mins, h.min(axis=0), out=mins)
+        return (mins & np.uint64(0xFFFF)).astype("<u2").tobytes()
+
+    def text_signature(self, text: str, k: int = 5) -> tuple[bytes, int]:
+        """Signature of ``text`` and its number of tokens."""
+        toks = tokens(text)
+        return self.signature(shingle_hashes(toks, k)), len(toks)
+
+
+@lru_cache(maxsize=8)
+def minhasher(num_perm: int, seed: int) -> MinHasher:
+    """A cached :class:`MinHasher` (building one draws the permutation parameters)."""
+    return MinHasher(num_perm, seed)
+
+
+def similarity(sig_a: bytes, sig_b: bytes) -> float:
+    """Estimated Jaccard similarity of two signatures (share of equal values); 0.0 if either
+    is empty or their lengths differ."""
+    if not sig_a or not sig_b or len(sig_a) != len(sig_b):
+        return 0.0
+    a = np.frombuffer(sig_a, dtype="<u2")
+    b = np.frombuffer(sig_b, dtype="<u2")
+    return float(np.count_nonzero(a == b)) / a.size
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sets of shingle hashes (for measurements and tests)."""
+    a, b = np.unique(a), np.unique(b)
+    if a.size == 0 and b.size == 0:
+        return 1.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (a.size + b.size - inter)
+
+
+def band_values(sig: bytes, bands: int, rows: int) -> list[int]:
+    """The ``bands`` LSH band values of a signature (64-bit ints); [] for an empty signature.
+
+    Uses the first ``bands * rows`` signature values.
+    """
+    if not sig:
+        return []
+    need = bands * rows * 2
+    if len(sig) < need:
+        raise ValueError(f"signature has {len(sig) // 2} values, bands*rows needs {bands * rows}")
+    if rows == 4:
+        return np.frombuffer(sig, dtype="<u8", count=bands).tolist()
+    step = rows * 2
+    return [
+        int.from_bytes(hashlib.blake2b(sig[i * step : (i + 1) * step], digest_size=8).digest(), "little")
+        for i in range(bands)
+    ]
+
+
+def encode_signature(sig: bytes) -> str:
+    """The record's ``fingerprint`` string: ``"mh1:"`` + URL-safe base64 of the signature
+    (``"mh1:"`` alone when the text was too short for a near-duplicate signature)."""
+    return _FP_PREFIX + base64.urlsafe_b64encode(sig).decode("ascii").rstrip("=")
+
+
+def decode_signature(fp: str) -> bytes:
+    """Inverse of :func:`encode_signature`; raises ``ValueError`` on anything else."""
+    if not isinstance(fp, str) or not fp.startswith(_FP_PREFIX):
+        raise ValueError(f"not a MinHash fingerprint: {fp!r:.40}")
+    body = fp[len(_FP_PREFIX) :]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)) if body else EMPTY_SIGNATURE
