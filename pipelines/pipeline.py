@@ -1,0 +1,192 @@
+"""Pipeline assembly: one composite per stage, wired here and nowhere else.
+
+    Read -> Parse -> Fetch -> Extract -> Dedup -> Write (records)
+                 \\______\\_______\\________________-> Write (dead letters)
+    every write (and every deliberately dropped duplicate) -> acks -> CommitOffsets
+
+``build_pipeline`` returns the stage outputs, exposed for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
+from copydesk.schemas.codec import encode
+from copydesk.transforms.commit import CommitOffsets
+from copydesk.transforms.dedup import DedupConfig, Deduplicate
+from copydesk.transforms.extract import ExtractArticles, ExtractConfig
+from copydesk.transforms.fetch import FetchConfig, FetchPages
+from copydesk.transforms.files_io import ReadInputFile, WriteJsonLines
+from copydesk.transforms.kafka_io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
+from copydesk.transforms.messages import ParseMessages
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """The options do not describe a runnable job."""
+
+
+@dataclass
+class PipelineOutputs:
+    records: Any
+    dead_letters: Any
+    dropped: Any
+    acks: Any | None
+
+
+def _only_known(cls, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names and v is not None}
+
+
+def fetch_config(o: CopydeskOptions) -> FetchConfig:
+    nets = tuple(n.strip() for n in (o.allow_networks or "").split(",") if n.strip())
+    return FetchConfig(**_only_known(FetchConfig, {
+        "max_in_flight": o.max_in_flight,
+        "per_host_concurrency": o.per_host_concurrency,
+        "per_host_delay": o.per_host_delay,
+        "user_agent": o.fetch_user_agent,
+        "total_timeout": o.fetch_timeout,
+        "max_page_bytes": o.max_page_bytes,
+        "max_redirects": o.max_redirects,
+        "respect_robots": not o.ignore_robots,
+        "allow_private": o.allow_private or None,
+        "allowed_networks": nets or None,
+    }))
+
+
+def extract_config(o: CopydeskOptions) -> ExtractConfig:
+    return ExtractConfig(**_only_known(ExtractConfig, {
+        "fast": not o.no_fast_extraction,
+        "workers": o.extract_workers,
+        "timeout": o.extract_timeout,
+    }))
+
+
+def dedup_config(o: CopydeskOptions) -> DedupConfig:
+    return DedupConfig(**_only_known(DedupConfig, {
+        "drop_duplicates": o.drop_duplicates,
+        "horizon_seconds": o.dedup_horizon_hours * 3600 if o.dedup_horizon_hours else None,
+        "threshold": o.dedup_threshold,
+    }))
+
+
+def kafka_config(o: CopydeskOptions) -> KafkaConfig | None:
+    if not o.kafka_bootstrap_servers:
+        return None
+    return KafkaConfig(bootstrap_servers=o.kafka_bootstrap_servers, group_id=o.group_id,
+                       client_config=parse_kafka_config(o.kafka_config))
+
+
+def validate(o: CopydeskOptions) -> None:
+    if bool(o.input_topic) == bool(o.input_file):
+        raise ConfigError("give exactly one input: --input-topic (with --bootstrap-servers) or --input-file")
+    needs_kafka = [n for n in ("input_topic", "output_topic", "dead_letter_topic", "raw_pages_topic",
+                               "fingerprint_topic") if getattr(o, n)]
+    if needs_kafka and not o.kafka_bootstrap_servers:
+        raise ConfigError(f"--bootstrap-servers is required with {', '.join('--' + n.replace('_', '-') for n in needs_kafka)}")
+    if not (o.output_topic or o.output_file) and not o.copydesk_dry_run:
+        raise ConfigError("give an output: --output-topic or --output-file (or --dry-run)")
+    if not (o.dead_letter_topic or o.dead_letter_file) and not o.copydesk_dry_run:
+        raise ConfigError("give a dead-letter output: --dead-letter-topic or --dead-letter-file: "
+                          "failures are never dropped silently")
+    if o.input_file and not os.path.exists(o.input_file):
+        raise ConfigError(f"--input-file {o.input_file} does not exist")
+    if o.start_from not in ("committed", "earliest", "latest"):
+        raise ConfigError("--start-from must be committed, earliest or latest")
+
+
+def check_topics(o: CopydeskOptions) -> None:
+    """Fail fast, before building anything, when a topic the job needs does not exist."""
+    from kafka import KafkaConsumer
+
+    kc = kafka_config(o)
+    assert kc is not None
+    consumer = KafkaConsumer(**kc.kwargs())
+    try:
+        existing = consumer.topics()
+    finally:
+        consumer.close()
+    wanted = [t for t in (o.input_topic or "").split(",") if t]
+    wanted += [t for t in (o.output_topic, o.dead_letter_topic, o.raw_pages_topic) if t]
+    missing = [t for t in wanted if t not in existing]
+    if missing:
+        raise ConfigError(f"topics do not exist on {kc.bootstrap_servers}: {', '.join(missing)}")
+
+
+def _write(pcoll, label: str, o: CopydeskOptions, topic: str | None, path: str | None):
+    """Write to a topic or a file; return the acks of what was written (or None)."""
+    if topic:
+        return pcoll | f"Write{label}ToKafka" >> WriteToKafka(kafka_config(o), topic, encode)
+    return pcoll | f"Write{label}ToFile" >> WriteJsonLines(path, encode)
+
+
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: ReadConfig | None = None) -> PipelineOutputs:
+    """Wire the stages. ``read_config`` overrides how topics are read (replay, demo)."""
+    o = options.view_as(CopydeskOptions)
+    validate(o)
+    kc = kafka_config(o)
+    if o.input_topic:
+        rc = read_config or ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t),
+                                       start=o.start_from, max_message_bytes=o.max_message_bytes)
+        raw = (p | "ReadKafka" >> ReadFromKafkaPartitions(kc, rc)
+               | "Unwrap" >> beam.Map(lambda r: (r.value, r.ref)))
+    else:
+        raw = p | "ReadFile" >> ReadInputFile(o.input_file)
+
+    messages, parse_dead = raw | "Parse" >> ParseMessages(o.max_message_bytes)
+    pages, fetch_dead = messages | "Fetch" >> FetchPages(fetch_config(o))
+    articles, extract_dead = pages | "Extract" >> ExtractArticles(extract_config(o))
+    records, dropped = articles | "Dedup" >> Deduplicate(dedup_config(o))
+    dead = (parse_dead, fetch_dead, extract_dead) | "DeadLetters" >> beam.Flatten()
+
+    acks = []
+    if not o.copydesk_dry_run:
+        acks.append(_write(records, "Records", o, o.output_topic, o.output_file))
+        acks.append(_write(dead, "DeadLetters", o, o.dead_letter_topic, o.dead_letter_file))
+    acks.append(dropped | "AckDropped" >> beam.FlatMap(lambda r: acks_for([r.ref])))
+    all_acks = None
+    if o.input_topic:
+        all_acks = tuple(a for a in acks if a is not None) | "Acks" >> beam.Flatten()
+        all_acks | "CommitOffsets" >> CommitOffsets(kc, dry_run=o.copydesk_dry_run)
+    return PipelineOutputs(records=records, dead_letters=dead, dropped=dropped, acks=all_acks)
+
+
+def pipeline_options(argv: list[str]) -> PipelineOptions:
+    """Parse argv into options; default to the Python FnApiRunner (see README: local runner)."""
+    options = PipelineOptions(argv)
+    std = options.view_as(StandardOptions)
+    if not std.runner or std.runner.lower() in ("fnapirunner", "fnapi"):
+        std.runner = FN_API_RUNNER
+    return options
+
+
+def configure_local_runner(options: PipelineOptions) -> None:
+    """FnApiRunner tuning measured here: keyed state is ~6x faster without the state cache."""
+    if options.view_as(StandardOptions).runner == FN_API_RUNNER:
+        from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+        worker_handlers.STATE_CACHE_SIZE_MB = 0
+
+
+def run(argv: list[str]) -> Any:
+    options = pipeline_options(argv)
+    o = options.view_as(CopydeskOptions)
+    validate(o)
+    if o.kafka_bootstrap_servers:
+        check_topics(o)
+    configure_local_runner(options)
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, options)
+    result = p.run()
+    result.wait_until_finish()
+    return result

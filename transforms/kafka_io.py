@@ -1,0 +1,427 @@
+"""Kafka in and out of Beam, on kafka-python.
+
+``ReadFromKafkaPartitions`` is a splittable DoFn source: one element per topic partition,
+an offset-range restriction (unbounded for the live job, bounded for replays), a
+self-checkpoint (``defer_remainder``) when the partition is idle or a batch is done, and a
+manual watermark estimator driven by record timestamps (advanced to wall time while a
+partition is idle, so downstream event-time logic is not held back by a quiet partition).
+
+``WriteToKafka`` is the buffered-sink shape of Beam's own Pub/Sub sink: the producer is
+built in ``setup()``, sends are buffered per bundle and ``finish_bundle()`` flushes and
+checks every send before the bundle counts as done; a failed send fails the bundle so the
+runner retries it (at-least-once). After the flush it emits *acks*, the offset ranges the
+written records account for, which :mod:`copydesk.transforms.commit` turns into consumer-
+group commits. That is what makes commits follow writes even across the keyed dedup stage.
+
+On Flink/Dataflow the Java ``ReadFromKafka``/``WriteToKafka`` cross-language transforms can
+be selected instead (``--kafka-io=java``); they need the expansion service jar (a Maven
+download), which is why the Python implementation is the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+
+from copydesk.schemas.records import SourceRef
+
+log = logging.getLogger(__name__)
+
+UNBOUNDED = sys.maxsize
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaConfig:
+    """Connection settings shared by readers, writers and the committer.
+
+    ``client_config`` passes any other kafka-python setting through (security protocol,
+    SASL credentials, SSL files ...); it is masked when options are printed.
+    """
+
+    bootstrap_servers: str
+    group_id: str = "copydesk"
+    client_config: tuple[tuple[str, Any], ...] = ()
+    request_timeout_ms: int = 30_000
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap_servers.split(","),
+                "request_timeout_ms": self.request_timeout_ms, **dict(self.client_config)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadConfig:
+    topics: tuple[str, ...]
+    start: str = "committed"  # committed | earliest | latest
+    # Bounded reads (replay / demo): explicit start and stop offsets per "topic:partition".
+    start_offsets: tuple[tuple[str, int], ...] = ()
+    stop_offsets: tuple[tuple[str, int], ...] = ()
+    stop_at_end: bool = False  # stop at the end offsets seen when the job starts
+    # Micro-batch reads (the local runner, see pipelines/runner.py): stop a partition when it
+    # has been idle this long, at a wall-clock deadline, or after this many offsets.
+    stop_when_idle_seconds: float | None = None
+    deadline: float | None = None  # time.time() value
+    max_records_per_partition: int | None = None
+    max_records_per_call: int = 500
+    max_seconds_per_call: float = 1.0
+    poll_timeout_ms: int = 200
+    idle_resume_seconds: float = 0.2
+    isolation_level: str = "read_committed"
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """One element of the reader: a partition and the offsets to read ([start, stop))."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int = UNBOUNDED
+
+    @property
+    def key(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass(slots=True)
+class KafkaRecord:
+    """A message as read: raw key and value, and where it came from."""
+
+    value: bytes | None
+    key: bytes | None
+    ref: SourceRef
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _tp(topic: str, partition: int):
+    from kafka import TopicPartition
+
+    return TopicPartition(topic, partition)
+
+
+def resolve_partitions(kafka: KafkaConfig, read: ReadConfig) -> list[PartitionSpec]:
+    """List the partitions of the input topics and where to start and stop reading each.
+
+    Start: an explicit offset, else the group's committed offset, else earliest/latest.
+    """
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(group_id=kafka.group_id, enable_auto_commit=False, **kafka.kwargs())
+    try:
+        tps = []
+        for topic in read.topics:
+            parts = _partitions_for(consumer, topic)
+            tps.extend(_tp(topic, p) for p in sorted(parts))
+        explicit_start = dict(read.start_offsets)
+        explicit_stop = dict(read.stop_offsets)
+        beginning = consumer.beginning_offsets(tps)
+        end = consumer.end_offsets(tps) if (read.start == "latest" or read.stop_at_end) else {}
+        specs = []
+        for tp in tps:
+            key = f"{tp.topic}:{tp.partition}"
+            if key in explicit_start:
+                start = explicit_start[key]
+            else:
+                committed = consumer.committed(tp) if read.start == "committed" else None
+                if committed is not None:
+                    start = committed
+                elif read.start == "latest":
+                    start = end[tp]
+                else:
+                    start = beginning[tp]
+            start = max(start, beginning[tp])
+            stop = explicit_stop.get(key, end[tp] if read.stop_at_end else UNBOUNDED)
+            if read.max_records_per_partition:
+                stop = min(stop, start + read.max_records_per_partition)
+            specs.append(PartitionSpec(tp.topic, tp.partition, start, max(stop, start)))
+        return specs
+    finally:
+        consumer.close()
+
+
+def _partitions_for(consumer, topic: str, timeout: float = 30.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return parts
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} does not exist or has no partitions")
+        time.sleep(0.2)
+        consumer.topics()  # refresh metadata
+
+
+class _DiscoverPartitions(beam.DoFn):
+    """Impulse -> one PartitionSpec per partition, resolved when the job starts (on a worker)."""
+
+    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
+        self.kafka = kafka
+        self.read = read
+
+    def process(self, _impulse) -> Iterator[PartitionSpec]:
+        specs = resolve_partitions(self.kafka, self.read)
+        for spec in specs:
+            log.info("reading %s from offset %d%s", spec.key, spec.start,
+                     "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
+        yield from specs
+
+
+# --------------------------------------------------------------------------- the SDF
+
+
+class _PartitionRestrictionProvider(RestrictionProvider):
+    def initial_restriction(self, element: PartitionSpec) -> OffsetRange:
+        return OffsetRange(element.start, element.stop)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def split(self, element, restriction):
+        # A partition is read in order by one reader; no initial split.
+        yield restriction
+
+    def restriction_size(self, element, restriction: OffsetRange) -> int:
+        if restriction.stop == UNBOUNDED:
+            return 1 << 20  # unknown backlog: a constant keeps the runner's arithmetic sane
+        return restriction.size()
+
+    def truncate(self, element, restriction):
+        # On drain, an unbounded read stops where it is; a bounded one finishes.
+        if restriction.stop == UNBOUNDED:
+            return None
+        return restriction
+
+
+class _ReadPartitionFn(beam.DoFn):
+    """Read one partition's offset range; checkpoint itself after each batch or when idle."""
+
+    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
+        self.kafka = kafka
+        self.read = read
+        self._consumers: dict[str, Any] = {}
+        self._positions: dict[str, int] = {}
+        self._last_data: dict[str, float] = {}
+        self.records_read = Metrics.counter("copydesk.read", "kafka_records_read")
+        self.bytes_read = Metrics.counter("copydesk.read", "kafka_bytes_read")
+        self.idle_polls = Metrics.counter("copydesk.read", "kafka_idle_polls")
+
+    def setup(self) -> None:
+        self._consumers = {}
+        self._positions = {}
+        self._last_data = {}
+
+    def _consumer(self, spec: PartitionSpec):
+        from kafka import KafkaConsumer
+
+        c = self._consumers.get(spec.key)
+        if c is None:
+            c = KafkaConsumer(
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level=self.read.isolation_level,
+                fetch_max_wait_ms=100,
+                max_poll_records=self.read.max_records_per_call,
+                max_partition_fetch_bytes=max(self.read.max_message_bytes, 1 << 20),
+                fetch_max_bytes=max(self.read.max_message_bytes * 2, 50 << 20),
+                client_id=f"copydesk-reader-{spec.key}",
+                **self.kafka.kwargs(),
+            )
+            c.assign([_tp(spec.topic, spec.partition)])
+            self._consumers[spec.key] = c
+        return c
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        spec: PartitionSpec,
+        tracker=beam.DoFn.RestrictionParam(_PartitionRestrictionProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ) -> Iterator[Any]:
+        restriction = tracker.current_restriction()
+        tp = _tp(spec.topic, spec.partition)
+        consumer = self._consumer(spec)
+        if self._positions.get(spec.key) != restriction.start:
+            consumer.seek(tp, restriction.start)
+        covers_from = restriction.start
+        emitted = 0
+        deadline = time.monotonic() + self.read.max_seconds_per_call
+        self._last_data.setdefault(spec.key, time.monotonic())
+        while True:
+            if restriction.stop != UNBOUNDED and consumer.position(tp) >= restriction.stop:
+                tracker.try_claim(restriction.stop)  # past the end: marks the range done
+                return
+            if self.read.deadline is not None and time.time() >= self.read.deadline:
+                self._positions[spec.key] = covers_from
+                tracker.try_claim(restriction.stop)  # the micro-batch is over: stop here
+                return
+            batch = consumer.poll(timeout_ms=self.read.poll_timeout_ms,
+                                  max_records=self.read.max_records_per_call - emitted).get(tp, [])
+            if not batch:
+                self.idle_polls.inc()
+                self._positions[spec.key] = covers_from
+                idle_for = time.monotonic() - self._last_data[spec.key]
+                if self.read.stop_when_idle_seconds is not None and idle_for >= self.read.stop_when_idle_seconds:
+                    tracker.try_claim(restriction.stop)  # caught up: end this micro-batch's read
+                    return
+                if emitted == 0:
+                    # Idle: nothing newer can carry an older timestamp than "now - a little".
+                    _advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
+                tracker.defer_remainder(Duration(seconds=self.read.idle_resume_seconds))
+                return
+            for msg in batch:
+                if not tracker.try_claim(msg.offset):
+                    self._positions.pop(spec.key, None)
+                    return
+                ref = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                covers_from=covers_from, origin=spec.start, timestamp_ms=msg.timestamp)
+                covers_from = msg.offset + 1
+                ts = Timestamp(micros=max(msg.timestamp, 0) * 1000)
+                self.records_read.inc()
+                self.bytes_read.inc(len(msg.value or b""))
+                self._last_data[spec.key] = time.monotonic()
+                yield TimestampedValue(KafkaRecord(msg.value, msg.key, ref, list(msg.headers or [])), ts)
+                _advance_watermark(watermark, ts)
+                emitted += 1
+            if emitted >= self.read.max_records_per_call or time.monotonic() >= deadline:
+                self._positions[spec.key] = covers_from
+                tracker.defer_remainder()
+                return
+
+    def teardown(self) -> None:
+        for c in self._consumers.values():
+            try:
+                c.close()
+            except Exception:  # closing on shutdown: nothing left to protect
+                pass
+        self._consumers = {}
+
+
+def _advance_watermark(estimator: ManualWatermarkEstimator, ts: Timestamp) -> None:
+    current = estimator.current_watermark()
+    if current is None or ts > current:
+        estimator.set_watermark(ts)
+
+
+class ReadFromKafkaPartitions(beam.PTransform):
+    """Read topics as a PCollection of :class:`KafkaRecord` (timestamped with the record time)."""
+
+    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
+        super().__init__()
+        self.kafka = kafka
+        self.read = read
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Impulse" >> beam.Impulse()
+            | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
+            | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read))
+        )
+
+
+# --------------------------------------------------------------------------- acks
+
+
+Ack = tuple[str, tuple[int, int, int]]  # ("topic:partition", (covers_from, end, origin))
+
+
+def acks_for(refs: Iterable[SourceRef]) -> list[Ack]:
+    """Merge the offset ranges of written records into as few acks as possible."""
+    by_tp: dict[str, list[tuple[int, int, int]]] = {}
+    for ref in refs:
+        if ref is None or not ref.is_kafka:
+            continue
+        start = ref.covers_from if ref.covers_from is not None else ref.offset
+        origin = ref.origin if ref.origin is not None else start
+        by_tp.setdefault(f"{ref.topic}:{ref.partition}", []).append((start, ref.offset + 1, origin))
+    out: list[Ack] = []
+    for key, ranges in by_tp.items():
+        ranges.sort()
+        cur_s, cur_e, cur_o = ranges[0]
+        for s, e, o in ranges[1:]:
+            if s == cur_e and o == cur_o:
+                cur_e = e
+            else:
+                out.append((key, (cur_s, cur_e, cur_o)))
+                cur_s, cur_e, cur_o = s, e, o
+        out.append((key, (cur_s, cur_e, cur_o)))
+    return out
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+class _KafkaWriteFn(beam.DoFn):
+    """Buffered producer sink: flush and check every send in finish_bundle, then ack."""
+
+    def __init__(self, kafka: KafkaConfig, topic: str, encode, key_of, producer_config: dict | None = None) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.encode = encode
+        self.key_of = key_of
+        self.producer_config = producer_config or {}
+        self.written = Metrics.counter("copydesk.write", f"records_written_{topic}")
+
+    def setup(self) -> None:
+        from kafka import KafkaProducer
+
+        cfg = dict(acks="all", linger_ms=5, retries=5, max_request_size=32 << 20,
+                   compression_type=None, client_id=f"copydesk-writer-{self.topic}")
+        cfg.update(self.producer_config)
+        self._producer = KafkaProducer(**cfg, **self.kafka.kwargs())
+
+    def start_bundle(self) -> None:
+        self._pending: list[tuple[Any, Any]] = []
+
+    def process(self, record) -> None:
+        value = self.encode(record)
+        key = self.key_of(record)
+        fut = self._producer.send(self.topic, value=value, key=key.encode() if isinstance(key, str) else key)
+        self._pending.append((fut, getattr(record, "ref", None)))
+
+    def finish_bundle(self):
+        if not self._pending:
+            return
+        self._producer.flush()
+        refs = []
+        for fut, ref in self._pending:
+            fut.get(timeout=self.kafka.request_timeout_ms / 1000)  # raises: the bundle is retried
+            refs.append(ref)
+        self.written.inc(len(self._pending))
+        self._pending = []
+        for ack in acks_for(refs):
+            yield WindowedValue(ack, Timestamp.now(), [GlobalWindow()])
+
+    def teardown(self) -> None:
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.close(timeout=10)
+
+
+class WriteToKafka(beam.PTransform):
+    """Write records to a topic, keyed by record id; returns the acks of what was written."""
+
+    def __init__(self, kafka: KafkaConfig, topic: str, encode, key_of=lambda r: getattr(r, "id", None),
+                 producer_config: dict | None = None) -> None:
+        super().__init__()
+        self.kafka, self.topic, self.encode, self.key_of = kafka, topic, encode, key_of
+        self.producer_config = producer_config
+
+    def expand(self, pcoll):
+        return pcoll | beam.ParDo(_KafkaWriteFn(self.kafka, self.topic, self.encode, self.key_of,
+                                                self.producer_config)).with_output_types(tuple)

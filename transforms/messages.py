@@ -1,0 +1,116 @@
+"""Parse input messages (pure function + the Beam stage).
+
+A message is a plain URL string, or a JSON object
+``{"url": ..., "html": optional pre-scraped page, "source": ..., "discovered_at": ...,
+"id": ..., "force": ...}`` (a JSON string holding a URL is accepted too). Anything else is
+a dead letter with a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+import orjson
+from apache_beam.metrics import Metrics
+
+from copydesk.schemas.codec import dead_letter
+from copydesk.schemas.reasons import Reason, Stage
+from copydesk.schemas.records import DeadLetter, InputMessage, SourceRef
+from copydesk.transforms.urls import InvalidURL, check_url
+
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+_OPTIONAL_STR = ("source", "discovered_at", "id", "html")
+
+
+def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
+                  max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> InputMessage | DeadLetter:
+    def dead(reason: Reason, message: str, url: str | None = None) -> DeadLetter:
+        return dead_letter(Stage.PARSE, reason, message, ref=ref, raw=value, url=url)
+
+    if value is None:
+        return dead(Reason.MALFORMED, "empty message (null value)")
+    size = len(value) if isinstance(value, bytes) else len(value.encode("utf-8", errors="replace"))
+    if size > max_bytes:
+        return dead(Reason.MESSAGE_TOO_LARGE, f"message is {size} bytes (max {max_bytes})")
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return dead(Reason.MALFORMED, f"message is not UTF-8: {exc}")
+    else:
+        text = value
+    stripped = text.strip().lstrip("\ufeff")
+    if not stripped:
+        return dead(Reason.MALFORMED, "empty message")
+    fields: dict[str, Any]
+    if stripped[0] in "{[\"":
+        try:
+            doc = orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
+            return dead(Reason.MALFORMED, f"invalid JSON: {exc}")
+        if isinstance(doc, str):
+            fields = {"url": doc}
+        elif isinstance(doc, dict):
+            fields = doc
+        else:
+            return dead(Reason.MALFORMED, f"JSON message must be an object or a string, not {type(doc).__name__}")
+    else:
+        fields = {"url": stripped}
+    url = fields.get("url")
+    if url is None or (isinstance(url, str) and not url.strip()):
+        return dead(Reason.NO_URL, "message has no url")
+    if not isinstance(url, str):
+        return dead(Reason.MALFORMED, f"url must be a string, not {type(url).__name__}")
+    for name in _OPTIONAL_STR:
+        if fields.get(name) is not None and not isinstance(fields[name], str):
+            return dead(Reason.MALFORMED, f"{name} must be a string, not {type(fields[name]).__name__}", url)
+    force = fields.get("force", False)
+    if not isinstance(force, bool):
+        return dead(Reason.MALFORMED, f"force must be true or false, not {force!r}", url)
+    try:
+        url = check_url(url)
+    except InvalidURL as exc:
+        return dead(Reason(exc.reason), str(exc), url[:2048])
+    return InputMessage(
+        url=url,
+        ref=ref,
+        html=fields.get("html"),
+        source=fields.get("source"),
+        discovered_at=fields.get("discovered_at"),
+        id=fields.get("id"),
+        force=force,
+        raw=stripped[:4096] if fields.get("html") is None else orjson.dumps(
+            {k: v for k, v in fields.items() if k != "html"}).decode(),
+    )
+
+
+class _ParseFn(beam.DoFn):
+    DEAD = "dead_letter"
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.parsed = Metrics.counter("copydesk.parse", "messages_parsed")
+        self.rejected = Metrics.counter("copydesk.parse", "messages_rejected")
+
+    def process(self, element):
+        value, ref = element
+        out = parse_message(value, ref, self.max_bytes)
+        if isinstance(out, DeadLetter):
+            self.rejected.inc()
+            yield beam.pvalue.TaggedOutput(self.DEAD, out)
+        else:
+            self.parsed.inc()
+            yield out
+
+
+class ParseMessages(beam.PTransform):
+    """(value, SourceRef) -> (InputMessage, DeadLetter)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+
+    def expand(self, pcoll):
+        out = pcoll | "Parse" >> beam.ParDo(_ParseFn(self.max_bytes)).with_outputs(_ParseFn.DEAD, main="messages")
+        return out.messages, out[_ParseFn.DEAD]
