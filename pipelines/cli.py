@@ -1,0 +1,144 @@
+"""The ``copydesk`` command: ``run``, ``demo``, ``extract``.
+
+``copydesk run`` is the long-running job; every flag it does not know is a Beam pipeline
+option (``--runner``, ``--streaming``, ``--flink_master`` ...). ``copydesk demo`` runs the
+whole path on an embedded broker and a local site of sample pages, and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    if fmt == "json":
+        import orjson
+
+        class _Json(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                doc = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                       "message": record.getMessage()}
+                for key in ("topic", "partition", "offset", "url", "reason"):
+                    if hasattr(record, key):
+                        doc[key] = getattr(record, key)
+                if record.exc_info:
+                    doc["exc"] = self.formatException(record.exc_info)
+                return orjson.dumps(doc).decode()
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(_Json())
+        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, force=True)
+    # kafka-python logs every reconnect attempt at ERROR; the pipeline reports what matters.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if level.upper() != "DEBUG" else logging.DEBUG)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger("trafilatura").setLevel(logging.ERROR)
+    logging.getLogger("htmldate").setLevel(logging.ERROR)
+
+
+def _run_help() -> str:
+    from copydesk.pipelines.options import CopydeskOptions
+
+    parser = argparse.ArgumentParser(
+        prog="copydesk run",
+        description="The long-running job: Kafka topic (or --input-file) in, article records and dead letters "
+                    "out. Any other flag is passed to Beam as a pipeline option (--runner, --streaming, ...). "
+                    "Default runner: Beam's local Python runner (FnApiRunner).",
+    )
+    CopydeskOptions._add_argparse_args(parser)
+    parser.add_argument("--log-level", default=os.environ.get("COPYDESK_LOG_LEVEL", "info"),
+                        help="[env: COPYDESK_LOG_LEVEL]")
+    parser.add_argument("--log-format", default=os.environ.get("COPYDESK_LOG_FORMAT", "text"),
+                        choices=("text", "json"), help="[env: COPYDESK_LOG_FORMAT]")
+    parser.add_argument("--batch-seconds", type=float, default=10.0,
+                        help="local runner: longest micro-batch, seconds (see README)")
+    return parser.format_help()
+
+
+def _pop(argv: list[str], flag: str, default: str | None) -> tuple[list[str], str | None]:
+    out, value, i = [], default, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+            i += 1
+            continue
+        out.append(a)
+        i += 1
+    return out, value
+
+
+def cmd_run(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(_run_help())
+        return 0
+    argv, level = _pop(argv, "--log-level", os.environ.get("COPYDESK_LOG_LEVEL", "info"))
+    argv, fmt = _pop(argv, "--log-format", os.environ.get("COPYDESK_LOG_FORMAT", "text"))
+    argv, batch = _pop(argv, "--batch-seconds", "10")
+    _setup_logging(level or "info", fmt or "text")
+    from copydesk.pipelines.pipeline import ConfigError
+    from copydesk.pipelines.runner import StopFlag, run_job
+
+    stop = StopFlag()
+    stop.install()
+    try:
+        stats = run_job(argv, stop=stop, batch_seconds=float(batch or 10))
+    except ConfigError as exc:
+        print(f"copydesk run: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("copydesk").info("stopped after %d run(s): %d messages read", stats.runs, stats.read)
+    return 0
+
+
+def cmd_extract(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="copydesk extract",
+                                     description="Offline extraction of .html/.html.gz files or folders into "
+                                                 "JSON-lines records (one per file, with an `input` field).")
+    parser.add_argument("paths", nargs="+", help="files or folders")
+    parser.add_argument("--url", default=None, help="the pages' URL (when extracting one page)")
+    parser.add_argument("--output", "-o", required=True, help="JSON-lines output file ('-' for stdout)")
+    parser.add_argument("--workers", type=int, default=None, help="extraction processes (default: one per core)")
+    parser.add_argument("--no-fast", action="store_true", help="trafilatura's slower default mode")
+    args = parser.parse_args(argv)
+    _setup_logging("warning", "text")
+    from copydesk.pipelines.extract_cmd import run_extract
+    from copydesk.transforms.extract import ExtractConfig
+
+    config = ExtractConfig(fast=not args.no_fast)
+    summary = run_extract(args.paths, args.output, url=args.url, config=config, workers=args.workers)
+    print(" ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    from copydesk.pipelines.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "extract": cmd_extract}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: copydesk {run,demo,extract} [options]\n\n"
+              "  run      the long-running pipeline (copydesk run --help)\n"
+              "  demo     everything on an embedded broker and a local site of sample pages; stops by itself\n"
+              "  extract  offline extraction of HTML files into JSON lines\n")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
