@@ -1,0 +1,51 @@
+"""Shared helpers of the dedup tests: deterministic synthetic stories and records."""
+
+from __future__ import annotations
+
+import random
+
+from copydesk.schemas.records import ArticleRecord, SourceRef
+from copydesk.transforms.minhash import content_hash
+
+FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+_VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "po", "ru", "sa", "ti", "vu", "ze", "bra", "cho")
+          for b in ("n", "ra", "tel", "mos", "vik", "dun", "pe", "lis", "gor", "hast", "q", "wen")]
+
+
+def story(seed: int, words: int = 220) -> str:
+    """A deterministic pseudo-text of ``words`` words in paragraphs of 40 words."""
+    rng = random.Random(seed)
+    ws = [rng.choice(_VOCAB) for _ in range(words)]
+    return "\n\n".join(" ".join(ws[i:i + 40]) + "." for i in range(0, words, 40))
+
+
+def wrap(text: str) -> str:
+    """An outlet template around a body."""
+    return "Advertisement. Sign up for our newsletter.\n\n" + text + "\n\nCopyright. All rights reserved."
+
+
+def trim(text: str) -> str:
+    """The body without its last paragraph."""
+    return "\n\n".join(text.split("\n\n")[:-1])
+
+
+def update(text: str, seed: int) -> str:
+    """The body with a new paragraph added and one sentence's words changed."""
+    ps = text.split("\n\n")
+    ps.insert(2, story(seed + 10_000, 40))
+    ps[0] = " ".join(ps[0].split()[:30]) + " " + story(seed + 20_000, 10)
+    return "\n\n".join(ps)
+
+
+def rec(url_id: str, domain: str, text: str, minute: int = 0, offset: int = 0, day: int = 1) -> ArticleRecord:
+    """An extracted article record as the extract stage would build it."""
+    url = f"https://{domain}/{url_id}"
+    ch = content_hash(text)
+    return ArticleRecord(
+        id=f"id-{domain}-{url_id}", url=url, canonical_url=url, final_url=url, source_domain=domain,
+        text=text, fingerprint=ch, content_hash=ch, title=url_id,
+        fetched_at=f"2025-03-{day:02d}T10:{minute:02d}:00+00:00",
+        published_at=f"2025-03-{day:02d}T09:{minute:02d}:00+00:00",
+        ref=SourceRef(topic="urls", partition=0, offset=offset),
+    )

@@ -1,0 +1,264 @@
+"""De-duplication and wire-copy clustering in the stream (Beam stage).
+
+``records, dropped = articles | Deduplicate(DedupConfig(), seed=fingerprint_entries)``
+
+Three keyed steps, all state bounded by the horizon (see ``docs/dedup.md``):
+
+1. ``Prepare`` (stateless): MinHash signature of the body (:mod:`copydesk.transforms.minhash`),
+   an arrival stamp, a unique token; emits one lookup per key -- each LSH band, the canonical
+   URL (record id) and the content hash -- keyed by a *bounded* shard key
+   ``key index * 2**shard_bits + shard(value)``, and the record itself keyed by its token.
+2. ``Lookup`` (stateful per shard key): a bag of ``(value, member)`` entries. For a lookup it
+   returns the members under the same value within the horizon (keyed by the asking token),
+   then stores the asker. Entries older than ``newest event time - horizon`` are pruned
+   whenever the key is touched; because the key space is bounded (``bands + 2`` kinds x
+   ``2**shard_bits``) every key is touched regularly, so memory follows the records inside
+   the horizon with no timers (on the local runner timers fire right after the bundle).
+   Seeds (fingerprint entries from before a restart) arrive as a side input and are merged
+   into a key's bag the first time the key is touched.
+3. ``Decide`` (stateful per token): collects the record and its ``bands + 2`` answers, runs
+   :func:`copydesk.transforms.dedup_core.decide`, clears its state and emits the annotated
+   record on ``records`` or, with ``drop_duplicates``, non-canonical ones on ``dropped``.
+
+Every input record leaves on exactly one of the two outputs, with its ``ref``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.typehints import KV
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
+
+from copydesk.schemas.records import ArticleRecord
+from copydesk.transforms.dedup_core import (
+    DEFAULT_AGENCY_DOMAINS,
+    Decision,
+    DedupConfig,
+    DedupIndex,
+    Member,
+    decide,
+    event_time,
+    fingerprint_entry,
+    is_agency_domain,
+    key_values,
+    member_from_entry,
+    shard_key,
+    visible_for,
+)
+from copydesk.transforms.minhash import EMPTY_SIGNATURE, encode_signature, minhasher, shingle_hashes, tokens
+
+__all__ = [
+    "DEFAULT_AGENCY_DOMAINS",
+    "Decision",
+    "DedupConfig",
+    "DedupIndex",
+    "Deduplicate",
+    "annotate",
+    "fingerprint_entry",
+    "member_for",
+    "signature_for",
+]
+
+DROPPED = "dropped"
+_REC = 0
+_ANS = 1
+
+
+def signature_for(text: str, cfg: DedupConfig) -> bytes:
+    """The MinHash signature of a body, or an empty one when it has fewer than
+    ``cfg.min_words`` tokens (such records are matched exactly only)."""
+    toks = tokens(text or "")
+    if len(toks) < cfg.min_words:
+        return EMPTY_SIGNATURE
+    return minhasher(cfg.num_perm, cfg.seed).signature(shingle_hashes(toks, cfg.shingle_size))
+
+
+_counter = itertools.count()
+_WORKER = uuid.uuid4().hex[:8]
+
+
+def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None, stamp: int | None = None,
+               element_ts: float | None = None) -> Member:
+    """The index member of a live record: signature, arrival stamp (``time.time_ns()``) and a
+    token unique to this delivery."""
+    sig = signature_for(record.text, cfg) if sig is None else sig
+    n = next(_counter)
+    return Member(
+        token=f"{record.id}:{_WORKER}:{os.getpid()}:{n}",
+        id=record.id,
+        stamp=time.time_ns() if stamp is None else stamp,
+        ts=event_time(record, element_ts),
+        sig=sig,
+        domain=record.source_domain or "",
+        agency=is_agency_domain(record.source_domain or "", cfg.agency_domains),
+        content_hash=record.content_hash or "",
+    )
+
+
+def annotate(record: ArticleRecord, member: Member, d: Decision) -> ArticleRecord:
+    """A copy of ``record`` carrying the decision and the MinHash fingerprint (``ref`` kept)."""
+    return dataclasses.replace(
+        record,
+        fingerprint=encode_signature(member.sig),
+        cluster_id=d.cluster_id,
+        duplicate_of=d.duplicate_of,
+        is_canonical=d.is_canonical,
+        is_update=d.is_update,
+        duplicate_kind=d.duplicate_kind,
+        cluster_outlets=list(d.cluster_outlets),
+    )
+
+
+class _Prepare(beam.DoFn):
+    """Record -> (token, record msg) on the main output, (shard key, lookup) on ``lookups``."""
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self.cfg = cfg
+
+    def process(self, record: ArticleRecord, ts=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        try:
+            ets = float(ts.micros) / 1e6
+        except (AttributeError, OverflowError, TypeError):
+            ets = None
+        m = member_for(record, self.cfg, element_ts=ets)
+        kv = key_values(m, self.cfg)
+        n = len(kv)
+        yield (m.token, (_REC, n, record, m))
+        for idx, value in kv:
+            yield beam.pvalue.TaggedOutput("lookups", (shard_key(idx, value, self.cfg.shard_bits), (idx, value, n, m)))
+
+
+def _seed_keys(entry: dict[str, Any], cfg: DedupConfig) -> Iterator[tuple[int, tuple[int, Member]]]:
+    m = member_from_entry(entry)
+    for idx, value in key_values(m, cfg):
+        yield (shard_key(idx, value, cfg.shard_bits), (value, m))
+
+
+class _Lookup(beam.DoFn):
+    """Per shard key: answer a lookup with the visible members, then store the asker."""
+
+    ENTRIES = BagStateSpec("entries", PickleCoder())
+    SEEDED = ReadModifyWriteStateSpec("seeded", VarIntCoder())
+
+    def __init__(self, cfg: DedupConfig, has_seeds: bool = False) -> None:
+        self.cfg = cfg
+        self.has_seeds = has_seeds
+
+    def process(
+        self,
+        element: tuple[int, tuple[int, int, int, Member]],
+        seeds: dict[int, list[tuple[int, Member]]],
+        entries=beam.DoFn.StateParam(ENTRIES),
+        seeded=beam.DoFn.StateParam(SEEDED),
+    ) -> Iterator[tuple[str, tuple[int, int, int, list[Member]]]]:
+        key, (idx, value, n, m) = element
+        current = list(entries.read())
+        added: list[tuple[int, Member]] = []
+        if self.has_seeds and not seeded.read():
+            added = list(seeds[key])
+            seeded.write(1)
+        newest = max([m.ts] + [e[1].ts for e in current] + [e[1].ts for e in added])
+        lo = newest - self.cfg.horizon_seconds
+        live = [e for e in current if e[1].ts >= lo]
+        pruned = len(live) != len(current)
+        live.extend(e for e in added if e[1].ts >= lo)
+        visible = visible_for(m, live, value, self.cfg.horizon_seconds)
+        yield (m.token, (_ANS, n, idx, visible))
+        if pruned:
+            entries.clear()
+            for e in live:
+                entries.add(e)
+        else:
+            for e in live[len(current):]:
+                entries.add(e)
+        entries.add((value, m))
+
+
+class _Decide(beam.DoFn):
+    """Per token: gather the record and its answers, decide, emit, release the state."""
+
+    MSGS = BagStateSpec("msgs", PickleCoder())
+    COUNT = ReadModifyWriteStateSpec("count", VarIntCoder())
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self.cfg = cfg
+
+    def process(
+        self,
+        element: tuple[str, tuple],
+        msgs=beam.DoFn.StateParam(MSGS),
+        count=beam.DoFn.StateParam(COUNT),
+    ) -> Iterator[Any]:
+        _token, msg = element
+        n = msg[1]
+        c = (count.read() or 0) + 1
+        if c < n + 1:  # n answers + the record
+            msgs.add(msg)
+            count.write(c)
+            return
+        got = list(msgs.read()) + [msg]
+        msgs.clear()
+        count.clear()
+        record: ArticleRecord | None = None
+        member: Member | None = None
+        visible: dict[int, list[Member]] = {}
+        for g in got:
+            if g[0] == _REC:
+                record, member = g[2], g[3]
+            else:
+                visible[g[2]] = g[3]
+        assert record is not None and member is not None
+        d = decide(member, visible, self.cfg)
+        out = annotate(record, member, d)
+        if self.cfg.drop_duplicates and not (d.is_canonical or (d.is_update and self.cfg.keep_updates)):
+            yield beam.pvalue.TaggedOutput(DROPPED, out)
+        else:
+            yield out
+
+
+class Deduplicate(beam.PTransform):
+    """Annotate (or, with ``drop_duplicates``, filter) near-duplicate and exact copies.
+
+    ``Deduplicate(config, seed=None)`` applied to a ``PCollection[ArticleRecord]`` returns
+    ``(records, dropped)``: ``records`` holds every record annotated (only canonical records
+    and updates when ``config.drop_duplicates``), ``dropped`` the suppressed ones (empty
+    unless ``drop_duplicates``). Each input record is in exactly one of the two.
+
+    ``seed``: an optional ``PCollection`` of :func:`fingerprint_entry` dicts (e.g. read from a
+    compacted topic the job writes) that restore the index after a restart. Seeds are a
+    side input: lookups wait until it is complete, produce no output themselves.
+    """
+
+    def __init__(self, config: DedupConfig | None = None, seed: beam.PCollection | None = None) -> None:
+        super().__init__()
+        self.config = config or DedupConfig()
+        self.seed = seed
+
+    def expand(self, pcoll: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        cfg = self.config
+        prepared = pcoll | "Prepare" >> beam.ParDo(_Prepare(cfg)).with_outputs("lookups", main="records")
+        seed = self.seed if self.seed is not None else (pcoll.pipeline | "NoSeeds" >> beam.Create([]))
+        seed_kvs = seed | "SeedKeys" >> beam.FlatMap(_seed_keys, cfg)
+        answers = prepared.lookups | "Lookup" >> beam.ParDo(
+            _Lookup(cfg, self.seed is not None), beam.pvalue.AsMultiMap(seed_kvs)
+        ).with_input_types(KV[int, Any], Any)
+        decided = (
+            (prepared.records, answers)
+            | "Gather" >> beam.Flatten()
+            | "Decide" >> beam.ParDo(_Decide(cfg)).with_input_types(KV[str, Any]).with_outputs(DROPPED, main="records")
+        )
+        return decided.records, decided[DROPPED]
+
+
+def entries_of(records: Iterable[ArticleRecord], cfg: DedupConfig | None = None) -> list[dict[str, Any]]:
+    """:func:`fingerprint_entry` of each record (convenience for tests and tools)."""
+    return [fingerprint_entry(r, cfg) for r in records]
