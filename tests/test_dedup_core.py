@@ -1,0 +1,269 @@
+"""Unit tests of the pure de-duplication core: shingling, MinHash, bands, decision rule, index."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dedup_helpers import rec, story, trim, update, wrap  # noqa: E402
+
+from copydesk.transforms.dedup_core import (  # noqa: E402
+    DedupConfig,
+    DedupIndex,
+    Member,
+    decide,
+    fingerprint_entry,
+    key_values,
+    member_from_entry,
+)
+from copydesk.transforms.dedup import annotate, member_for  # noqa: E402
+from copydesk.transforms.minhash import (  # noqa: E402
+    MinHasher,
+    band_values,
+    content_hash,
+    decode_signature,
+    encode_signature,
+    jaccard,
+    normalized_words,
+    shingle_hashes,
+    similarity,
+    tokens,
+)
+
+CFG = DedupConfig()
+
+
+def mem(tok: str, text: str, stamp: int, domain: str = "x.com", ts: float = 1000.0, id_: str | None = None,
+        cfg: DedupConfig = CFG) -> Member:
+    mh = MinHasher(cfg.num_perm, cfg.seed)
+    return Member(tok, id_ or f"id-{tok}", stamp, ts, mh.text_signature(text, cfg.shingle_size)[0], domain,
+                  domain in cfg.agency_domains, content_hash(text))
+
+
+def test_normalized_words_match_article_module() -> None:
+    article = pytest.importorskip("copydesk.transforms.article")
+    text = "Ｔhe  QUICK, brown—fox's déjà-vu 42!"
+    assert normalized_words(text) == article.normalized_words(text)
+    assert content_hash(text) == article.content_hash(text)
+
+
+def test_tokens_split_cjk_into_characters() -> None:
+    assert tokens("東京都 Tokyo2024年") == ["東", "京", "都", "tokyo2024", "年"]
+    assert tokens("Hello, World") == ["hello", "world"]
+
+
+def test_shingles_deterministic_and_order_sensitive() -> None:
+    a = shingle_hashes(["a", "b", "c", "d", "e", "f"], 5)
+    assert a.size == 2 and a.dtype == np.uint64
+    assert np.array_equal(a, shingle_hashes(["a", "b", "c", "d", "e", "f"], 5))
+    assert not np.array_equal(a, shingle_hashes(["b", "a", "c", "d", "e", "f"], 5))
+    assert shingle_hashes(["a", "b"], 5).size == 1  # shorter than k: one shingle
+    assert shingle_hashes([], 5).size == 0
+
+
+def test_signature_estimates_jaccard() -> None:
+    mh = MinHasher(256, 3)
+    base = tokens(story(1, 400))
+    for cut in (0, 60, 150):
+        other = base[cut:] + tokens(story(2, cut // 2))
+        ha, hb = shingle_hashes(base), shingle_hashes(other)
+        est = similarity(mh.signature(ha), mh.signature(hb))
+        assert abs(est - jaccard(ha, hb)) < 0.1
+    assert mh.signature(np.empty(0, dtype=np.uint64)) == b""
+    assert similarity(b"", b"") == 0.0
+
+
+def test_signature_deterministic_across_instances() -> None:
+    t = story(5)
+    assert MinHasher(128, 1).text_signature(t) == MinHasher(128, 1).text_signature(t)
+    assert MinHasher(128, 1).text_signature(t) != MinHasher(128, 2).text_signature(t)
+
+
+def test_band_values() -> None:
+    sig = MinHasher(128, 1).text_signature(story(3))[0]
+    assert len(band_values(sig, 32, 4)) == 32
+    assert band_values(sig, 32, 4) == band_values(bytes(sig), 32, 4)
+    assert len(set(band_values(sig, 20, 5))) == 20
+    changed = bytearray(sig)
+    changed[0] ^= 1  # first value of band 0
+    bv, bc = band_values(sig, 32, 4), band_values(bytes(changed), 32, 4)
+    assert bv[0] != bc[0] and bv[1:] == bc[1:]
+    assert band_values(b"", 32, 4) == []
+    with pytest.raises(ValueError):
+        band_values(sig[:10], 32, 4)
+
+
+def test_fingerprint_string_roundtrip() -> None:
+    sig = MinHasher(128, 1).text_signature(story(4))[0]
+    fp = encode_signature(sig)
+    assert fp.startswith("mh1:") and len(fp) < 350
+    assert decode_signature(fp) == sig
+    assert decode_signature(encode_signature(b"")) == b""
+    with pytest.raises(ValueError):
+        decode_signature("abc")
+
+
+def test_config_frozen_and_picklable() -> None:
+    cfg = DedupConfig(threshold=0.6, drop_duplicates=True)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.threshold = 0.1  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        DedupConfig(bands=40, rows=4)
+    assert cfg.horizon_seconds == 7 * 24 * 3600
+
+
+# --- decision rule ----------------------------------------------------------------------------
+
+
+def _index_run(members: list[Member], cfg: DedupConfig = CFG):
+    idx = DedupIndex(cfg)
+    return {m.token: idx.process(m) for m in members}, idx
+
+
+def test_decide_kinds() -> None:
+    s = story(10)
+    a = mem("a", s, 1, "apnews.com")
+    out, _ = _index_run([
+        a,
+        mem("a2", s, 2, "apnews.com", id_="id-a"),  # same URL again, same text
+        mem("a3", update(s, 10), 3, "apnews.com", id_="id-a"),  # same URL, new text
+        mem("b", s, 4, "b.com"),  # same text elsewhere
+        mem("c", wrap(trim(s)), 5, "c.com"),  # edited copy
+        mem("d", update(s, 11), 6, "apnews.com"),  # updated version, new URL, same outlet
+        mem("e", story(11), 7, "e.com"),  # unrelated
+    ])
+    assert out["a"].duplicate_kind is None and out["a"].is_canonical
+    assert out["a2"].duplicate_kind == "exact_url"
+    assert out["a3"].duplicate_kind == "update" and out["a3"].is_update
+    assert out["b"].duplicate_kind == "exact"
+    assert out["c"].duplicate_kind == "near" and not out["c"].is_update
+    assert out["d"].duplicate_kind == "update" and out["d"].is_update
+    assert out["e"].cluster_id == "id-e" and out["e"].is_canonical
+    for k in ("a2", "a3", "b", "c", "d"):
+        assert out[k].cluster_id == "id-a", k
+        assert out[k].duplicate_of == "id-a" and not out[k].is_canonical, k
+    assert out["c"].cluster_outlets == ["apnews.com", "b.com", "c.com"]
+
+
+def test_agency_copy_is_canonical_even_when_late() -> None:
+    s = story(20)
+    out, _ = _index_run([mem("x", wrap(s), 1, "x.com"), mem("y", trim(s), 2, "y.com"), mem("ap", s, 3, "reuters.com"),
+                         mem("z", wrap(trim(s)), 4, "z.com")])
+    assert out["x"].is_canonical and out["x"].cluster_id == "id-x"
+    assert out["y"].duplicate_of == "id-x"
+    assert out["ap"].is_canonical and out["ap"].duplicate_of is None and out["ap"].cluster_id == "id-x"
+    assert out["z"].duplicate_of == "id-ap" and out["z"].cluster_id == "id-x" and not out["z"].is_canonical
+
+
+def test_concurrent_copies_resolve_symmetrically() -> None:
+    """Each saw the other under a different key (processed concurrently on two workers):
+    both must pick the same cluster and the same canonical."""
+    s = story(30)
+    a = mem("a", s, 5, "a.com")
+    b = mem("b", wrap(s), 6, "b.com")
+    kv_a, kv_b = dict(key_values(a, CFG)), dict(key_values(b, CFG))
+    shared = sorted(i for i in kv_a if i < CFG.bands and kv_a[i] == kv_b.get(i))
+    assert len(shared) >= 2
+    half = len(shared) // 2
+    da = decide(a, {i: [b] for i in shared[:half]}, CFG)
+    db = decide(b, {i: [a] for i in shared[half:]}, CFG)
+    assert da.cluster_id == db.cluster_id == "id-a"
+    assert da.is_canonical and not db.is_canonical and db.duplicate_of == "id-a"
+    # one-way (a was first everywhere, yet with a larger stamp): b still joins a
+    a_late = a._replace(stamp=9)
+    assert decide(a_late, {}, CFG).cluster_id == "id-a"
+    assert decide(b, {i: [a_late] for i in shared}, CFG).cluster_id == "id-a"
+
+
+def test_below_threshold_members_do_not_match() -> None:
+    s = story(40)
+    a = mem("a", s, 1)
+    b = mem("b", story(41), 2)
+    d = decide(b, {0: [a], CFG.url_key: [], CFG.hash_key: []}, CFG)
+    assert d.cluster_id == "id-b" and d.matched == 0
+
+
+def test_hard_negatives_not_merged() -> None:
+    s = story(50, 300)
+    first_para = s.split("\n\n")[0]
+    roundup = "\n\n".join([story(51, 80), first_para, story(52, 80), story(53, 80)])
+    same_event = first_para.split(".")[0][:120] + ".\n\n" + story(54, 260)
+    boiler = "Subscribe now for unlimited access to award winning journalism download our app " * 2
+    teaser1 = boiler + " ".join(s.split()[:20])
+    teaser2 = boiler + " ".join(story(55).split()[:20])
+    out, _ = _index_run([mem("w", s, 1, "apnews.com"), mem("r", roundup, 2, "r.com"), mem("e", same_event, 3, "e.com"),
+                         mem("t1", teaser1, 4, "t.com"), mem("t2", teaser2, 5, "t.com")])
+    assert {out[k].cluster_id for k in ("w", "r", "e", "t1", "t2")} == {"id-w", "id-r", "id-e", "id-t1", "id-t2"}
+
+
+def test_shuffled_arrival_gives_one_cluster_per_story() -> None:
+    stories = [story(60 + i) for i in range(4)]
+    docs = []
+    for si, s in enumerate(stories):
+        docs += [(si, "apnews.com", s), (si, "a.com", wrap(s)), (si, "b.com", trim(s)), (si, "c.com", wrap(trim(s))),
+                 (si, "d.com", s + "\n\nLocal note: our reporter contributed.")]
+    rng = random.Random(9)
+    partitions = set()
+    for _ in range(6):
+        order = list(range(len(docs)))
+        rng.shuffle(order)
+        ms = [mem(f"{i}", docs[i][2], pos, docs[i][1]) for pos, i in enumerate(order)]
+        out, _ = _index_run(ms)
+        per_story = {}
+        for i, (si, dom, _t) in enumerate(docs):
+            per_story.setdefault(si, set()).add(out[str(i)].cluster_id)
+            if dom == "apnews.com":
+                assert out[str(i)].is_canonical
+        assert all(len(v) == 1 for v in per_story.values()), per_story
+        assert len({next(iter(v)) for v in per_story.values()}) == len(stories)
+        partitions.add(frozenset(frozenset(i for i in range(len(docs)) if docs[i][0] == si) for si in per_story))
+    assert len(partitions) == 1
+
+
+def test_horizon_expiry_and_pruning() -> None:
+    cfg = DedupConfig(horizon_seconds=3600)
+    s = story(70)
+    idx = DedupIndex(cfg)
+    assert idx.process(mem("a", s, 1, ts=0.0, cfg=cfg)).cluster_id == "id-a"
+    assert idx.process(mem("b", wrap(s), 2, ts=1800.0, cfg=cfg)).cluster_id == "id-a"
+    assert len(idx) == 2
+    late = idx.process(mem("c", s, 3, ts=1800.0 + 3601.0, cfg=cfg))
+    assert late.cluster_id == "id-c" and late.is_canonical and late.duplicate_kind is None
+    assert len(idx) == 1  # a and b released
+    assert not any(m.token in ("a", "b") for lst in idx._buckets.values() for m in lst)
+
+
+def test_index_memory_follows_horizon() -> None:
+    cfg = DedupConfig(horizon_seconds=100)
+    idx = DedupIndex(cfg)
+    sizes = []
+    for i in range(600):
+        idx.process(Member(f"t{i}", f"i{i}", i, float(i), b"", "d", False, f"{i:032x}"))
+        sizes.append(len(idx))
+    assert max(sizes) <= 102 and sizes[-1] == sizes[300]
+
+
+def test_fingerprint_entry_restores_index() -> None:
+    s = story(80)
+    r = rec("orig", "apnews.com", s, minute=1)
+    m = member_for(r, CFG, stamp=1)
+    annotated = annotate(r, m, decide(m, {}, CFG))
+    entry = fingerprint_entry(annotated)
+    assert set(entry) == {"v", "id", "cluster_id", "canonical", "fp", "domain", "ts", "agency", "content_hash"}
+    assert entry["agency"] and entry["cluster_id"] == r.id and len(entry["fp"]) < 400
+    seed = member_from_entry(entry)
+    assert seed.sig == m.sig and seed.ts == m.ts
+    idx = DedupIndex(CFG)
+    idx.add_seed(seed._replace(cluster_id="cluster-before-restart"))
+    copy = rec("copy", "x.com", wrap(s), minute=30)
+    d = idx.process(member_for(copy, CFG))
+    assert d.cluster_id == "cluster-before-restart" and d.duplicate_of == r.id and d.duplicate_kind == "near"
