@@ -175,36 +175,82 @@ def extract_article(html: str, url: str | None = None, config: ExtractConfig = E
 
 
 class _ExtractDoFn(beam.DoFn):
+    """Extract a bundle's pages on the supervised pool (all cores), emitting in windows.
+
+    Pages are buffered in ``process`` and extracted together in ``finish_bundle`` (or when
+    the buffer is full), so a bundle's pages run in parallel across the pool's workers.
+    Each output keeps its input's window and timestamp.
+    """
+
     DEAD = "dead_letter"
 
-    def __init__(self, config: ExtractConfig) -> None:
+    def __init__(self, config: ExtractConfig, workers: int | None = None, max_buffer: int = 64) -> None:
         self.config = config
+        self.workers = workers
+        self.max_buffer = max_buffer
+        self._pool = None
+        self._buf: list = []
 
-    def process(self, page: FetchedPage):
+    def setup(self) -> None:
+        from copydesk.transforms.extract_pool import ExtractPool
+
+        self._pool = ExtractPool(self.config, workers=self.workers)
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def start_bundle(self) -> None:
+        self._buf = []
+
+    def process(self, page: FetchedPage, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        self._buf.append((page, timestamp, window))
+        if len(self._buf) >= self.max_buffer:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self):
+        from apache_beam.utils.windowed_value import WindowedValue
+
         from copydesk.schemas.codec import dead_letter
         from copydesk.transforms.article import build_article
+        from copydesk.transforms.extract_pool import ExtractFailure
 
-        msg = page.message
-        try:
-            ext = extract_article(page.html, page.final_url or msg.url, self.config)
-            yield build_article(page, ext)
-        except ExtractionError as exc:
-            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(
-                Stage.EXTRACT, exc.reason, str(exc), ref=msg.ref, raw=msg.raw, url=msg.url))
-        except Exception as exc:  # an extractor bug must not fail the bundle: dead-letter it
-            yield beam.pvalue.TaggedOutput(self.DEAD, dead_letter(
-                Stage.EXTRACT, Reason.EXTRACT_ERROR, f"{type(exc).__name__}: {exc}", ref=msg.ref,
-                raw=msg.raw, url=msg.url))
+        buf, self._buf = self._buf, []
+        if not buf:
+            return
+        if self._pool is None:
+            self.setup()
+        results = self._pool.extract_many([(p.html, p.final_url or p.message.url) for p, _, _ in buf])
+        for (page, ts, win), res in zip(buf, results):
+            msg = page.message
+            if isinstance(res, ExtractFailure):
+                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(dead_letter(
+                    Stage.EXTRACT, res.reason, res.message, ref=msg.ref, raw=msg.raw, url=msg.url), ts, [win]))
+                continue
+            try:
+                yield WindowedValue(build_article(page, res), ts, [win])
+            except Exception as exc:  # a record-building bug must not fail the bundle
+                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(dead_letter(
+                    Stage.EXTRACT, Reason.EXTRACT_ERROR, f"{type(exc).__name__}: {exc}", ref=msg.ref,
+                    raw=msg.raw, url=msg.url), ts, [win]))
 
 
 class ExtractArticles(beam.PTransform):
-    """FetchedPage -> (ArticleRecord, DeadLetter)."""
+    """FetchedPage -> (ArticleRecord, DeadLetter), extraction on a supervised process pool.
 
-    def __init__(self, config: ExtractConfig = ExtractConfig()) -> None:
+    ``workers``: pool size (None = one per core, 0 = in-process, for tests/tiny runs).
+    """
+
+    def __init__(self, config: ExtractConfig = ExtractConfig(), workers: int | None = None) -> None:
         super().__init__()
         self.config = config
+        self.workers = workers
 
     def expand(self, pages):
-        out = pages | "Extract" >> beam.ParDo(_ExtractDoFn(self.config)).with_outputs(
+        out = pages | "Extract" >> beam.ParDo(_ExtractDoFn(self.config, self.workers)).with_outputs(
             _ExtractDoFn.DEAD, main="articles")
         return out.articles, out[_ExtractDoFn.DEAD]

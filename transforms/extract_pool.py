@@ -1,0 +1,208 @@
+"""A supervised pool of extraction worker processes with per-page time limits.
+
+Why our own supervisor: trafilatura has no timeout and lxml can crash (segfault) or loop
+on hostile HTML. ``concurrent.futures.ProcessPoolExecutor`` marks the *whole* pool broken
+when one worker dies, and cannot kill a single stuck task. pebble solves both but is one
+more dependency for ~150 lines of code. Here each worker has its own pipe; the supervisor
+sends one page at a time to each idle worker and waits on all pipes with a deadline:
+
+* a result or an ``ExtractionError`` comes back as a value;
+* a worker that exceeds ``timeout_s`` is killed and replaced -> ``extract_timeout``;
+* a worker that dies (segfault, ``os._exit``, OOM kill) -> ``extract_crash``, replaced;
+* any other exception inside the extractor -> ``extract_error``;
+and the pool carries on with the next page.
+
+Workers are started with the ``spawn`` context (``forkserver`` where available would also
+do): Beam runs DoFns on threads, and forking a multithreaded process can deadlock the
+child on a lock held by another thread at fork time.
+
+``workers=0`` runs in-process (no isolation, no timeout) for tests and tiny runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Iterable, Sequence
+
+from copydesk.schemas.reasons import Reason
+from copydesk.transforms.extract import ExtractConfig, Extracted, ExtractionError, extract_article
+
+__all__ = ["ExtractFailure", "ExtractPool", "default_workers"]
+
+
+@dataclass(slots=True, frozen=True)
+class ExtractFailure:
+    """A page that produced no article: ``reason`` is a dead-letter reason code."""
+
+    reason: str
+    message: str
+
+
+Result = Extracted | ExtractFailure
+
+
+def default_workers() -> int:
+    """One worker per usable core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_one(html: str, url: str | None, config: ExtractConfig) -> Result:
+    try:
+        return extract_article(html, url, config)
+    except ExtractionError as exc:
+        return ExtractFailure(str(exc.reason), str(exc))
+    except Exception as exc:  # an extractor bug must not take the page's batch down
+        return ExtractFailure(Reason.EXTRACT_ERROR.value, f"{type(exc).__name__}: {exc}"[:2000])
+
+
+def _worker_main(conn: Connection, config: ExtractConfig) -> None:
+    """Worker loop: receive (html, url), send back an Extracted or ExtractFailure."""
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        html, url = job
+        conn.send(_run_one(html, url, config))
+
+
+class _Worker:
+    def __init__(self, ctx, config: ExtractConfig) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, config), daemon=True)
+        self.proc.start()
+        child.close()
+        self.job: int | None = None
+        self.deadline = 0.0
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except Exception:
+            pass
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class ExtractPool:
+    """Extract many pages across worker processes; results come back in input order.
+
+    Use as a context manager or call :meth:`close`. Not thread-safe: one caller at a time
+    (a Beam DoFn instance is used by one thread at a time).
+    """
+
+    def __init__(
+        self,
+        config: ExtractConfig = ExtractConfig(),
+        workers: int | None = None,
+        timeout_s: float | None = None,
+        start_method: str = "spawn",
+    ) -> None:
+        self.config = config
+        self.workers = default_workers() if workers is None else max(0, workers)
+        self.timeout_s = config.timeout_s if timeout_s is None else timeout_s
+        self._ctx = mp.get_context(start_method)
+        self._pool: list[_Worker] = []
+        self.restarts = 0  # workers replaced after a timeout or crash
+
+    def __enter__(self) -> "ExtractPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _ensure(self) -> None:
+        while len(self._pool) < self.workers:
+            self._pool.append(_Worker(self._ctx, self.config))
+
+    def _replace(self, w: _Worker) -> None:
+        w.kill()
+        self._pool.remove(w)
+        self.restarts += 1
+        self._pool.append(_Worker(self._ctx, self.config))
+
+    def extract(self, html: str, url: str | None = None) -> Result:
+        """One page (see :meth:`extract_many`)."""
+        return self.extract_many([(html, url)])[0]
+
+    def extract_many(self, pages: Sequence[tuple[str, str | None]] | Iterable[tuple[str, str | None]]) -> list[Result]:
+        """Extract pages on all workers; one result per page, in order, never raising."""
+        pages = list(pages)
+        results: list[Result | None] = [None] * len(pages)
+        if self.workers == 0:
+            return [_run_one(h, u, self.config) for h, u in pages]
+        self._ensure()
+        todo = list(range(len(pages)))[::-1]  # pop() from the end = input order
+        # Oversized pages never reach a worker: no need to ship megabytes across a pipe.
+        for i in list(todo):
+            if len(pages[i][0]) > self.config.max_html_chars:
+                results[i] = ExtractFailure(
+                    Reason.TOO_LARGE.value,
+                    f"page has {len(pages[i][0])} characters (max {self.config.max_html_chars})")
+                todo.remove(i)
+        while todo or any(w.job is not None for w in self._pool):
+            for w in list(self._pool):
+                if w.job is None and todo:
+                    i = todo.pop()
+                    try:
+                        w.conn.send(pages[i])
+                    except (BrokenPipeError, OSError):
+                        todo.append(i)
+                        self._replace(w)
+                        continue
+                    w.job, w.deadline = i, time.monotonic() + self.timeout_s
+            busy = [w for w in self._pool if w.job is not None]
+            if not busy:
+                continue
+            now = time.monotonic()
+            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy],
+                         timeout=max(0.0, min(w.deadline for w in busy) - now))
+            now = time.monotonic()
+            for w in busy:
+                assert w.job is not None
+                if w.conn in ready or w.proc.sentinel in ready:
+                    try:
+                        if w.conn.poll():
+                            results[w.job] = w.conn.recv()
+                            w.job = None
+                            continue
+                    except (EOFError, OSError):
+                        pass
+                    if not w.proc.is_alive() or w.proc.sentinel in ready:
+                        w.proc.join(timeout=1)
+                        results[w.job] = ExtractFailure(
+                            Reason.EXTRACT_CRASH.value,
+                            f"extraction worker died (exit code {w.proc.exitcode})")
+                        w.job = None
+                        self._replace(w)
+                        continue
+                if w.job is not None and now >= w.deadline:
+                    results[w.job] = ExtractFailure(
+                        Reason.EXTRACT_TIMEOUT.value, f"extraction took longer than {self.timeout_s:g} s")
+                    w.job = None
+                    self._replace(w)
+        return [r if r is not None else ExtractFailure(Reason.EXTRACT_ERROR.value, "no result") for r in results]
+
+    def close(self) -> None:
+        """Stop all workers (politely, then by force)."""
+        for w in self._pool:
+            try:
+                w.conn.send(None)
+            except Exception:
+                pass
+        for w in self._pool:
+            w.proc.join(timeout=2)
+            if w.proc.is_alive():
+                w.kill()
+            else:
+                w.conn.close()
+        self._pool.clear()
