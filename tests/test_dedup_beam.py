@@ -1,0 +1,170 @@
+"""Beam tests of ``Deduplicate`` on the FnApiRunner (the local streaming runner)."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dedup_helpers import FNAPI, rec, story, trim, update, wrap  # noqa: E402
+
+from copydesk.schemas.records import ArticleRecord  # noqa: E402
+from copydesk.transforms.dedup import Deduplicate, DedupConfig, fingerprint_entry  # noqa: E402
+
+
+def run(records: list[ArticleRecord], cfg: DedupConfig | None = None,
+        seeds: list[dict] | None = None) -> tuple[list[ArticleRecord], list[ArticleRecord]]:
+    """Run Deduplicate over ``records`` in one beam.Create (one bundle: concurrent copies);
+    return (records, dropped) as captured by assert_that matchers."""
+    tmp = Path(tempfile.mkdtemp(prefix="dedup-test-"))
+
+    def capture(name: str):
+        path = str(tmp / name)
+
+        def _m(actual: list[ArticleRecord]) -> None:  # runs in the runner: hand results back via a file
+            with open(path, "wb") as f:
+                pickle.dump(list(actual), f)
+        return _m
+
+    with TestPipeline(runner=FNAPI) as p:
+        seed_pc = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
+        out, dropped = p | beam.Create(records, reshuffle=False) | Deduplicate(cfg or DedupConfig(), seed=seed_pc)
+        assert_that(out, capture("out"), label="out")
+        assert_that(dropped, capture("dropped"), label="dropped")
+    got = {n: pickle.loads((tmp / n).read_bytes()) for n in ("out", "dropped")}
+    shutil.rmtree(tmp, ignore_errors=True)
+    return got["out"], got["dropped"]
+
+
+def by_url(rs: list[ArticleRecord]) -> dict[str, ArticleRecord]:
+    return {r.url: r for r in rs}
+
+
+def corpus() -> list[ArticleRecord]:
+    """Two stories carried by several outlets, plus an unrelated one."""
+    s1, s2 = story(1), story(2)
+    return [
+        rec("ap1", "apnews.com", s1, 0, 0),
+        rec("a", "guardian.example", wrap(s1), 5, 1),
+        rec("b", "local.example", trim(s1), 9, 2),
+        rec("c", "daily.example", wrap(trim(s1)), 12, 3),
+        rec("r2", "reuters.com", s2, 1, 4),
+        rec("d", "guardian.example", wrap(s2), 7, 5),
+        rec("e", "other.example", story(3), 8, 6),
+    ]
+
+
+def test_three_outlets_one_cluster_annotated_not_dropped() -> None:
+    rs = corpus()
+    out, dropped = run(rs)
+    assert dropped == [] and len(out) == len(rs)
+    assert sorted(r.ref.offset for r in out) == [r.ref.offset for r in rs]  # refs preserved
+    u = by_url(out)
+    story1 = [u[f"https://{d}/{k}"] for d, k in (("apnews.com", "ap1"), ("guardian.example", "a"),
+                                                 ("local.example", "b"), ("daily.example", "c"))]
+    assert {r.cluster_id for r in story1} == {rs[0].id}
+    assert [r.is_canonical for r in story1] == [True, False, False, False]
+    assert all(r.duplicate_of == rs[0].id for r in story1[1:])
+    assert set(story1[-1].cluster_outlets) >= {"apnews.com", "guardian.example", "local.example", "daily.example"}
+    assert u["https://guardian.example/d"].cluster_id == rs[4].id
+    assert u["https://other.example/e"].cluster_id == rs[6].id and u["https://other.example/e"].is_canonical
+    assert all(r.fingerprint.startswith("mh1:") for r in out)
+
+
+def test_shuffled_arrival_same_clusters() -> None:
+    rs = corpus()
+    rng = random.Random(4)
+    seen = []
+    for _ in range(2):
+        order = list(rs)
+        rng.shuffle(order)
+        out, _ = run(order)
+        u = by_url(out)
+        clusters = {r.url: u[r.url].cluster_id for r in rs}
+        s1 = {clusters[r.url] for r in rs[:4]}
+        s2 = {clusters[r.url] for r in rs[4:6]}
+        assert len(s1) == 1 and len(s2) == 1 and s1 != s2 and clusters[rs[6].url] not in s1 | s2
+        # the agency copy is canonical whatever the order
+        assert u[rs[0].url].is_canonical and u[rs[4].url].is_canonical
+        # canonical as known at decision time: copies after the agency copy point to it,
+        # earlier ones to the first-seen member of the story
+        pos = {r.url: i for i, r in enumerate(order)}
+        story1_ids = {r.id for r in rs[:4]}
+        for r in rs[1:4]:
+            d = u[r.url]
+            if pos[r.url] > pos[rs[0].url]:
+                assert d.duplicate_of == rs[0].id
+            else:
+                assert d.is_canonical or d.duplicate_of in story1_ids
+        seen.append(frozenset(frozenset(x for x in clusters if clusters[x] == c) for c in set(clusters.values())))
+    assert seen[0] == seen[1]
+
+
+def test_exact_url_repeat_and_exact_copy_and_update() -> None:
+    s = story(7)
+    rs = [rec("ap", "apnews.com", s, 0, 0), rec("ap", "apnews.com", s, 10, 1),
+          rec("copy", "x.example", s, 11, 2), rec("ap-upd", "apnews.com", update(s, 7), 20, 3)]
+    out, _ = run(rs)
+    kinds = sorted((r.ref.offset, r.duplicate_kind, r.cluster_id == rs[0].id, r.is_update) for r in out)
+    assert kinds == [(0, None, True, False), (1, "exact_url", True, False), (2, "exact", True, False),
+                     (3, "update", True, True)]
+
+
+def test_drop_duplicates_accounts_for_every_record() -> None:
+    rs = corpus() + [rec("ap1", "apnews.com", story(1), 30, 7)]
+    out, dropped = run(rs, DedupConfig(drop_duplicates=True))
+    assert len(out) + len(dropped) == len(rs)
+    assert sorted(r.ref.offset for r in out + dropped) == list(range(len(rs)))
+    assert all(r.is_canonical or r.is_update for r in out)
+    assert all(not r.is_canonical for r in dropped)
+    assert {r.url for r in out} == {"https://apnews.com/ap1", "https://reuters.com/r2", "https://other.example/e"}
+
+
+def test_horizon_expiry() -> None:
+    s = story(8)
+    cfg = DedupConfig(horizon_seconds=2 * 24 * 3600)
+    rs = [rec("a", "a.example", s, 0, 0, day=1), rec("b", "b.example", wrap(s), 0, 1, day=2),
+          rec("c", "c.example", wrap(s), 0, 2, day=9)]
+    out, _ = run(rs, cfg)
+    u = by_url(out)
+    assert u["https://b.example/b"].cluster_id == rs[0].id
+    late = u["https://c.example/c"]
+    assert late.cluster_id == rs[2].id and late.is_canonical and late.duplicate_kind is None
+
+
+def test_restart_via_seeds() -> None:
+    s1, s2 = story(11), story(12)
+    batch_a = [rec("o1", "apnews.com", s1, 0, 0), rec("o2", "x.example", s2, 1, 1)]
+    out_a, _ = run(batch_a)
+    entries = [fingerprint_entry(r) for r in out_a]
+    batch_b = [rec("c1", "y.example", wrap(s1), 30, 2), rec("c2", "z.example", trim(s2), 31, 3),
+               rec("o2", "x.example", s2, 32, 4), rec("new", "n.example", story(13), 33, 5)]
+    out_b, _ = run(batch_b, seeds=entries)
+    u = by_url(out_b)
+    assert u["https://y.example/c1"].cluster_id == batch_a[0].id
+    assert u["https://y.example/c1"].duplicate_of == batch_a[0].id and u["https://y.example/c1"].duplicate_kind == "near"
+    assert u["https://z.example/c2"].cluster_id == batch_a[1].id
+    assert u["https://x.example/o2"].duplicate_kind == "exact_url"
+    assert u["https://n.example/new"].is_canonical and u["https://n.example/new"].cluster_id == batch_b[3].id
+    # without the seeds the copies would have started clusters of their own
+    out_c, _ = run(batch_b)
+    assert by_url(out_c)["https://y.example/c1"].cluster_id == batch_b[0].id
+
+
+def test_hard_negatives_not_merged() -> None:
+    s = story(20, 300)
+    para = s.split("\n\n")[1]
+    rs = [rec("w", "apnews.com", s, 0, 0),
+          rec("roundup", "r.example", "\n\n".join([story(21, 80), para, story(22, 80), story(23, 80)]), 1, 1),
+          rec("event", "e.example", s.split("\n\n")[0][:100] + ".\n\n" + story(24, 250), 2, 2)]
+    out, _ = run(rs)
+    assert len({r.cluster_id for r in out}) == 3 and all(r.is_canonical for r in out)
