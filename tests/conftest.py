@@ -1,0 +1,89 @@
+"""Shared fixtures: a real Tansu broker on a free port, throwaway topics, the sample site.
+
+Tests that use ``broker`` talk Kafka protocol over TCP to a real broker process; nothing is
+faked. Topics are uuid-named so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules beside the tests
+
+
+@pytest.fixture(scope="session")
+def broker():
+    from copydesk.pipelines.broker import EmbeddedBroker
+
+    b = EmbeddedBroker().start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def topics(broker):
+    """Factory: ``topics("in", "out", partitions=2)`` -> dict of uuid-named topics, created."""
+    from copydesk.pipelines.broker import create_topics
+
+    def make(*names: str, partitions: int = 1) -> dict[str, str]:
+        run = uuid.uuid4().hex[:10]
+        made = {n: f"t-{run}-{n}" for n in names}
+        create_topics(broker.bootstrap, list(made.values()), partitions=partitions)
+        return made
+
+    return make
+
+
+@pytest.fixture
+def producer(broker):
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2, max_request_size=32 << 20)
+    yield p
+    p.close()
+
+
+def consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0) -> list:
+    """Read a topic from the beginning until ``want`` records arrived or ``timeout``."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                      enable_auto_commit=False, fetch_max_bytes=64 << 20, max_partition_fetch_bytes=64 << 20)
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < want and time.monotonic() < deadline:
+            for recs in c.poll(300).values():
+                out.extend(recs)
+    finally:
+        c.close()
+    return out
+
+
+@pytest.fixture
+def site():
+    from copydesk.pipelines.site import SiteServer
+
+    with SiteServer() as s:
+        yield s
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not (SHARED / "eval" / "fundus").is_dir():
+        pytest.skip(f"{SHARED}/eval/fundus is absent (evaluation data lives beside the project in ../shared)")
+    return SHARED
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COPYDESK_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

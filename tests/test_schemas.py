@@ -1,0 +1,47 @@
+import jsonschema
+import pytest
+
+from copydesk.schemas.codec import (article_schema, dead_letter, decode, encode, validate_article,
+                                    validate_dead_letter)
+from copydesk.schemas.reasons import Reason, Stage
+from copydesk.schemas.records import ArticleRecord, FetchedPage, InputMessage, SourceRef
+from copydesk.transforms.article import build_article
+from copydesk.transforms.extract import Extracted
+
+
+def _article() -> ArticleRecord:
+    msg = InputMessage(url="https://news.example/story?utm_source=x", ref=SourceRef("urls", 0, 9))
+    page = FetchedPage(message=msg, final_url="https://news.example/story", html="<html/>",
+                       fetched_at="2025-01-01T00:00:00.000Z")
+    return build_article(page, Extracted(text="Body text.", title="T", authors=["A B"]))
+
+
+def test_built_article_validates_and_round_trips():
+    rec = _article()
+    doc = decode(encode(rec))
+    validate_article(doc)
+    assert doc["id"] == rec.id and doc["topic"] == "urls" and doc["offset"] == 9
+    assert "ref" not in doc  # internal, never written
+    assert doc["canonical_url"] == "https://news.example/story"
+    assert doc["schema_version"] == 1
+
+
+def test_schema_rejects_a_bad_record():
+    doc = decode(encode(_article()))
+    for broken in ({**doc, "text": ""}, {**doc, "id": "x"}, {**doc, "extra": 1},
+                   {k: v for k, v in doc.items() if k != "url"}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate_article(broken)
+
+
+def test_every_reason_code_is_in_the_dead_letter_schema():
+    for reason in Reason:
+        validate_dead_letter(decode(encode(dead_letter(Stage.FETCH, reason, "m", ref=SourceRef("t", 0, 1)))))
+    with pytest.raises(jsonschema.ValidationError):
+        validate_dead_letter({**decode(encode(dead_letter(Stage.FETCH, Reason.DNS, "m"))), "reason": "made_up"})
+
+
+def test_schema_lists_the_dataclass_fields():
+    props = set(article_schema()["properties"])
+    fields = set(ArticleRecord.__dataclass_fields__) - {"ref"}
+    assert props == fields
