@@ -37,7 +37,7 @@ _SENTENCE_END = re.compile(r"[.!?…:;»«\"“”'’)]\s*$")
 _SHARE = re.compile(
     r"^(?:share(?: this| the)?(?: article| story| page| post| video)?|share on \w+|"
     r"(?:artikel |beitrag |seite )?teilen|jetzt teilen|"
-    r"partager(?: (?:cet|l['’])article| sur \w+)?|"
+    r"partager(?: (?:cet |l['’])article| sur \w+)?|"
     r"compartir(?: (?:este|el) art[ií]culo| (?:esta|la) noticia| en \w+)?|"
     r"condividi(?: (?:questo|l['’])articolo)?|del artikkelen|dela artikeln|del|dela|"
     r"copy link|link kopieren|link copied|copier le lien|copiar (?:enlace|link)|"
@@ -242,7 +242,7 @@ def _is_date_line(body: str) -> bool:
 
 def _is_headline_like(body: str) -> bool:
     """A teaser item: short, no sentence punctuation at the end, not a long paragraph."""
-    return len(body) <= 220 and not re.search(r"[.!?:;]\s*$", body)
+    return len(body) <= 220 and not re.search(r"[.:;]\s*$", body)
 
 
 def _credit_from_line(body: str) -> str | None:
@@ -252,10 +252,6 @@ def _credit_from_line(body: str) -> str | None:
         label_only = _norm_words(m.group("credit"))
         if label_only:
             return body.strip("() ")
-    m = _CREDIT_SLASH.search(body)
-    if m:
-        credit = (m.group("credit") or m.group("via") or "").strip()
-        return credit
     m = _CREDIT_TAIL.search(body)
     if m:
         credit = m.group("credit").strip()
@@ -265,6 +261,9 @@ def _credit_from_line(body: str) -> str | None:
         if after and (has_colon or after[0].isupper() or after[0] in "©ⓒ") and len(_norm_words(after)) <= 10:
             if has_colon or "/" in after or re.search(rf"\b(?:{_PHOTO_AGENCIES})\b", after):
                 return credit
+    m = _CREDIT_SLASH.search(body)
+    if m:
+        return (m.group("credit") or m.group("via") or "").strip()
     return None
 
 
@@ -439,6 +438,7 @@ def clean_text(
 
     cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
     seen: set[str] = set()
+    credits = [re.sub(r"\s+", " ", c).strip() for c in credits]
     uniq = [c for c in credits if not (c in seen or seen.add(c))]
     return CleanResult(text=cleaned, photo_credits=uniq, removed=removed)
 

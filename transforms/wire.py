@@ -94,7 +94,7 @@ _BYLINE_WITH = re.compile(
 )
 # "Reuters", "Von dpa", "AFP, MANILA", "By Associated Press", "Associated Press in Valencia"
 _BYLINE_ONLY = re.compile(
-    rf"^(?:(?:by|von|par|por|di|fuente|quelle|source)\s*:?\s+)?(?P<ags>{_AG}(?:\s*[/,]\s*{_AG})*)"
+    rf"^(?:{_DASH}\s*)?(?:(?:by|von|par|por|di|fuente|quelle|source)\s*:?\s+)?(?P<ags>{_AG}(?:\s*[/,]\s*{_AG})*)"
     rf"(?:\s*,\s*[A-ZÀ-Ý][A-ZÀ-Ý .'-]{{2,40}}|\s+in\s+[A-Z][\w .'-]{{2,40}})?\s*\.?$",
     re.IGNORECASE,
 )
@@ -274,7 +274,7 @@ def detect_wire(
                 agencies.append(c)
                 new = True
         if new and printed and attribution is None:
-            attribution = printed.strip()
+            attribution = re.sub(r"\s+", " ", printed).strip()
 
     lines = [ln.strip() for ln in (text or "").split("\n") if ln.strip()]
     n = len(lines)
@@ -282,7 +282,7 @@ def detect_wire(
         head, tail = idx < edge_lines, idx >= n - edge_lines
         if not (head or tail):
             continue
-        body = re.sub(r"^[-–•*]\s+", "", line)
+        body = re.sub(r"\s+", " ", re.sub(r"^[-•*]\s+", "", line))
         if head and dateline is None:
             m = _DATELINE.match(body)
             if m and len(m.group("place")) <= 80:
