@@ -385,6 +385,14 @@ def test_per_host_delay_and_concurrency(server: MisbehavingServer, other_server:
     assert server.max_active <= 2
 
 
+def test_per_host_concurrency_is_used(server: MisbehavingServer) -> None:
+    """The host's start lock is released once the request is on the wire, so K requests overlap."""
+    server.routes["/slow"] = lambda h: (time.sleep(0.4), send(h, 200, PAGE.encode()))[1]
+    results = fetch(cfg(per_host_concurrency=2, respect_robots=False), *(msg(server.url(f"/slow?{i}")) for i in range(4)))
+    assert all(isinstance(r, FetchedPage) for r in results)
+    assert server.max_active == 2
+
+
 def test_fetch_config_is_picklable() -> None:
     config = cfg(user_agent="x/1")
     assert pickle.loads(pickle.dumps(config)) == config

@@ -29,7 +29,7 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -46,7 +46,7 @@ from copydesk.schemas.records import DeadLetter, FetchedPage, InputMessage, Sour
 from copydesk.transforms.fetch_body import ACCEPT_ENCODING, read_capped, too_large
 from copydesk.transforms.fetch_charset import decode_html, looks_binary
 from copydesk.transforms.fetch_errors import FetchFailure
-from copydesk.transforms.fetch_guard import AddressGuard, GuardedTransport
+from copydesk.transforms.fetch_guard import AddressGuard, PerHostTransport
 from copydesk.transforms.fetch_hosts import CircuitBreaker, Politeness
 from copydesk.transforms.fetch_robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
 from copydesk.transforms.urls import InvalidURL, check_url
@@ -213,6 +213,16 @@ def _refused(exc: BaseException) -> bool:
     return False
 
 
+def _on_headers_sent(sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """httpcore trace hook: tell the politeness gate when the request really leaves."""
+
+    async def trace(event: str, _info: dict[str, Any]) -> None:
+        if event == "http11.send_request_headers.started":
+            sent()
+
+    return trace
+
+
 def _strip_fragment(url: str) -> str:
     return urlunsplit(urlsplit(url)._replace(fragment=""))
 
@@ -244,11 +254,10 @@ class Fetcher:
         if self._client is not None:
             return self
         cfg = self.config
-        limits = httpx.Limits(
-            max_connections=cfg.max_in_flight, max_keepalive_connections=cfg.max_in_flight, keepalive_expiry=30.0
-        )
         self._client = httpx.AsyncClient(
-            transport=GuardedTransport(self.guard, limits=limits, verify=cfg.verify_tls),
+            # A request lives at most total_timeout; a pool unused for longer has nothing in flight.
+            transport=PerHostTransport(self.guard, per_host=cfg.per_host_concurrency,
+                                       idle_after=cfg.total_timeout + 30.0, verify=cfg.verify_tls),
             timeout=httpx.Timeout(
                 connect=cfg.connect_timeout, read=cfg.read_timeout, write=cfg.read_timeout, pool=cfg.total_timeout
             ),
@@ -410,10 +419,10 @@ class Fetcher:
                     raise FetchFailure(Reason.ROBOTS, f"robots.txt of {target.origin} disallows this URL",
                                        robots_status=rules.status)
                 delay = self._host_delay(rules)
-            async with self.gate.slot(target.hostkey, delay):
+            async with self.gate.slot(target.hostkey, delay) as sent:
                 started = time.monotonic()
                 try:
-                    return await self._request(target, cookies, page=page)
+                    return await self._request(target, cookies, sent, page=page)
                 finally:
                     if state is not None:
                         state.network_s += time.monotonic() - started
@@ -430,11 +439,14 @@ class Fetcher:
             return cfg.per_host_delay
         return max(cfg.per_host_delay, min(crawl_delay, cfg.max_crawl_delay))
 
-    async def _request(self, target: _Target, cookies: httpx.Cookies | None, *, page: bool) -> _Response:
+    async def _request(
+        self, target: _Target, cookies: httpx.Cookies | None, sent: Callable[[], None], *, page: bool
+    ) -> _Response:
         """Send one GET with the total timeout; map transport errors to reason codes."""
         assert self._client is not None, "Fetcher is not open"
         cfg = self.config
         request = self._client.build_request("GET", target.url)
+        request.extensions["trace"] = _on_headers_sent(sent)
         if cookies is not None:
             cookies.set_cookie_header(request)
         try:

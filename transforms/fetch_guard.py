@@ -219,3 +219,49 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             http2=False,
             network_backend=GuardedBackend(guard),
         )
+
+
+class PerHostTransport(httpx.AsyncBaseTransport):
+    """One small guarded connection pool per origin instead of one big shared pool.
+
+    httpcore's pool assigns queued requests by scanning every connection for every queued
+    request, which costs O(connections x requests) per event: with ~100 keep-alive
+    connections over 50 hosts that was most of the fetcher's CPU. A pool per origin with
+    ``per_host`` connections (the politeness gate never lets more through) keeps each scan
+    tiny. Pools unused for longer than any request can live (``idle_after``) are closed.
+    """
+
+    def __init__(self, guard: AddressGuard, *, per_host: int, idle_after: float, verify: bool = True) -> None:
+        self.guard = guard
+        self.per_host = per_host
+        self.idle_after = idle_after
+        self.verify = verify
+        self._pools: dict[str, tuple[GuardedTransport, float]] = {}
+        self._next_sweep = 0.0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        key = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        now = time.monotonic()
+        entry = self._pools.get(key)
+        pool = entry[0] if entry is not None else GuardedTransport(
+            self.guard,
+            limits=httpx.Limits(max_connections=self.per_host, max_keepalive_connections=self.per_host,
+                                keepalive_expiry=min(30.0, self.idle_after)),
+            verify=self.verify,
+        )
+        self._pools[key] = (pool, now)
+        if now >= self._next_sweep:
+            await self._close_idle(now)
+        return await pool.handle_async_request(request)
+
+    async def _close_idle(self, now: float) -> None:
+        self._next_sweep = now + self.idle_after / 2
+        idle = [k for k, (_p, last) in self._pools.items() if now - last > self.idle_after]
+        for key in idle:
+            pool, _last = self._pools.pop(key)
+            await pool.aclose()
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool, _last in pools:
+            await pool.aclose()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -29,6 +29,7 @@ class _HostSlot:
     sem: asyncio.Semaphore
     start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = 0.0  # loop time before which no request may start
+    last_sent: float | None = None  # when the previous request's headers were sent
     users: int = 0
 
 
@@ -41,6 +42,9 @@ class Politeness:
         self._hosts: dict[str, _HostSlot] = {}
         self.in_flight = 0
         self.peak_in_flight = 0
+        # Smallest gap seen between two requests' headers leaving for one host: the
+        # politeness guarantee as measured on this side of the wire (benchmarks print it).
+        self.min_gap_sent = float("inf")
 
     def _slot(self, host: str) -> _HostSlot:
         s = self._hosts.get(host)
@@ -61,32 +65,60 @@ class Politeness:
         s.next_start = max(s.next_start, asyncio.get_running_loop().time() + seconds)
 
     @asynccontextmanager
-    async def slot(self, host: str, delay: float) -> AsyncIterator[None]:
-        """Hold one of the host's slots and a global slot for the duration of one request."""
+    async def slot(self, host: str, delay: float) -> AsyncIterator[Callable[[], None]]:
+        """Hold one of the host's slots and a global slot for the duration of one request.
+
+        Yields ``sent``: call it when the request headers go onto the wire. Starts to one
+        host are serialised until then and the next start is spaced ``delay`` after that
+        moment, so the gap holds where the server sees it, even when this request first
+        waited for a connection or a TCP handshake. (Called on exit if never called.)
+        """
         loop = asyncio.get_running_loop()
         s = self._slot(host)
         s.users += 1
         try:
             async with s.sem:
-                async with s.start_lock:  # starts to one host are serialised and spaced
-                    while True:
-                        wait = s.next_start - loop.time()
-                        if wait > 0:
-                            await asyncio.sleep(wait)
-                        await self._global.acquire()
-                        if s.next_start <= loop.time():
-                            break
-                        self._global.release()  # deferred (Retry-After) meanwhile: wait again
-                    s.next_start = loop.time() + delay
+                await s.start_lock.acquire()
+                released = False
+
+                def sent() -> None:
+                    nonlocal released
+                    if not released:
+                        released = True
+                        now = loop.time()
+                        if s.last_sent is not None:
+                            self.min_gap_sent = min(self.min_gap_sent, now - s.last_sent)
+                        s.last_sent = now
+                        s.next_start = max(s.next_start, now + delay)
+                        s.start_lock.release()
+
+                try:
+                    await self._wait_turn(s, loop)
+                except BaseException:
+                    sent()
+                    raise
+                s.next_start = loop.time() + delay
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
-                    yield
+                    yield sent
                 finally:
+                    sent()
                     self.in_flight -= 1
                     self._global.release()
         finally:
             s.users -= 1
+
+    async def _wait_turn(self, s: _HostSlot, loop: asyncio.AbstractEventLoop) -> None:
+        """Sleep until the host's next start, then take a global slot (never while sleeping)."""
+        while True:
+            wait = s.next_start - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._global.acquire()
+            if s.next_start <= loop.time():
+                return
+            self._global.release()  # deferred (Retry-After) meanwhile: wait again
 
 
 @dataclass(slots=True)
