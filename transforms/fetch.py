@@ -393,11 +393,18 @@ class Fetcher:
 
     @staticmethod
     def _retryable(exc: FetchFailure) -> bool:
-        return exc.reason in RETRYABLE_REASONS or exc.detail.get("status") == 429
+        """Transport failures, 429 and 5xx; an odd status (3xx without Location) will not change."""
+        status = exc.detail.get("status")
+        if status is not None:
+            return status == 429 or status >= 500
+        return exc.reason in RETRYABLE_REASONS
 
     @staticmethod
     def _host_failure(exc: FetchFailure) -> bool:
-        return exc.reason in HOST_FAILURE_REASONS or exc.detail.get("status") == 429
+        status = exc.detail.get("status")
+        if status is not None:
+            return status == 429 or status >= 500
+        return exc.reason in HOST_FAILURE_REASONS
 
     def _backoff(self, attempt: int) -> float:
         cfg = self.config
