@@ -91,11 +91,25 @@ def cmd_run(argv: list[str]) -> int:
 
     stop = StopFlag()
     stop.install()
+    exporter = None
     try:
-        stats = run_job(argv, stop=stop, batch_seconds=float(batch or 10))
+        from copydesk.pipelines.options import CopydeskOptions
+        from copydesk.pipelines.pipeline import pipeline_options
+
+        options = pipeline_options(argv)
+        port = options.view_as(CopydeskOptions).metrics_port
+        if port:
+            from copydesk.pipelines.metrics import start_exporter
+
+            exporter = start_exporter(options, port)
+        stats = run_job(argv, stop=stop, batch_seconds=float(batch or 10),
+                        on_run=exporter.on_run if exporter else None)
     except ConfigError as exc:
         print(f"copydesk run: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if exporter:
+            exporter.close()
     logging.getLogger("copydesk").info("stopped after %d run(s): %d messages read", stats.runs, stats.read)
     return 0
 
@@ -126,7 +140,24 @@ def cmd_demo(argv: list[str]) -> int:
     return demo_main(argv)
 
 
+def cmd_top(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="copydesk top",
+                                     description="Live terminal view of a running job's metrics (copydesk run "
+                                                 "--metrics-port): rate per stage, consumer lag, errors by reason.")
+    parser.add_argument("--url", default="http://127.0.0.1:9108/metrics", help="the job's Prometheus endpoint")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    parser.add_argument("--once", action="store_true", help="print one screen (rates over --interval) and exit")
+    args = parser.parse_args(argv)
+    from copydesk.pipelines.metrics import top
+
+    try:
+        return top(args.url, interval=args.interval, once=args.once)
+    except KeyboardInterrupt:
+        return 0
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "extract": cmd_extract}
+COMMANDS["top"] = cmd_top
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: copydesk {run,demo,extract} [options]\n\n"
               "  run      the long-running pipeline (copydesk run --help)\n"
               "  demo     everything on an embedded broker and a local site of sample pages; stops by itself\n"
-              "  extract  offline extraction of HTML files into JSON lines\n")
+              "  extract  offline extraction of HTML files into JSON lines\n"
+              "  top      live terminal view of a running job's metrics (copydesk top --help)\n")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return COMMANDS[argv[0]](argv[1:])
 

@@ -42,6 +42,9 @@ class BatchStats:
     read: int = 0
     seconds: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
+    # The last run, for on_run hooks (pipelines/metrics.py reads its Beam metrics).
+    last_result: Any = None
+    last_seconds: float = 0.0
 
 
 def _counters(result) -> dict[str, int]:
@@ -110,7 +113,8 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
         result = _run_once(options, rc)
         counters = _counters(result)
         stats.runs += 1
-        stats.seconds += time.monotonic() - started
+        stats.last_result, stats.last_seconds = result, time.monotonic() - started
+        stats.seconds += stats.last_seconds
         _add(stats, counters)
         read = counters.get("kafka_records_read", 0)
         log.info("run %d: read %d messages in %.1fs", stats.runs, read, time.monotonic() - started)

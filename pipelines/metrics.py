@@ -1,0 +1,467 @@
+"""Prometheus exporter for the local runner (``copydesk run --metrics-port PORT``).
+
+On the local runner the job is a sequence of bounded Beam runs (see ``runner.py``). After
+each run :meth:`Exporter.on_run` reads that run's Beam metrics (counters, distributions,
+gauges), adds them into cumulative Prometheus metrics, and measures the consumer lag of the
+input topic(s) for the job's group with kafka-python. A ``prometheus_client`` HTTP server
+serves them. On Flink/Dataflow the same Beam metrics show up in the runner's own UI and
+metric reporters; this exporter is for the local runner only.
+
+Every exported metric is listed in :data:`METRICS` (name, type, labels, meaning) — the one
+table that ``docs/metrics.md``, the Grafana dashboard and the alert rules are checked
+against. A Beam counter this module does not know (e.g. one a stage adds later) is still
+exported, as ``copydesk_<stage>_<name>_total`` (stage = the Beam namespace without
+``copydesk.``), so nothing a stage counts is lost; such names are not in the table.
+
+Limits (documented in docs/metrics.md):
+- Beam distributions carry only count/sum/min/max, so latencies are exported as summaries
+  (``_sum``/``_count``, mean = rate(sum)/rate(count)) plus a last-run max gauge, not as
+  histograms with buckets.
+- Lag = end offset - committed offset per partition. On Tansu the end offset points at the
+  start of the last record batch, so lag is under-reported by up to one batch there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    type: str  # counter | gauge | summary
+    labels: tuple[str, ...]
+    help: str
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    # job
+    MetricSpec("copydesk_runs_total", "counter", (), "micro-batch Beam runs finished (local runner)"),
+    MetricSpec("copydesk_last_run_timestamp_seconds", "gauge", (), "unix time the last run finished"),
+    MetricSpec("copydesk_run_duration_seconds", "summary", (), "wall time of each run"),
+    MetricSpec("copydesk_last_run_duration_seconds", "gauge", (), "wall time of the last run"),
+    MetricSpec("copydesk_last_run_records_read", "gauge", (), "messages the last run read (0 = idle)"),
+    # per stage, derived from the stage counters below
+    MetricSpec("copydesk_stage_records_total", "counter", ("stage", "direction"),
+               "records into (direction=in) and out of (direction=out) each stage: read, parse, fetch, write"),
+    # read
+    MetricSpec("copydesk_read_records_total", "counter", (), "Kafka messages read"),
+    MetricSpec("copydesk_read_bytes_total", "counter", (), "Kafka message bytes read"),
+    MetricSpec("copydesk_read_idle_polls_total", "counter", (), "reader polls that returned nothing"),
+    # parse
+    MetricSpec("copydesk_parse_messages_parsed_total", "counter", (), "messages parsed into a URL"),
+    MetricSpec("copydesk_parse_messages_rejected_total", "counter", (), "messages rejected (dead letters of the parse stage)"),
+    # fetch
+    MetricSpec("copydesk_fetch_pages_total", "counter", (), "pages fetched (HTTP response received and accepted)"),
+    MetricSpec("copydesk_fetch_prescraped_total", "counter", (), "messages that carried their HTML (no fetch)"),
+    MetricSpec("copydesk_fetch_dead_letters_total", "counter", ("reason",), "fetch failures by reason (dead letters)"),
+    MetricSpec("copydesk_fetch_responses_total", "counter", ("status_class",),
+               "fetch results by HTTP status class (2xx, 3xx, 4xx, 5xx, none = no response)"),
+    MetricSpec("copydesk_fetch_bytes_total", "counter", (), "page body bytes fetched"),
+    MetricSpec("copydesk_fetch_latency_seconds", "summary", (), "fetch time per page (Beam distribution: sum/count)"),
+    MetricSpec("copydesk_fetch_latency_max_seconds", "gauge", (), "slowest fetch of the last run"),
+    MetricSpec("copydesk_fetch_attempts", "summary", (), "attempts per failed fetch"),
+    MetricSpec("copydesk_fetch_batch_size", "summary", (), "messages per concurrent fetch batch"),
+    MetricSpec("copydesk_fetch_in_flight_peak", "gauge", (), "peak concurrent requests in the last run"),
+    # write
+    MetricSpec("copydesk_write_records_total", "counter", ("topic", "kind"),
+               "records written per output (kind = records | dead_letters | raw_pages | other; topic=file for files)"),
+    MetricSpec("copydesk_dead_letters_total", "counter", (), "dead letters written, all stages"),
+    # commit
+    MetricSpec("copydesk_commit_offset_commits_total", "counter", (), "offset commits"),
+    MetricSpec("copydesk_commit_errors_total", "counter", (), "failed offset commits"),
+    MetricSpec("copydesk_commit_pending_ack_ranges", "gauge", (), "acknowledged offset ranges not yet committable"),
+    # lag
+    MetricSpec("copydesk_consumer_lag", "gauge", ("topic", "partition"),
+               "end offset - committed offset of the job's group (Tansu: up to one batch low)"),
+    MetricSpec("copydesk_consumer_end_offset", "gauge", ("topic", "partition"), "partition end offset"),
+    MetricSpec("copydesk_consumer_committed_offset", "gauge", ("topic", "partition"), "group's committed offset"),
+    MetricSpec("copydesk_consumer_lag_errors_total", "counter", (), "failed lag measurements"),
+)
+
+SPECS = {m.name: m for m in METRICS}
+
+# Beam (namespace, name) -> exported name, for plain counters.
+_COUNTERS = {
+    ("copydesk.read", "kafka_records_read"): "copydesk_read_records_total",
+    ("copydesk.read", "kafka_bytes_read"): "copydesk_read_bytes_total",
+    ("copydesk.read", "kafka_idle_polls"): "copydesk_read_idle_polls_total",
+    ("copydesk.parse", "messages_parsed"): "copydesk_parse_messages_parsed_total",
+    ("copydesk.parse", "messages_rejected"): "copydesk_parse_messages_rejected_total",
+    ("copydesk.fetch", "fetch_pages"): "copydesk_fetch_pages_total",
+    ("copydesk.fetch", "fetch_prescraped"): "copydesk_fetch_prescraped_total",
+    ("copydesk.fetch", "fetch_bytes"): "copydesk_fetch_bytes_total",
+    ("copydesk.commit", "offset_commits"): "copydesk_commit_offset_commits_total",
+    ("copydesk.commit", "offset_commit_errors"): "copydesk_commit_errors_total",
+}
+_SKIP = {("copydesk.fetch", "fetch_dead")}  # the sum of fetch_dead_<reason>
+# Beam distribution -> (exported summary name, scale to base unit, max gauge or None)
+_DISTRIBUTIONS = {
+    ("copydesk.fetch", "fetch_latency_ms"): ("copydesk_fetch_latency_seconds", 1e-3, "copydesk_fetch_latency_max_seconds"),
+    ("copydesk.fetch", "fetch_attempts"): ("copydesk_fetch_attempts", 1.0, None),
+    ("copydesk.fetch", "fetch_batch_size"): ("copydesk_fetch_batch_size", 1.0, None),
+}
+_GAUGES = {
+    ("copydesk.fetch", "fetch_in_flight_peak"): "copydesk_fetch_in_flight_peak",
+    ("copydesk.commit", "pending_ack_ranges"): "copydesk_commit_pending_ack_ranges",
+}
+
+
+def _snake(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", text).strip("_").lower() or "x"
+
+
+def generic_counter_name(namespace: str, name: str) -> str:
+    stage = _snake(namespace.removeprefix("copydesk."))
+    return f"copydesk_{stage}_{_snake(name).removeprefix(stage + '_')}_total"
+
+
+@dataclass
+class RunMetrics:
+    counters: dict[tuple[str, str], int]
+    distributions: dict[tuple[str, str], tuple[int, float, float, float]]  # count, sum, min, max
+    gauges: dict[tuple[str, str], float]
+
+
+def query_metrics(result: Any) -> RunMetrics:
+    """This run's Beam metrics by (namespace, name), committed values where present."""
+    out = RunMetrics({}, {}, {})
+    try:
+        q = result.metrics().query()
+    except Exception:  # a report, not a correctness matter
+        log.debug("no metrics from the run", exc_info=True)
+        return out
+    for c in q.get("counters", []):
+        key = (c.key.metric.namespace, c.key.metric.name)
+        out.counters[key] = out.counters.get(key, 0) + int(c.committed or c.attempted or 0)
+    for d in q.get("distributions", []):
+        v = d.committed or d.attempted
+        if v is None or not v.count:
+            continue
+        key = (d.key.metric.namespace, d.key.metric.name)
+        prev = out.distributions.get(key)
+        if prev:
+            out.distributions[key] = (prev[0] + v.count, prev[1] + v.sum, min(prev[2], v.min), max(prev[3], v.max))
+        else:
+            out.distributions[key] = (v.count, float(v.sum), float(v.min), float(v.max))
+    for g in q.get("gauges", []):
+        v = g.committed or g.attempted
+        if v is None or v.value is None:
+            continue
+        key = (g.key.metric.namespace, g.key.metric.name)
+        out.gauges[key] = max(out.gauges.get(key, float("-inf")), float(v.value))
+    return out
+
+
+class LagProbe:
+    """End offsets and the group's committed offsets of the input topics (kafka-python)."""
+
+    def __init__(self, client_kwargs: dict[str, Any], group_id: str, topics: Iterable[str]) -> None:
+        self.kwargs = client_kwargs
+        self.group_id = group_id
+        self.topics = [t for t in topics if t]
+        self._consumer = None
+
+    def measure(self) -> dict[tuple[str, int], tuple[int, int | None]]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(group_id=self.group_id, enable_auto_commit=False, **self.kwargs)
+        c = self._consumer
+        tps = [TopicPartition(t, p) for t in self.topics for p in sorted(c.partitions_for_topic(t) or ())]
+        ends = c.end_offsets(tps)
+        out = {}
+        for tp in tps:
+            out[(tp.topic, tp.partition)] = (int(ends.get(tp, 0)), c.committed(tp))
+        return out
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except Exception:
+                pass
+            self._consumer = None
+
+
+class Exporter:
+    """Cumulative Prometheus view of the per-run Beam metrics; ``on_run`` is runner's hook."""
+
+    def __init__(self, *, output_topics: dict[str, str] | None = None, lag: LagProbe | None = None,
+                 registry: Any = None) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.kinds = {t: k for k, t in (output_topics or {}).items() if t}
+        self.lag = lag
+        self._lock = threading.Lock()
+        self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._summaries: dict[str, list[float]] = {}  # name -> [count, sum]
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(self)
+        self._server = None
+        # Zero-valued series so the names exist before the first run.
+        for spec in METRICS:
+            if spec.type == "counter" and not spec.labels:
+                self._counters[(spec.name, ())] = 0.0
+            elif spec.type == "summary":
+                self._summaries[spec.name] = [0.0, 0.0]
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def _inc(self, name: str, value: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self._counters[key] = self._counters.get(key, 0.0) + value
+
+    def _set(self, name: str, value: float, **labels: str) -> None:
+        self._gauges[(name, tuple(sorted(labels.items())))] = value
+
+    def _observe(self, name: str, count: float, total: float) -> None:
+        s = self._summaries.setdefault(name, [0.0, 0.0])
+        s[0] += count
+        s[1] += total
+
+    def on_run(self, stats: Any) -> None:
+        """``run_job(on_run=...)``: add the last run (``stats.last_result``) in, measure lag."""
+        run = query_metrics(getattr(stats, "last_result", None))
+        seconds = float(getattr(stats, "last_seconds", 0.0) or 0.0)
+        lag = None
+        if self.lag is not None:
+            try:
+                lag = self.lag.measure()
+            except Exception as exc:
+                log.warning("consumer lag measurement failed: %s", exc)
+                self.lag.close()
+        with self._lock:
+            try:
+                self.add_run(run, seconds)
+            except Exception:  # metrics never stop the job
+                log.exception("adding the run's metrics failed")
+            if self.lag is not None and lag is None:
+                self._inc("copydesk_consumer_lag_errors_total", 1)
+            for (topic, part), (end, committed) in (lag or {}).items():
+                labels = {"topic": topic, "partition": str(part)}
+                self._set("copydesk_consumer_end_offset", end, **labels)
+                if committed is None:  # nothing committed yet: everything is lag
+                    committed_v = 0
+                else:
+                    committed_v = committed
+                    self._set("copydesk_consumer_committed_offset", committed, **labels)
+                self._set("copydesk_consumer_lag", max(0, end - committed_v), **labels)
+
+    def add_run(self, run: RunMetrics, seconds: float) -> None:
+        c = run.counters
+        self._inc("copydesk_runs_total", 1)
+        self._set("copydesk_last_run_timestamp_seconds", time.time())
+        self._set("copydesk_last_run_duration_seconds", seconds)
+        self._observe("copydesk_run_duration_seconds", 1, seconds)
+        self._set("copydesk_last_run_records_read", c.get(("copydesk.read", "kafka_records_read"), 0))
+        written_records = written_dead = 0
+        for (ns, name), v in c.items():
+            if (ns, name) in _SKIP:
+                continue
+            if (ns, name) in _COUNTERS:
+                self._inc(_COUNTERS[(ns, name)], v)
+            elif ns == "copydesk.fetch" and name.startswith("fetch_dead_"):
+                self._inc("copydesk_fetch_dead_letters_total", v, reason=name.removeprefix("fetch_dead_"))
+            elif ns == "copydesk.fetch" and name.startswith("fetch_status_"):
+                self._inc("copydesk_fetch_responses_total", v, status_class=name.removeprefix("fetch_status_"))
+            elif ns == "copydesk.write" and (name.startswith("records_written_") or name == "file_records_written"):
+                topic = name.removeprefix("records_written_") if name != "file_records_written" else "file"
+                kind = self.kinds.get(topic, "other")
+                self._inc("copydesk_write_records_total", v, topic=topic, kind=kind)
+                if kind == "dead_letters":
+                    written_dead += v
+                    self._inc("copydesk_dead_letters_total", v)
+                elif kind == "records" or topic == "file":
+                    written_records += v
+            else:
+                self._inc(generic_counter_name(ns, name), v)
+        for key, (count, total, _mn, mx) in run.distributions.items():
+            if key in _DISTRIBUTIONS:
+                name, scale, max_name = _DISTRIBUTIONS[key]
+                self._observe(name, count, total * scale)
+                if max_name:
+                    self._set(max_name, mx * scale)
+            else:
+                ns, n = key
+                self._observe(f"copydesk_{_snake(ns.removeprefix('copydesk.'))}_{_snake(n)}", count, total)
+        for key, v in run.gauges.items():
+            ns, n = key
+            self._set(_GAUGES.get(key) or f"copydesk_{_snake(ns.removeprefix('copydesk.'))}_{_snake(n)}", v)
+        # records in/out per stage
+        g = lambda ns, n: c.get((ns, n), 0)  # noqa: E731
+        read = g("copydesk.read", "kafka_records_read")
+        parsed, rejected = g("copydesk.parse", "messages_parsed"), g("copydesk.parse", "messages_rejected")
+        fetched = g("copydesk.fetch", "fetch_pages") + g("copydesk.fetch", "fetch_prescraped")
+        fetch_dead = g("copydesk.fetch", "fetch_dead")
+        for stage, direction, v in (("read", "out", read), ("parse", "in", parsed + rejected), ("parse", "out", parsed),
+                                    ("fetch", "in", fetched + fetch_dead), ("fetch", "out", fetched),
+                                    ("write", "out", written_records), ("write", "dead_letters", written_dead)):
+            self._inc("copydesk_stage_records_total", v, stage=stage, direction=direction)
+
+    # -- prometheus_client collector -----------------------------------------------------------
+
+    def describe(self):
+        return []  # unchecked collector: the families are dynamic
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+        with self._lock:
+            counters = dict(self._counters)
+            gauges = dict(self._gauges)
+            summaries = {k: list(v) for k, v in self._summaries.items()}
+        fams: dict[str, Any] = {}
+
+        def help_of(name: str) -> str:
+            spec = SPECS.get(name)
+            return spec.help if spec else "Beam metric (not in the documented table)"
+
+        for (name, labels), v in sorted(counters.items()):
+            base = name.removesuffix("_total")
+            fam = fams.get(name)
+            if fam is None:
+                fam = fams[name] = CounterMetricFamily(base, help_of(name), labels=[k for k, _ in labels])
+            fam.add_metric([val for _, val in labels], v)
+        for (name, labels), v in sorted(gauges.items()):
+            fam = fams.get(name)
+            if fam is None:
+                fam = fams[name] = GaugeMetricFamily(name, help_of(name), labels=[k for k, _ in labels])
+            fam.add_metric([val for _, val in labels], v)
+        for name, (count, total) in sorted(summaries.items()):
+            fams[name] = SummaryMetricFamily(name, help_of(name), count_value=count, sum_value=total)
+        yield from fams.values()
+
+    # -- server ---------------------------------------------------------------------------------
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> "Exporter":
+        from prometheus_client import start_http_server
+
+        self._server = start_http_server(port, addr=addr, registry=self.registry)
+        log.info("Prometheus metrics on http://%s:%d/metrics", addr, port)
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            server, _thread = self._server
+            server.shutdown()
+            server.server_close()
+            self._server = None
+        if self.lag is not None:
+            self.lag.close()
+
+
+def start_exporter(options: Any, port: int) -> Exporter:
+    """The exporter for ``copydesk run``'s options, serving on ``port``."""
+    from copydesk.pipelines.options import CopydeskOptions
+    from copydesk.pipelines.pipeline import kafka_config
+
+    o = options.view_as(CopydeskOptions)
+    lag = None
+    kc = kafka_config(o)
+    if kc is not None and o.input_topic:
+        lag = LagProbe(kc.kwargs(), o.group_id, o.input_topic.split(","))
+    outputs = {"records": o.output_topic, "dead_letters": o.dead_letter_topic, "raw_pages": o.raw_pages_topic}
+    return Exporter(output_topics=outputs, lag=lag).serve(port)
+
+
+# -- copydesk top -------------------------------------------------------------------------------
+
+
+def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of a Prometheus text endpoint, keyed by (sample name, sorted labels)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        text = resp.read().decode("utf-8")
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def _sum(samples, name: str, **match: str) -> float:
+    return sum(v for (n, labels), v in samples.items()
+               if n == name and all(dict(labels).get(k) == want for k, want in match.items()))
+
+
+def render_top(prev, cur, seconds: float, url: str) -> str:
+    """The ``copydesk top`` screen: rate per stage, lag per partition, errors by reason."""
+    dt = max(seconds, 1e-9)
+
+    def rate(name: str, **match: str) -> float:
+        return max(0.0, _sum(cur, name, **match) - _sum(prev, name, **match)) / dt
+
+    lines = [f"copydesk top — {url} — {time.strftime('%H:%M:%S')} — rates over {seconds:.1f}s", ""]
+    lines.append(f"{'STAGE':<8}{'IN/s':>10}{'OUT/s':>10}{'TOTAL OUT':>12}")
+    for stage, in_name in (("read", None), ("parse", "in"), ("fetch", "in"), ("write", None)):
+        r_in = rate("copydesk_stage_records_total", stage=stage, direction=in_name) if in_name else float("nan")
+        r_out = rate("copydesk_stage_records_total", stage=stage, direction="out")
+        total = _sum(cur, "copydesk_stage_records_total", stage=stage, direction="out")
+        in_txt = "-" if in_name is None else f"{r_in:.1f}"
+        lines.append(f"{stage:<8}{in_txt:>10}{r_out:>10.1f}{total:>12.0f}")
+    dead = rate("copydesk_dead_letters_total")
+    fetched_bytes = rate("copydesk_fetch_bytes_total")
+    lat_n = rate("copydesk_fetch_latency_seconds_count")
+    lat = (rate("copydesk_fetch_latency_seconds_sum") / lat_n) if lat_n else 0.0
+    lines += ["", f"dead letters/s {dead:.2f}   fetched {fetched_bytes / 1024:.1f} KiB/s   "
+                  f"mean fetch latency {lat * 1000:.0f} ms   runs {_sum(cur, 'copydesk_runs_total'):.0f}"]
+    last = _sum(cur, "copydesk_last_run_timestamp_seconds")
+    if last:
+        lines.append(f"last run {time.time() - last:.0f}s ago, took {_sum(cur, 'copydesk_last_run_duration_seconds'):.1f}s")
+    lines += ["", "LAG (topic partition: end - committed)"]
+    lag = sorted((dict(labels), v) for (n, labels), v in cur.items() if n == "copydesk_consumer_lag")
+    if not lag:
+        lines.append("  (not measured yet)")
+    for labels, v in lag:
+        lines.append(f"  {labels.get('topic')} {labels.get('partition')}: {v:.0f}")
+    lines.append(f"  total: {sum(v for _, v in lag):.0f}")
+    lines += ["", "ERRORS (total, by reason)"]
+    errs = [(f"fetch {dict(l).get('reason')}", v) for (n, l), v in cur.items() if n == "copydesk_fetch_dead_letters_total"]
+    errs.append(("parse rejected", _sum(cur, "copydesk_parse_messages_rejected_total")))
+    errs.append(("commit errors", _sum(cur, "copydesk_commit_errors_total")))
+    for label, v in sorted(errs, key=lambda x: -x[1]):
+        if v:
+            lines.append(f"  {label:<28}{v:>8.0f}")
+    if not any(v for _, v in errs):
+        lines.append("  none")
+    return "\n".join(lines) + "\n"
+
+
+def top(url: str, interval: float = 2.0, once: bool = False, out=None) -> int:
+    import sys
+
+    out = out or sys.stdout
+    try:
+        prev = scrape(url)
+    except OSError as exc:
+        print(f"copydesk top: cannot read {url}: {exc}", file=sys.stderr)
+        return 1
+    t_prev = time.monotonic()
+    while True:
+        time.sleep(interval)
+        try:
+            cur = scrape(url)
+        except OSError as exc:
+            print(f"copydesk top: cannot read {url}: {exc}", file=sys.stderr)
+            return 1
+        now = time.monotonic()
+        screen = render_top(prev, cur, now - t_prev, url)
+        if once:
+            out.write(screen)
+            out.flush()
+            return 0
+        out.write("\x1b[H\x1b[2J" + screen)
+        out.flush()
+        prev, t_prev = cur, now
