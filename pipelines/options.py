@@ -33,6 +33,9 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("raw_pages_topic", str, None, "optional archive of every fetched page, for re-extraction without fetching"),
     ("fingerprint_topic", str, None, "compacted topic of dedup fingerprints, read on start-up to rebuild the "
                                      "dedup index after a restart on the local runner"),
+    ("kafka_io", str, "python", "Kafka connector: python (kafka-python SDF reader and sink, every runner) or java "
+                                "(Beam's cross-language ReadFromKafka/WriteToKafka for Flink/Dataflow; needs the "
+                                "expansion-service jar; offsets then commit on checkpoint finalisation)"),
     ("kafka_config", str, None, "extra kafka-python client settings as key=value,key=value "
                                 "(security_protocol, sasl_mechanism, ...); masked in logs"),
     # fetch

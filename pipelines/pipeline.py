@@ -13,13 +13,14 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Tuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
 from copydesk.schemas.codec import encode
+from copydesk.schemas.records import SourceRef
 from copydesk.transforms.commit import CommitOffsets
 from copydesk.transforms.dedup import DedupConfig, Deduplicate
 from copydesk.transforms.extract import ExtractArticles, ExtractConfig
@@ -101,6 +102,8 @@ def validate(o: CopydeskOptions) -> None:
                           "failures are never dropped silently")
     if o.input_file and not os.path.exists(o.input_file):
         raise ConfigError(f"--input-file {o.input_file} does not exist")
+    if o.kafka_io not in ("python", "java"):
+        raise ConfigError("--kafka-io must be python or java")
     if o.start_from not in ("committed", "earliest", "latest"):
         raise ConfigError("--start-from must be committed, earliest or latest")
 
@@ -125,9 +128,44 @@ def check_topics(o: CopydeskOptions) -> None:
 
 def _write(pcoll, label: str, o: CopydeskOptions, topic: str | None, path: str | None):
     """Write to a topic or a file; return the acks of what was written (or None)."""
+    if topic and o.kafka_io == "java":
+        from apache_beam.io.kafka import WriteToKafka as JavaWriteToKafka
+
+        kc = kafka_config(o)
+        (pcoll
+         | f"Encode{label}" >> beam.Map(lambda r: ((getattr(r, "id", None) or "").encode(), encode(r)))
+         .with_output_types(Tuple[bytes, bytes])
+         | f"Write{label}ToKafkaJava" >> JavaWriteToKafka(
+             producer_config={"bootstrap.servers": kc.bootstrap_servers}, topic=topic))
+        return None  # the Java reader commits offsets on checkpoint finalisation instead of acks
     if topic:
         return pcoll | f"Write{label}ToKafka" >> WriteToKafka(kafka_config(o), topic, encode)
     return pcoll | f"Write{label}ToFile" >> WriteJsonLines(path, encode)
+
+
+class _JavaKafkaRead(beam.PTransform):
+    """Beam's Java KafkaIO through the expansion service (Flink/Dataflow only).
+
+    Offsets are committed by KafkaIO when the runner finalises a checkpoint
+    (``commit_offset_in_finalize``), which on Flink/Dataflow follows the checkpointed writes.
+    Not exercised by the tests here: the expansion jar comes from Maven Central.
+    """
+
+    def __init__(self, kc: KafkaConfig, o: CopydeskOptions) -> None:
+        super().__init__()
+        self.kc, self.o = kc, o
+
+    def expand(self, pbegin):
+        from apache_beam.io.kafka import ReadFromKafka
+
+        reset = "latest" if self.o.start_from == "latest" else "earliest"
+        return (pbegin
+                | ReadFromKafka(consumer_config={"bootstrap.servers": self.kc.bootstrap_servers,
+                                                 "group.id": self.kc.group_id, "auto.offset.reset": reset},
+                                topics=[t for t in self.o.input_topic.split(",") if t], with_metadata=True,
+                                commit_offset_in_finalize=True)
+                | "ToInput" >> beam.Map(lambda m: (m.value, SourceRef(topic=m.topic, partition=m.partition,
+                                                                      offset=m.offset, timestamp_ms=m.timestamp))))
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: ReadConfig | None = None) -> PipelineOutputs:
@@ -135,7 +173,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     o = options.view_as(CopydeskOptions)
     validate(o)
     kc = kafka_config(o)
-    if o.input_topic:
+    if o.input_topic and o.kafka_io == "java":
+        raw = p | "ReadKafkaJava" >> _JavaKafkaRead(kc, o)
+    elif o.input_topic:
         rc = read_config or ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t),
                                        start=o.start_from, max_message_bytes=o.max_message_bytes)
         raw = (p | "ReadKafka" >> ReadFromKafkaPartitions(kc, rc)
@@ -155,7 +195,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
         acks.append(_write(dead, "DeadLetters", o, o.dead_letter_topic, o.dead_letter_file))
     acks.append(dropped | "AckDropped" >> beam.FlatMap(lambda r: acks_for([r.ref])))
     all_acks = None
-    if o.input_topic:
+    if o.input_topic and o.kafka_io != "java":
         all_acks = tuple(a for a in acks if a is not None) | "Acks" >> beam.Flatten()
         all_acks | "CommitOffsets" >> CommitOffsets(kc, dry_run=o.copydesk_dry_run)
     return PipelineOutputs(records=records, dead_letters=dead, dropped=dropped, acks=all_acks)

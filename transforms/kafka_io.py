@@ -14,7 +14,7 @@ written records account for, which :mod:`copydesk.transforms.commit` turns into 
 group commits. That is what makes commits follow writes even across the keyed dedup stage.
 
 On Flink/Dataflow the Java ``ReadFromKafka``/``WriteToKafka`` cross-language transforms can
-be selected instead (``--kafka-io=java``); they need the expansion service jar (a Maven
+be selected instead (``--kafka-io java``, see pipelines/pipeline.py); they need the expansion service jar (a Maven
 download), which is why the Python implementation is the default.
 """
 
