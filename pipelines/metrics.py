@@ -421,7 +421,7 @@ def render_top(prev, cur, seconds: float, url: str) -> str:
     if last:
         lines.append(f"last run {time.time() - last:.0f}s ago, took {_sum(cur, 'copydesk_last_run_duration_seconds'):.1f}s")
     lines += ["", "LAG (topic partition: end - committed)"]
-    lag = sorted((dict(labels), v) for (n, labels), v in cur.items() if n == "copydesk_consumer_lag")
+    lag = [(dict(labels), v) for (n, labels), v in sorted(cur.items()) if n == "copydesk_consumer_lag"]
     if not lag:
         lines.append("  (not measured yet)")
     for labels, v in lag:
