@@ -26,6 +26,7 @@ Decision rule (see :func:`decide`)
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -185,22 +186,18 @@ class Decision:
     matched: int = 0  # number of matching members seen (diagnostics)
 
 
-def _value_of_hex(h: str) -> int:
-    try:
-        return int(h[:16], 16)
-    except ValueError:
-        import hashlib
-
-        return int.from_bytes(hashlib.blake2b(h.encode("utf-8"), digest_size=8).digest(), "little")
+def _value_of_str(h: str) -> int:
+    """64-bit value of an id or content hash (BLAKE2b of the whole string)."""
+    return int.from_bytes(hashlib.blake2b(h.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def key_values(m: Member, cfg: DedupConfig) -> list[tuple[int, int]]:
     """The (key index, value) pairs a member is looked up and stored under: one per LSH band
     (none when the signature is empty), then the URL key and the content-hash key."""
     out = list(enumerate(band_values(m.sig, cfg.bands, cfg.rows))) if m.sig else []
-    out.append((cfg.url_key, _value_of_hex(m.id)))
+    out.append((cfg.url_key, _value_of_str(m.id)))
     if m.content_hash:
-        out.append((cfg.hash_key, _value_of_hex(m.content_hash)))
+        out.append((cfg.hash_key, _value_of_str(m.content_hash)))
     return out
 
 
