@@ -160,6 +160,15 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "extract": cmd_extract}
 COMMANDS["top"] = cmd_top
 
 
+def cmd_replay(argv: list[str]) -> int:
+    from copydesk.pipelines.replay import main as replay_main
+
+    return replay_main(argv)
+
+
+COMMANDS["replay"] = cmd_replay
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -167,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
               "  run      the long-running pipeline (copydesk run --help)\n"
               "  demo     everything on an embedded broker and a local site of sample pages; stops by itself\n"
               "  extract  offline extraction of HTML files into JSON lines\n"
-              "  top      live terminal view of a running job's metrics (copydesk top --help)\n")
+              "  top      live terminal view of a running job's metrics (copydesk top --help)\n"
+              "  replay   a bounded run over a range of an input topic (copydesk replay --help)\n")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return COMMANDS[argv[0]](argv[1:])
 
