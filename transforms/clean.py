@@ -252,7 +252,7 @@ def _credit_from_line(body: str) -> str | None:
         label_only = _norm_words(m.group("credit"))
         if label_only:
             return body.strip("() ")
-    m = _CREDIT_TAIL.search(body)
+    m = _CREDIT_TAIL.search(body, max(0, len(body) - 110))  # a credit is at the end: search only there
     if m:
         credit = m.group("credit").strip()
         # "Copyright law" is not a credit: the credited name must start with a capital/©
@@ -261,7 +261,8 @@ def _credit_from_line(body: str) -> str | None:
         if after and (has_colon or after[0].isupper() or after[0] in "©ⓒ") and len(_norm_words(after)) <= 10:
             if has_colon or "/" in after or re.search(rf"\b(?:{_PHOTO_AGENCIES})\b", after):
                 return credit
-    m = _CREDIT_SLASH.search(body)
+    start = max(0, len(body) - 130)
+    m = _CREDIT_SLASH.search(body, start) if ("/" in body[start:] or " via " in body[start:]) else None
     if m:
         return (m.group("credit") or m.group("via") or "").strip()
     return None
@@ -392,7 +393,9 @@ def clean_text(
         if _TEASER_PREFIX.match(body) and _is_headline_like(body) and len(words) >= 3:
             drop("teaser_line", stripped)
             continue
-        if len(body) <= _NOTICE_MAX_CHARS and (m := _NOTICE.search(body)) and (
+        # a short line may be a notice anywhere; a longer one only if it starts as one
+        # (searching just its head also keeps this big alternation cheap)
+        if len(body) <= _NOTICE_MAX_CHARS and (m := _NOTICE.search(body if len(body) <= 160 else body[:90])) and (
             len(body) <= 160 or m.start() <= 25
         ):
             drop("notice", stripped)
