@@ -31,7 +31,7 @@ def hooks(monkeypatch):
 
 
 def test_pool_survives_hang_crash_and_errors(hooks):
-    with ExtractPool(ExtractConfig(), workers=2, timeout_s=3.0) as pool:
+    with ExtractPool(ExtractConfig(), workers=2, timeout_s=5.0) as pool:
         res = pool.extract_many([(GOOD, None), (HANG, None), (CRASH, None), (EMPTY, None), (RAISE, None), (GOOD, None)])
         assert isinstance(res[0], Extracted) and "council approved" in res[0].text
         assert isinstance(res[1], ExtractFailure) and res[1].reason == "extract_timeout"

@@ -63,7 +63,12 @@ def _run_one(html: str, url: str | None, config: ExtractConfig) -> Result:
 
 
 def _worker_main(conn: Connection, config: ExtractConfig) -> None:
-    """Worker loop: receive (html, url), send back an Extracted or ExtractFailure."""
+    """Worker loop: say "ready" (imports done), then receive (html, url), send back a result.
+
+    The supervisor starts a page's clock only once its worker is ready, so a slow process
+    start (spawn re-imports trafilatura and Beam) is never mistaken for a slow page.
+    """
+    conn.send("ready")
     while True:
         try:
             job = conn.recv()
@@ -83,6 +88,8 @@ class _Worker:
         child.close()
         self.job: int | None = None
         self.deadline = 0.0
+        self.ready = False
+        self.started = time.monotonic()
 
     def kill(self) -> None:
         try:
@@ -150,8 +157,9 @@ class ExtractPool:
                     f"page has {len(pages[i][0])} characters (max {self.config.max_html_chars})")
                 todo.remove(i)
         while todo or any(w.job is not None for w in self._pool):
+            self._await_ready()
             for w in list(self._pool):
-                if w.job is None and todo:
+                if w.ready and w.job is None and todo:
                     i = todo.pop()
                     try:
                         w.conn.send(pages[i])
@@ -191,6 +199,26 @@ class ExtractPool:
                     w.job = None
                     self._replace(w)
         return [r if r is not None else ExtractFailure(Reason.EXTRACT_ERROR.value, "no result") for r in results]
+
+    _START_LIMIT_S = 120.0
+
+    def _await_ready(self) -> None:
+        """Wait until at least one worker is ready; collect "ready" from any that are."""
+        while True:
+            pending = [w for w in self._pool if not w.ready]
+            for w in pending:
+                try:
+                    if w.conn.poll():
+                        if w.conn.recv() == "ready":
+                            w.ready = True
+                        continue
+                except (EOFError, OSError):
+                    pass
+                if not w.proc.is_alive() or time.monotonic() - w.started > self._START_LIMIT_S:
+                    raise RuntimeError(f"extraction worker failed to start (exit code {w.proc.exitcode})")
+            if any(w.ready for w in self._pool):
+                return
+            wait([w.conn for w in self._pool] + [w.proc.sentinel for w in self._pool], timeout=1.0)
 
     def close(self) -> None:
         """Stop all workers (politely, then by force)."""
