@@ -158,11 +158,48 @@ def offsets_for_time_by_scan(consumer, tp, ts_ms: int, start: int, end: int) -> 
     raise ReplayError(f"{tp.topic}:{tp.partition}: timestamp scan did not reach offset {end} within 300s")
 
 
-def offsets_for_time_by_broker(consumer, tps: list, ts_ms: int, end: dict) -> dict:
+def offsets_for_time_by_broker(consumer, tps: list, ts_ms: int, end: dict, beginning: dict) -> dict:
     """ListOffsets by timestamp (the broker's index). None from the broker means 'no record at
-    or after ts_ms', i.e. the end offset."""
+    or after ts_ms', i.e. the end offset. An answer that cannot be right (a timestamp of -1
+    with an offset, as Tansu 0.6 gives for a time after the last record, or an offset outside
+    the partition) raises, so ``auto`` falls back to the scan."""
     found = consumer.offsets_for_times({tp: ts_ms for tp in tps})
-    return {tp: (found[tp].offset if found.get(tp) is not None else end[tp]) for tp in tps}
+    out = {}
+    for tp in tps:
+        hit = found.get(tp)
+        if hit is None:
+            out[tp] = end[tp]
+            continue
+        if hit.timestamp is not None and hit.timestamp < 0 or not beginning[tp] <= hit.offset <= end[tp]:
+            raise ReplayError(f"{tp.topic}:{tp.partition}: implausible offsets_for_times answer {hit} "
+                              f"for {ts_ms} (partition [{beginning[tp]}, {end[tp]}))")
+        if hit.timestamp is not None and hit.timestamp < ts_ms:
+            raise ReplayError(f"{tp.topic}:{tp.partition}: offsets_for_times answered a record older than "
+                              f"{ts_ms}: {hit}")
+        out[tp] = hit.offset
+    return out
+
+
+def true_end_offsets(consumer, tps: list, reported: dict, beginning: dict, timeout: float = 30.0) -> dict:
+    """The end offset (one past the last record) of each partition.
+
+    Tansu 0.6 answers ListOffsets(LATEST) with the *base offset of the last batch + 1*, not
+    the high watermark: after one batch of 6 records it says 1. So the reported end is taken
+    as a lower bound and the tail from there is read until a poll comes back empty (one batch
+    on a broker that answers correctly)."""
+    out = {}
+    for tp in tps:
+        end = reported[tp]
+        consumer.assign([tp])
+        consumer.seek(tp, max(end - 1, beginning[tp]))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=300, max_records=1000).get(tp, [])
+            if not batch:
+                break
+            end = max(end, batch[-1].offset + 1)
+        out[tp] = end
+    return out
 
 
 def resolve_range(kafka, topics: list[str], *, from_beginning: bool = False,
@@ -179,7 +216,7 @@ def resolve_range(kafka, topics: list[str], *, from_beginning: bool = False,
     try:
         tps = _topic_partitions(consumer, topics)
         beginning = consumer.beginning_offsets(tps)
-        end = consumer.end_offsets(tps)
+        end = true_end_offsets(consumer, tps, consumer.end_offsets(tps), beginning)
         method = None
         ranges: list[PartitionRange] = []
         if from_beginning:
@@ -207,8 +244,8 @@ def resolve_range(kafka, topics: list[str], *, from_beginning: bool = False,
             lo = hi = None
             if time_index in ("auto", "broker"):
                 try:
-                    lo = offsets_for_time_by_broker(consumer, tps, lo_ms, end) if lo_ms is not None else beginning
-                    hi = offsets_for_time_by_broker(consumer, tps, hi_ms, end) if hi_ms is not None else end
+                    lo = offsets_for_time_by_broker(consumer, tps, lo_ms, end, beginning) if lo_ms is not None else beginning
+                    hi = offsets_for_time_by_broker(consumer, tps, hi_ms, end, beginning) if hi_ms is not None else end
                     method = "broker"
                 except Exception as exc:
                     if time_index == "broker":
