@@ -248,7 +248,7 @@ def bench_beam(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     counts = {}
     with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
-                       options=PipelineOptions()) as p:
+                       options=PipelineOptions([])) as p:
         out, dropped = p | beam.Create(recs, reshuffle=False) | Deduplicate(cfg)
         _ = out | "c" >> beam.combiners.Count.Globally() | beam.Map(lambda c: counts.__setitem__("out", c))
     dt = time.perf_counter() - t0
