@@ -99,7 +99,8 @@ def main(argv: list[str]) -> int:
     broker = None if args.bootstrap_servers else EmbeddedBroker().start()
     bootstrap = args.bootstrap_servers or broker.bootstrap
     run_id = uuid.uuid4().hex[:8]
-    topics = {"in": f"demo-{run_id}.urls", "out": f"demo-{run_id}.articles", "dead": f"demo-{run_id}.dead-letters"}
+    topics = {"in": f"demo-{run_id}.urls", "out": f"demo-{run_id}.articles", "dead": f"demo-{run_id}.dead-letters",
+              "fp": f"demo-{run_id}.fingerprints"}
     try:
         with SiteServer() as site:
             print(f"copydesk demo: broker {bootstrap}{' (embedded Tansu)' if broker else ''}, "
@@ -117,6 +118,7 @@ def main(argv: list[str]) -> int:
             argv_job = [
                 "--bootstrap-servers", bootstrap, "--input-topic", topics["in"], "--group-id", f"demo-{run_id}",
                 "--output-topic", topics["out"], "--dead-letter-topic", topics["dead"],
+                "--fingerprint-topic", topics["fp"],
                 # The sample site is on 127.0.0.1: allow exactly that, everything else private stays blocked.
                 "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0.05", "--per-host-concurrency", "4",
             ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Tuple
 
 import apache_beam as beam
+import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
@@ -23,8 +24,9 @@ from copydesk.schemas.codec import encode
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.commit import CommitOffsets
 from copydesk.transforms.dedup import DedupConfig, Deduplicate
+from copydesk.transforms.dedup_core import fingerprint_entry
 from copydesk.transforms.extract import ExtractArticles, ExtractConfig
-from copydesk.transforms.fetch import FetchConfig, FetchPages
+from copydesk.transforms.fetch import FetchConfig, FetchPages, raw_page_record
 from copydesk.transforms.files_io import ReadInputFile, WriteJsonLines
 from copydesk.transforms.kafka_io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
 from copydesk.transforms.messages import ParseMessages
@@ -120,7 +122,7 @@ def check_topics(o: CopydeskOptions) -> None:
     finally:
         consumer.close()
     wanted = [t for t in (o.input_topic or "").split(",") if t]
-    wanted += [t for t in (o.output_topic, o.dead_letter_topic, o.raw_pages_topic) if t]
+    wanted += [t for t in (o.output_topic, o.dead_letter_topic, o.raw_pages_topic, o.fingerprint_topic) if t]
     missing = [t for t in wanted if t not in existing]
     if missing:
         raise ConfigError(f"topics do not exist on {kc.bootstrap_servers}: {', '.join(missing)}")
@@ -186,7 +188,23 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     messages, parse_dead = raw | "Parse" >> ParseMessages(o.max_message_bytes)
     pages, fetch_dead = messages | "Fetch" >> FetchPages(fetch_config(o))
     articles, extract_dead = pages | "Extract" >> ExtractArticles(extract_config(o))
-    records, dropped = articles | "Dedup" >> Deduplicate(dedup_config(o))
+    dcfg = dedup_config(o)
+    seed = None
+    if o.fingerprint_topic:
+        # The dedup index survives restarts (and, on the local runner, spans micro-batches):
+        # every run first reads the compacted topic of fingerprints the job writes below.
+        seed = (p | "ReadFingerprints" >> ReadFromKafkaPartitions(
+                    kc, ReadConfig(topics=(o.fingerprint_topic,), start="earliest", stop_when_idle_seconds=0.5))
+                | "DecodeFingerprints" >> beam.Map(lambda r: orjson.loads(r.value)))
+    records, dropped = articles | "Dedup" >> Deduplicate(dcfg, seed=seed)
+    if o.fingerprint_topic and not o.copydesk_dry_run:
+        # Auxiliary: not acked, so offsets never wait for (or get ahead because of) this write.
+        (records | "Fingerprints" >> beam.Map(fingerprint_entry, dcfg)
+         | "WriteFingerprints" >> WriteToKafka(kc, o.fingerprint_topic, orjson.dumps, key_of=lambda e: e["id"]))
+    if o.raw_pages_topic and not o.copydesk_dry_run:
+        (pages | "RawPages" >> beam.Map(raw_page_record)
+         | "WriteRawPages" >> WriteToKafka(kc, o.raw_pages_topic, orjson.dumps,
+                                           key_of=lambda d: d.get("final_url") or d.get("url")))
     dead = (parse_dead, fetch_dead, extract_dead) | "DeadLetters" >> beam.Flatten()
 
     acks = []
