@@ -179,22 +179,29 @@ class _ExtractDoFn(beam.DoFn):
 
     Pages are buffered in ``process`` and extracted together in ``finish_bundle`` (or when
     the buffer is full), so a bundle's pages run in parallel across the pool's workers.
-    Each output keeps its input's window and timestamp.
+    Each output keeps its input's window and timestamp. Beam metrics: see
+    :mod:`copydesk.transforms.stage_metrics` (pages whose text is under ``short_chars``
+    count as short for the per-domain extraction health).
     """
 
     DEAD = "dead_letter"
 
-    def __init__(self, config: ExtractConfig, workers: int | None = None, max_buffer: int = 64) -> None:
+    def __init__(self, config: ExtractConfig, workers: int | None = None, max_buffer: int = 64,
+                 short_chars: int = 250) -> None:
         self.config = config
         self.workers = workers
         self.max_buffer = max_buffer
+        self.short_chars = short_chars
         self._pool = None
         self._buf: list = []
+        self._metrics = None
 
     def setup(self) -> None:
         from copydesk.transforms.extract_pool import ExtractPool
+        from copydesk.transforms.stage_metrics import ExtractMetrics
 
         self._pool = ExtractPool(self.config, workers=self.workers)
+        self._metrics = ExtractMetrics(short_chars=self.short_chars)
 
     def teardown(self) -> None:
         if self._pool is not None:
@@ -213,30 +220,49 @@ class _ExtractDoFn(beam.DoFn):
         yield from self._flush()
 
     def _flush(self):
+        import logging
+
         from apache_beam.utils.windowed_value import WindowedValue
 
         from copydesk.schemas.codec import dead_letter
         from copydesk.transforms.article import build_article
         from copydesk.transforms.extract_pool import ExtractFailure
+        from copydesk.transforms.stage_metrics import log_fields
+        from copydesk.transforms.urls import domain_of
 
+        log = logging.getLogger(__name__)
         buf, self._buf = self._buf, []
         if not buf:
             return
-        if self._pool is None:
+        if self._pool is None or self._metrics is None:
             self.setup()
+        m = self._metrics
+        m.pages(len(buf))
         results = self._pool.extract_many([(p.html, p.final_url or p.message.url) for p, _, _ in buf])
-        for (page, ts, win), res in zip(buf, results):
+        times = list(getattr(self._pool, "last_seconds", None) or [])
+        for i, ((page, ts, win), res) in enumerate(zip(buf, results)):
             msg = page.message
+            m.seconds(times[i] if i < len(times) else None)
             if isinstance(res, ExtractFailure):
+                m.dead(domain_of(page.final_url or msg.url), res.reason)
+                if res.reason != Reason.EMPTY:  # empty pages are routine; timeouts/crashes are not
+                    log.warning("extraction failed (%s): %s", res.reason, res.message,
+                                extra=log_fields(msg.ref, url=msg.url, reason=str(res.reason), stage="extract"))
                 yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(dead_letter(
                     Stage.EXTRACT, res.reason, res.message, ref=msg.ref, raw=msg.raw, url=msg.url), ts, [win]))
                 continue
             try:
-                yield WindowedValue(build_article(page, res), ts, [win])
+                article = build_article(page, res)
             except Exception as exc:  # a record-building bug must not fail the bundle
+                m.dead(domain_of(page.final_url or msg.url), Reason.EXTRACT_ERROR)
+                log.warning("building the article record failed: %s: %s", type(exc).__name__, exc, exc_info=True,
+                            extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.EXTRACT_ERROR), stage="extract"))
                 yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(dead_letter(
                     Stage.EXTRACT, Reason.EXTRACT_ERROR, f"{type(exc).__name__}: {exc}", ref=msg.ref,
                     raw=msg.raw, url=msg.url), ts, [win]))
+                continue
+            m.article(domain_of(page.final_url or msg.url), article.text)  # the domain failures count under
+            yield WindowedValue(article, ts, [win])
 
 
 class ExtractArticles(beam.PTransform):

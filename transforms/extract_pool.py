@@ -120,6 +120,9 @@ class ExtractPool:
         self._ctx = mp.get_context(start_method)
         self._pool: list[_Worker] = []
         self.restarts = 0  # workers replaced after a timeout or crash
+        # Seconds each page of the last extract_many took (dispatch to result, supervisor
+        # side; None for pages that never reached a worker). Read by the Beam stage's metrics.
+        self.last_seconds: list[float | None] = []
 
     def __enter__(self) -> "ExtractPool":
         return self
@@ -145,8 +148,14 @@ class ExtractPool:
         """Extract pages on all workers; one result per page, in order, never raising."""
         pages = list(pages)
         results: list[Result | None] = [None] * len(pages)
+        self.last_seconds = times = [None] * len(pages)
         if self.workers == 0:
-            return [_run_one(h, u, self.config) for h, u in pages]
+            out = []
+            for i, (h, u) in enumerate(pages):
+                t0 = time.monotonic()
+                out.append(_run_one(h, u, self.config))
+                times[i] = time.monotonic() - t0
+            return out
         self._ensure()
         todo = list(range(len(pages)))[::-1]  # pop() from the end = input order
         # Oversized pages never reach a worker: no need to ship megabytes across a pipe.
@@ -168,6 +177,7 @@ class ExtractPool:
                         self._replace(w)
                         continue
                     w.job, w.deadline = i, time.monotonic() + self.timeout_s
+                    times[i] = -time.monotonic()  # start; made a duration when the page ends
             busy = [w for w in self._pool if w.job is not None]
             if not busy:
                 continue
@@ -181,12 +191,14 @@ class ExtractPool:
                     try:
                         if w.conn.poll():
                             results[w.job] = w.conn.recv()
+                            times[w.job] = now + times[w.job]
                             w.job = None
                             continue
                     except (EOFError, OSError):
                         pass
                     if not w.proc.is_alive() or w.proc.sentinel in ready:
                         w.proc.join(timeout=1)
+                        times[w.job] = now + times[w.job]
                         results[w.job] = ExtractFailure(
                             Reason.EXTRACT_CRASH.value,
                             f"extraction worker died (exit code {w.proc.exitcode})")
@@ -194,10 +206,15 @@ class ExtractPool:
                         self._replace(w)
                         continue
                 if w.job is not None and now >= w.deadline:
+                    times[w.job] = now + times[w.job]
                     results[w.job] = ExtractFailure(
                         Reason.EXTRACT_TIMEOUT.value, f"extraction took longer than {self.timeout_s:g} s")
                     w.job = None
                     self._replace(w)
+        end = time.monotonic()
+        for i, t in enumerate(times):
+            if t is not None and t < 0:  # defensive: a page whose end was not stamped
+                times[i] = end + t
         return [r if r is not None else ExtractFailure(Reason.EXTRACT_ERROR.value, "no result") for r in results]
 
     _START_LIMIT_S = 120.0
