@@ -55,6 +55,7 @@ from copydesk.transforms.dedup_core import (
     visible_for,
 )
 from copydesk.transforms.minhash import EMPTY_SIGNATURE, encode_signature, minhasher, shingle_hashes, tokens
+from copydesk.transforms.stage_metrics import DedupMetrics
 
 __all__ = [
     "DEFAULT_AGENCY_DOMAINS",
@@ -123,8 +124,15 @@ class _Prepare(beam.DoFn):
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
+        self._metrics: DedupMetrics | None = None
+
+    def setup(self) -> None:
+        self._metrics = DedupMetrics()
 
     def process(self, record: ArticleRecord, ts=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        if self._metrics is None:
+            self.setup()
+        self._metrics.record_in()
         try:
             ets = float(ts.micros) / 1e6
         except (AttributeError, OverflowError, TypeError):
@@ -191,6 +199,10 @@ class _Decide(beam.DoFn):
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
+        self._metrics: DedupMetrics | None = None
+
+    def setup(self) -> None:
+        self._metrics = DedupMetrics()
 
     def process(
         self,
@@ -219,7 +231,13 @@ class _Decide(beam.DoFn):
         assert record is not None and member is not None
         d = decide(member, visible, self.cfg)
         out = annotate(record, member, d)
-        if self.cfg.drop_duplicates and not (d.is_canonical or (d.is_update and self.cfg.keep_updates)):
+        drop = self.cfg.drop_duplicates and not (d.is_canonical or (d.is_update and self.cfg.keep_updates))
+        if drop and (self.cfg.force or record.force):
+            drop = False  # --force / "force": true: reprocess what dedup would skip (still annotated)
+        if self._metrics is None:
+            self.setup()
+        self._metrics.decided(record.id, d, drop)
+        if drop:
             yield beam.pvalue.TaggedOutput(DROPPED, out)
         else:
             yield out

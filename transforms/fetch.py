@@ -47,8 +47,9 @@ from copydesk.transforms.fetch_body import ACCEPT_ENCODING, read_capped, too_lar
 from copydesk.transforms.fetch_charset import decode_html, looks_binary
 from copydesk.transforms.fetch_errors import FetchFailure
 from copydesk.transforms.fetch_guard import AddressGuard, PerHostTransport
-from copydesk.transforms.fetch_hosts import CircuitBreaker, Politeness
+from copydesk.transforms.fetch_hosts import BackoffStats, CircuitBreaker, Politeness
 from copydesk.transforms.fetch_robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
+from copydesk.transforms.stage_metrics import log_fields
 from copydesk.transforms.urls import InvalidURL, check_url
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,9 @@ class Fetcher:
             resolve_timeout=config.connect_timeout,
             cache_ttl=config.dns_cache_ttl,
         )
-        self.breaker = CircuitBreaker(threshold=config.circuit_failures, cooldown=config.circuit_cooldown)
+        self.backoff = BackoffStats()  # retry waits, Retry-After deferrals, circuits opened
+        self.breaker = CircuitBreaker(threshold=config.circuit_failures, cooldown=config.circuit_cooldown,
+                                      stats=self.backoff)
         self.robots = RobotsCache(self._fetch_robots, ttl=config.robots_cache_ttl, error_ttl=config.robots_error_ttl)
         self._gate: Politeness | None = None
 
@@ -311,7 +314,8 @@ class Fetcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must cost one message, not the bundle
-            log.exception("unexpected error fetching %s", msg.url)
+            log.exception("unexpected error fetching %s", msg.url,
+                          extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.INTERNAL), stage="fetch"))
             return self._dead(msg, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", state, {})
 
     # -- result records ----------------------------------------------------------------
@@ -388,7 +392,10 @@ class Fetcher:
                 if retry_after is not None and retry_after > cfg.max_retry_after:
                     exc.detail["gave_up"] = f"Retry-After over max_retry_after ({cfg.max_retry_after}s)"
                     raise
-                await asyncio.sleep(self._backoff(attempt))  # Retry-After is enforced by the host gate
+                wait = self._backoff(attempt)
+                self.backoff.retry_waits += 1
+                self.backoff.retry_wait_s += wait
+                await asyncio.sleep(wait)  # Retry-After is enforced by the host gate
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -487,7 +494,10 @@ class Fetcher:
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after:
-                self.gate.defer(target.hostkey, min(retry_after, cfg.max_retry_after))
+                pushed = self.gate.defer(target.hostkey, min(retry_after, cfg.max_retry_after))
+                if pushed > 0:
+                    self.backoff.retry_after += 1
+                    self.backoff.retry_after_s += pushed
             reason = Reason.HTTP_4XX if status == 429 else Reason.HTTP_5XX
             raise FetchFailure(reason, f"HTTP {status}", status=status, retry_after_s=retry_after)
         self.breaker.success(target.hostkey)
@@ -609,7 +619,23 @@ class _FetchMetrics:
         self.attempts = Metrics.distribution(ns, "fetch_attempts")
         self.in_flight = Metrics.gauge(ns, "fetch_in_flight_peak")
         self.batch = Metrics.distribution(ns, "fetch_batch_size")
+        self.retry_waits = Metrics.counter(ns, "fetch_backoff_waits")
+        self.retry_wait_ms = Metrics.counter(ns, "fetch_backoff_ms")
+        self.retry_after = Metrics.counter(ns, "fetch_retry_after_waits")
+        self.retry_after_ms = Metrics.counter(ns, "fetch_retry_after_ms")
+        self.circuit_opened = Metrics.counter(ns, "fetch_circuit_opened")
+        self.circuit_open_hosts = Metrics.gauge(ns, "fetch_circuit_open_hosts")
         self._by_name: dict[str, Any] = {}
+
+    def backoff(self, fetcher: Fetcher) -> None:
+        """Drain the fetcher's backoff stats (since the last batch) into the counters."""
+        b = fetcher.backoff.take()
+        for counter, v in ((self.retry_waits, b.retry_waits), (self.retry_wait_ms, int(b.retry_wait_s * 1000)),
+                           (self.retry_after, b.retry_after), (self.retry_after_ms, int(b.retry_after_s * 1000)),
+                           (self.circuit_opened, b.circuit_opened)):
+            if v:
+                counter.inc(v)
+        self.circuit_open_hosts.set(fetcher.breaker.open_hosts())
 
     def _counter(self, name: str) -> Any:
         c = self._by_name.get(name)
@@ -681,6 +707,8 @@ class _FetchDoFn(beam.DoFn):
         if self._fetcher is not None and self._fetcher._gate is not None:
             self._metrics.in_flight.set(self._fetcher.gate.peak_in_flight)
             self._fetcher.gate.peak_in_flight = 0
+        if self._fetcher is not None:
+            self._metrics.backoff(self._fetcher)
         for (msg, ts, window), result in zip(batch, results, strict=True):
             self._metrics.record(result)
             value = WindowedValue(result, ts, [window])

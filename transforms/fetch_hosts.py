@@ -13,6 +13,8 @@ Circuit breaker: a host whose requests keep failing (timeouts, connection errors
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +24,42 @@ from copydesk.schemas.reasons import Reason
 from copydesk.transforms.fetch_errors import FetchFailure
 
 _MAX_IDLE_HOSTS = 10_000  # forget idle hosts beyond this, so a long run's state stays bounded
+
+log = logging.getLogger(__name__)
+
+_live_lock = threading.Lock()
+_live_in_flight = 0
+
+
+def live_in_flight() -> int:
+    """Requests in flight right now in this process, across all fetchers (every DoFn instance
+    of the local runner runs in the job's process; the metrics exporter reads this live)."""
+    return _live_in_flight
+
+
+def _add_live(n: int) -> None:
+    global _live_in_flight
+    with _live_lock:
+        _live_in_flight += n
+
+
+@dataclass(slots=True)
+class BackoffStats:
+    """Waits a fetcher imposed on itself, cumulative; the Beam stage drains them into
+    counters after each batch (``take``)."""
+
+    retry_waits: int = 0  # retry backoff sleeps (after a timeout, connection error, 429, 5xx)
+    retry_wait_s: float = 0.0
+    retry_after: int = 0  # Retry-After answers that pushed a host's next start out
+    retry_after_s: float = 0.0
+    circuit_opened: int = 0  # a host's circuit went open (threshold reached, or a probe failed)
+
+    def take(self) -> "BackoffStats":
+        out = BackoffStats(self.retry_waits, self.retry_wait_s, self.retry_after, self.retry_after_s,
+                           self.circuit_opened)
+        self.retry_waits = self.retry_after = self.circuit_opened = 0
+        self.retry_wait_s = self.retry_after_s = 0.0
+        return out
 
 
 @dataclass(slots=True)
@@ -59,10 +97,14 @@ class Politeness:
         for host in [h for h, s in self._hosts.items() if s.users == 0 and s.next_start <= now]:
             del self._hosts[host]
 
-    def defer(self, host: str, seconds: float) -> None:
-        """Push the host's next start out (Retry-After applies to the host, not one URL)."""
+    def defer(self, host: str, seconds: float) -> float:
+        """Push the host's next start out (Retry-After applies to the host, not one URL);
+        returns by how many seconds it moved (0 when it was already later)."""
         s = self._slot(host)
-        s.next_start = max(s.next_start, asyncio.get_running_loop().time() + seconds)
+        now = asyncio.get_running_loop().time()
+        pushed = max(0.0, now + seconds - max(s.next_start, now))
+        s.next_start = max(s.next_start, now + seconds)
+        return pushed
 
     @asynccontextmanager
     async def slot(self, host: str, delay: float) -> AsyncIterator[Callable[[], None]]:
@@ -99,12 +141,14 @@ class Politeness:
                     raise
                 s.next_start = loop.time() + delay
                 self.in_flight += 1
+                _add_live(1)
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     yield sent
                 finally:
                     sent()
                     self.in_flight -= 1
+                    _add_live(-1)
                     self._global.release()
         finally:
             s.users -= 1
@@ -125,14 +169,16 @@ class Politeness:
 class _Circuit:
     failures: int = 0
     open_until: float = 0.0
+    probing: bool = False  # half-open: one probe request let through after the cooldown
 
 
 class CircuitBreaker:
     """Consecutive-failure breaker per host; after the cooldown one probe request may pass."""
 
-    def __init__(self, *, threshold: int, cooldown: float) -> None:
+    def __init__(self, *, threshold: int, cooldown: float, stats: BackoffStats | None = None) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
+        self.stats = stats if stats is not None else BackoffStats()
         self._hosts: dict[str, _Circuit] = {}
 
     def check(self, host: str) -> None:
@@ -147,6 +193,7 @@ class CircuitBreaker:
                 host=host, retry_in_s=round(c.open_until - now, 3),
             )
         c.open_until = now + self.cooldown  # half-open: this request probes, others keep waiting
+        c.probing = True
 
     def success(self, host: str) -> None:
         self._hosts.pop(host, None)
@@ -159,7 +206,18 @@ class CircuitBreaker:
             c = self._hosts[host] = _Circuit()
         c.failures += 1
         if c.failures >= self.threshold:
-            c.open_until = max(c.open_until, time.monotonic() + self.cooldown)
+            now = time.monotonic()
+            if c.failures == self.threshold or c.probing:  # newly open, or the half-open probe failed
+                c.probing = False
+                self.stats.circuit_opened += 1
+                log.warning("circuit open for %s after %d consecutive failures: backing off %.0fs",
+                            host, c.failures, self.cooldown, extra={"host": host})
+            c.open_until = max(c.open_until, now + self.cooldown)
+
+    def open_hosts(self) -> int:
+        """Hosts whose circuit is open now."""
+        now = time.monotonic()
+        return sum(1 for c in self._hosts.values() if c.failures >= self.threshold and now < c.open_until)
 
     def is_open(self, host: str) -> bool:
         c = self._hosts.get(host)
