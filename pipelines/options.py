@@ -55,6 +55,8 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("no_fast_extraction", bool, False, "use trafilatura's slower default mode instead of fast=True"),
     # dedup
     ("drop_duplicates", bool, False, "emit only canonical records (duplicates are annotated by default)"),
+    ("force", bool, False, "reprocess what dedup would skip: every record is emitted (still annotated) even "
+                           "when --drop-duplicates would drop it; one message asks the same with \"force\": true"),
     ("dedup_horizon_hours", float, None, "how long stories are remembered for de-duplication"),
     ("dedup_threshold", float, None, "near-duplicate Jaccard threshold"),
     # operations

@@ -78,6 +78,7 @@ def extract_config(o: CopydeskOptions) -> ExtractConfig:
 def dedup_config(o: CopydeskOptions) -> DedupConfig:
     return DedupConfig(**_only_known(DedupConfig, {
         "drop_duplicates": o.drop_duplicates,
+        "force": o.force or None,
         "horizon_seconds": o.dedup_horizon_hours * 3600 if o.dedup_horizon_hours else None,
         "threshold": o.dedup_threshold,
     }))

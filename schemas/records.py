@@ -127,10 +127,14 @@ class ArticleRecord:
     # Not part of the record: where it came from, for offset commits. Excluded from the
     # encoded form by the codec.
     ref: SourceRef | None = field(default=None, repr=False, compare=False)
+    # Not part of the record either: the input message asked for ``force`` (dedup emits it
+    # even when --drop-duplicates would drop it).
+    force: bool = field(default=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("ref", None)
+        d.pop("force", None)
         return d
 
 

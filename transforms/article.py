@@ -74,4 +74,5 @@ def build_article(page: FetchedPage, ext: Extracted) -> ArticleRecord:
         partition=ref.partition,
         offset=ref.offset,
         ref=ref,
+        force=msg.force,
     )

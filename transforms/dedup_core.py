@@ -101,6 +101,9 @@ class DedupConfig:
     drop_duplicates: emit only canonical records (and updates when ``keep_updates``) on the
         main output; the others go to the ``dropped`` output.
     keep_updates: with ``drop_duplicates``, still emit records flagged as updates.
+    force: emit every record on the main output even when ``drop_duplicates`` would drop it
+        (``--force``; a single message asks for the same with ``"force": true``). The
+        record is still annotated (``duplicate_of``, ``duplicate_kind`` ...).
     agency_domains: domains whose copy is the canonical member of a cluster.
     shard_bits: the key space per lookup kind is ``2**shard_bits`` keys (Beam stage only);
         bounded so that every key is touched often and lazily pruned.
@@ -117,6 +120,7 @@ class DedupConfig:
     horizon_seconds: float = 7 * 24 * 3600.0
     drop_duplicates: bool = False
     keep_updates: bool = True
+    force: bool = False
     agency_domains: tuple[str, ...] = DEFAULT_AGENCY_DOMAINS
     shard_bits: int = 12
     seed: int = 1
