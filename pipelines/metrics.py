@@ -50,7 +50,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("copydesk_last_run_records_read", "gauge", (), "messages the last run read (0 = idle)"),
     # per stage, derived from the stage counters below
     MetricSpec("copydesk_stage_records_total", "counter", ("stage", "direction"),
-               "records into (direction=in) and out of (direction=out) each stage: read, parse, fetch, write"),
+               "records into (direction=in) and out of (direction=out) each stage: read, parse, fetch, extract, "
+               "dedup, write"),
     # read
     MetricSpec("copydesk_read_records_total", "counter", (), "Kafka messages read"),
     MetricSpec("copydesk_read_bytes_total", "counter", (), "Kafka message bytes read"),
@@ -70,6 +71,43 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("copydesk_fetch_attempts", "summary", (), "attempts per failed fetch"),
     MetricSpec("copydesk_fetch_batch_size", "summary", (), "messages per concurrent fetch batch"),
     MetricSpec("copydesk_fetch_in_flight_peak", "gauge", (), "peak concurrent requests in the last run"),
+    MetricSpec("copydesk_fetch_in_flight", "gauge", (),
+               "requests in flight now (read live at scrape time; local runner, where the fetchers run in the "
+               "job's process)"),
+    MetricSpec("copydesk_fetch_backoff_waits_total", "counter", (),
+               "retry backoff sleeps (after a timeout, connection error, 429 or 5xx)"),
+    MetricSpec("copydesk_fetch_backoff_seconds_total", "counter", (), "seconds slept in retry backoff"),
+    MetricSpec("copydesk_fetch_retry_after_waits_total", "counter", (),
+               "Retry-After answers that pushed a host's next request out"),
+    MetricSpec("copydesk_fetch_retry_after_seconds_total", "counter", (),
+               "seconds hosts' next requests were pushed out by Retry-After"),
+    MetricSpec("copydesk_fetch_circuit_opened_total", "counter", (),
+               "host circuits opened (consecutive failures reached, or the half-open probe failed)"),
+    MetricSpec("copydesk_fetch_circuit_open_hosts", "gauge", (), "hosts whose circuit was open at the end of the last run"),
+    # extract
+    MetricSpec("copydesk_extract_pages_total", "counter", (), "pages into extraction"),
+    MetricSpec("copydesk_extract_articles_total", "counter", (), "article records extracted"),
+    MetricSpec("copydesk_extract_short_articles_total", "counter", (),
+               "articles with very short text (under 250 characters)"),
+    MetricSpec("copydesk_extract_dead_letters_total", "counter", ("reason",),
+               "extraction failures by reason (empty, extract_timeout, extract_crash, extract_error, too_large)"),
+    MetricSpec("copydesk_extract_duration_seconds", "summary", (),
+               "extraction time per page on the worker pool (Beam distribution: sum/count)"),
+    MetricSpec("copydesk_extract_duration_max_seconds", "gauge", (), "slowest extraction of the last run"),
+    # per source domain, over a sliding window kept by the exporter (DomainHealth)
+    MetricSpec("copydesk_domain_extraction_bad_ratio", "gauge", ("domain",),
+               "share of the domain's last extractions (window) that were empty, very short or failed; "
+               "top domains by bad count only"),
+    MetricSpec("copydesk_domain_extractions", "gauge", ("domain",),
+               "extractions of the domain in the window (the ratio's sample size)"),
+    MetricSpec("copydesk_domains_tracked", "gauge", (), "source domains in the extraction-health window"),
+    # dedup
+    MetricSpec("copydesk_dedup_records_total", "counter", (), "records into the dedup stage"),
+    MetricSpec("copydesk_dedup_dropped_total", "counter", (), "duplicates dropped (with drop_duplicates)"),
+    MetricSpec("copydesk_dedup_duplicates_total", "counter", ("kind",),
+               "records marked as copies, by kind (exact_url, update, exact, near)"),
+    MetricSpec("copydesk_dedup_canonical_records_total", "counter", (), "records that are their cluster's canonical"),
+    MetricSpec("copydesk_dedup_new_clusters_total", "counter", (), "records that started a new story cluster"),
     # write
     MetricSpec("copydesk_write_records_total", "counter", ("topic", "kind"),
                "records written per output (kind = records | dead_letters | raw_pages | other; topic=file for files)"),
@@ -100,16 +138,36 @@ _COUNTERS = {
     ("copydesk.fetch", "fetch_bytes"): "copydesk_fetch_bytes_total",
     ("copydesk.commit", "offset_commits"): "copydesk_commit_offset_commits_total",
     ("copydesk.commit", "offset_commit_errors"): "copydesk_commit_errors_total",
+    ("copydesk.fetch", "fetch_backoff_waits"): "copydesk_fetch_backoff_waits_total",
+    ("copydesk.fetch", "fetch_retry_after_waits"): "copydesk_fetch_retry_after_waits_total",
+    ("copydesk.fetch", "fetch_circuit_opened"): "copydesk_fetch_circuit_opened_total",
+    ("copydesk.extract", "pages_in"): "copydesk_extract_pages_total",
+    ("copydesk.extract", "articles_out"): "copydesk_extract_articles_total",
+    ("copydesk.extract", "short_articles"): "copydesk_extract_short_articles_total",
+    ("copydesk.dedup", "records_in"): "copydesk_dedup_records_total",
+    ("copydesk.dedup", "records_dropped"): "copydesk_dedup_dropped_total",
+    ("copydesk.dedup", "canonical_records"): "copydesk_dedup_canonical_records_total",
+    ("copydesk.dedup", "new_clusters"): "copydesk_dedup_new_clusters_total",
 }
-_SKIP = {("copydesk.fetch", "fetch_dead")}  # the sum of fetch_dead_<reason>
+# Beam counters in milliseconds -> exported counters in seconds
+_MS_COUNTERS = {
+    ("copydesk.fetch", "fetch_backoff_ms"): "copydesk_fetch_backoff_seconds_total",
+    ("copydesk.fetch", "fetch_retry_after_ms"): "copydesk_fetch_retry_after_seconds_total",
+}
+# fetch_dead / dead: the sums of the by-reason counters; records_out: in stage_records_total
+_SKIP = {("copydesk.fetch", "fetch_dead"), ("copydesk.extract", "dead"), ("copydesk.dedup", "records_out")}
+DUPLICATE_KINDS = ("exact_url", "update", "exact", "near")
 # Beam distribution -> (exported summary name, scale to base unit, max gauge or None)
 _DISTRIBUTIONS = {
     ("copydesk.fetch", "fetch_latency_ms"): ("copydesk_fetch_latency_seconds", 1e-3, "copydesk_fetch_latency_max_seconds"),
     ("copydesk.fetch", "fetch_attempts"): ("copydesk_fetch_attempts", 1.0, None),
     ("copydesk.fetch", "fetch_batch_size"): ("copydesk_fetch_batch_size", 1.0, None),
+    ("copydesk.extract", "extract_time_ms"): ("copydesk_extract_duration_seconds", 1e-3,
+                                              "copydesk_extract_duration_max_seconds"),
 }
 _GAUGES = {
     ("copydesk.fetch", "fetch_in_flight_peak"): "copydesk_fetch_in_flight_peak",
+    ("copydesk.fetch", "fetch_circuit_open_hosts"): "copydesk_fetch_circuit_open_hosts",
     ("copydesk.commit", "pending_ack_ranges"): "copydesk_commit_pending_ack_ranges",
 }
 
@@ -160,6 +218,91 @@ def query_metrics(result: Any) -> RunMetrics:
     return out
 
 
+EXTRACT_DOMAIN_NS = "copydesk.extract_domain"
+BAD_OUTCOMES = ("short", "empty", "error")
+
+
+class DomainHealth:
+    """Extraction health per source domain over a sliding window, kept by the exporter.
+
+    Fed after each run from the extract stage's per-domain outcome counters
+    (``copydesk.extract_domain``, names ``<outcome>:<domain>``, outcome ok | short | empty |
+    error). Each domain keeps its last ``window`` outcomes (a count window, not a time
+    window: a site publishing a few pages an hour still gathers enough evidence, and a
+    layout change shows once half of its newest pages come out bad); a domain with no page
+    for ``idle_seconds`` is forgotten, and at most ``max_domains`` are kept (the least
+    recently seen go first). Within one run the order of a domain's outcomes is unknown,
+    so they enter the window interleaved in proportion.
+
+    Only the ``top_k`` domains by bad count (then bad ratio, then volume) are exported, so
+    the series count stays bounded however many sites the input carries.
+    """
+
+    def __init__(self, *, window: int = 50, top_k: int = 20, idle_seconds: float = 86400.0,
+                 max_domains: int = 10_000) -> None:
+        from collections import deque
+
+        self._deque = deque
+        self.window = window
+        self.top_k = top_k
+        self.idle_seconds = idle_seconds
+        self.max_domains = max_domains
+        self._domains: dict[str, Any] = {}  # domain -> deque of bools (True = bad)
+        self._seen: dict[str, float] = {}
+
+    def feed(self, outcomes: dict[str, dict[str, int]], now: float | None = None) -> None:
+        """``outcomes``: domain -> {outcome: count} of one run."""
+        now = time.time() if now is None else now
+        for domain, counts in outcomes.items():
+            bad = sum(v for k, v in counts.items() if k in BAD_OUTCOMES)
+            good = sum(v for k, v in counts.items() if k not in BAD_OUTCOMES)
+            n = bad + good
+            if n <= 0:
+                continue
+            if n > self.window:  # only the last `window` can stay: keep the run's proportion
+                bad = round(bad * self.window / n)
+                good = self.window - bad
+                n = self.window
+            dq = self._domains.get(domain)
+            if dq is None:
+                dq = self._domains[domain] = self._deque(maxlen=self.window)
+            # interleave evenly: the i-th outcome is bad when the running share falls behind
+            placed = 0
+            for i in range(1, n + 1):
+                is_bad = placed < bad and placed * n < bad * i
+                placed += is_bad
+                dq.append(is_bad)
+            self._seen[domain] = now
+        for domain in [d for d, t in self._seen.items() if now - t > self.idle_seconds]:
+            self._domains.pop(domain, None)
+            self._seen.pop(domain, None)
+        if len(self._domains) > self.max_domains:
+            for domain in sorted(self._seen, key=self._seen.get)[: len(self._domains) - self.max_domains]:
+                self._domains.pop(domain, None)
+                self._seen.pop(domain, None)
+
+    def tracked(self) -> int:
+        return len(self._domains)
+
+    def top(self) -> list[tuple[str, int, int]]:
+        """``(domain, bad, total)`` of the ``top_k`` domains by bad count, bad ratio, volume."""
+        rows = [(d, sum(dq), len(dq)) for d, dq in self._domains.items() if dq and d != "_other"]
+        rows.sort(key=lambda r: (-r[1], -(r[1] / r[2]), -r[2], r[0]))
+        return rows[: self.top_k]
+
+
+def domain_outcomes(counters: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """The per-domain outcome counters of one run: domain -> {outcome: count}."""
+    out: dict[str, dict[str, int]] = {}
+    for (ns, name), v in counters.items():
+        if ns != EXTRACT_DOMAIN_NS or ":" not in name or not v:
+            continue
+        outcome, domain = name.split(":", 1)
+        d = out.setdefault(domain, {})
+        d[outcome] = d.get(outcome, 0) + int(v)
+    return out
+
+
 class LagProbe:
     """End offsets and the group's committed offsets of the input topics (kafka-python)."""
 
@@ -195,11 +338,12 @@ class Exporter:
     """Cumulative Prometheus view of the per-run Beam metrics; ``on_run`` is runner's hook."""
 
     def __init__(self, *, output_topics: dict[str, str] | None = None, lag: LagProbe | None = None,
-                 registry: Any = None) -> None:
+                 registry: Any = None, domains: DomainHealth | None = None) -> None:
         from prometheus_client import CollectorRegistry
 
         self.kinds = {t: k for k, t in (output_topics or {}).items() if t}
         self.lag = lag
+        self.domains = domains if domains is not None else DomainHealth()
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -213,6 +357,9 @@ class Exporter:
                 self._counters[(spec.name, ())] = 0.0
             elif spec.type == "summary":
                 self._summaries[spec.name] = [0.0, 0.0]
+        for kind in DUPLICATE_KINDS:  # so rate() and the dedup-ratio panel work before the first copy
+            self._counters[("copydesk_dedup_duplicates_total", (("kind", kind),))] = 0.0
+        self._set("copydesk_domains_tracked", 0)
 
     # -- updates ----------------------------------------------------------------------------
 
@@ -269,6 +416,14 @@ class Exporter:
                 continue
             if (ns, name) in _COUNTERS:
                 self._inc(_COUNTERS[(ns, name)], v)
+            elif (ns, name) in _MS_COUNTERS:
+                self._inc(_MS_COUNTERS[(ns, name)], v / 1000.0)
+            elif ns == EXTRACT_DOMAIN_NS:
+                continue  # per-domain outcomes: the sliding window below, not counters
+            elif ns == "copydesk.extract" and name.startswith("dead_"):
+                self._inc("copydesk_extract_dead_letters_total", v, reason=name.removeprefix("dead_"))
+            elif ns == "copydesk.dedup" and name.startswith("duplicates_"):
+                self._inc("copydesk_dedup_duplicates_total", v, kind=name.removeprefix("duplicates_"))
             elif ns == "copydesk.fetch" and name.startswith("fetch_dead_"):
                 self._inc("copydesk_fetch_dead_letters_total", v, reason=name.removeprefix("fetch_dead_"))
             elif ns == "copydesk.fetch" and name.startswith("fetch_status_"):
@@ -304,8 +459,21 @@ class Exporter:
         fetch_dead = g("copydesk.fetch", "fetch_dead")
         for stage, direction, v in (("read", "out", read), ("parse", "in", parsed + rejected), ("parse", "out", parsed),
                                     ("fetch", "in", fetched + fetch_dead), ("fetch", "out", fetched),
+                                    ("extract", "in", g("copydesk.extract", "pages_in")),
+                                    ("extract", "out", g("copydesk.extract", "articles_out")),
+                                    ("dedup", "in", g("copydesk.dedup", "records_in")),
+                                    ("dedup", "out", g("copydesk.dedup", "records_out")),
                                     ("write", "out", written_records), ("write", "dead_letters", written_dead)):
             self._inc("copydesk_stage_records_total", v, stage=stage, direction=direction)
+        # extraction health per domain: feed the window, export the top domains
+        self.domains.feed(domain_outcomes(c))
+        for key in [k for k in self._gauges if k[0] in ("copydesk_domain_extraction_bad_ratio",
+                                                        "copydesk_domain_extractions")]:
+            del self._gauges[key]
+        for domain, bad, total in self.domains.top():
+            self._set("copydesk_domain_extraction_bad_ratio", bad / total, domain=domain)
+            self._set("copydesk_domain_extractions", total, domain=domain)
+        self._set("copydesk_domains_tracked", self.domains.tracked())
 
     # -- prometheus_client collector -----------------------------------------------------------
 
@@ -315,10 +483,13 @@ class Exporter:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
+        from copydesk.transforms.fetch_hosts import live_in_flight
+
         with self._lock:
             counters = dict(self._counters)
             gauges = dict(self._gauges)
             summaries = {k: list(v) for k, v in self._summaries.items()}
+        gauges[("copydesk_fetch_in_flight", ())] = float(live_in_flight())
         fams: dict[str, Any] = {}
 
         def help_of(name: str) -> str:
@@ -405,7 +576,8 @@ def render_top(prev, cur, seconds: float, url: str) -> str:
 
     lines = [f"copydesk top — {url} — {time.strftime('%H:%M:%S')} — rates over {seconds:.1f}s", ""]
     lines.append(f"{'STAGE':<8}{'IN/s':>10}{'OUT/s':>10}{'TOTAL OUT':>12}")
-    for stage, in_name in (("read", None), ("parse", "in"), ("fetch", "in"), ("write", None)):
+    for stage, in_name in (("read", None), ("parse", "in"), ("fetch", "in"), ("extract", "in"), ("dedup", "in"),
+                           ("write", None)):
         r_in = rate("copydesk_stage_records_total", stage=stage, direction=in_name) if in_name else float("nan")
         r_out = rate("copydesk_stage_records_total", stage=stage, direction="out")
         total = _sum(cur, "copydesk_stage_records_total", stage=stage, direction="out")
@@ -417,6 +589,20 @@ def render_top(prev, cur, seconds: float, url: str) -> str:
     lat = (rate("copydesk_fetch_latency_seconds_sum") / lat_n) if lat_n else 0.0
     lines += ["", f"dead letters/s {dead:.2f}   fetched {fetched_bytes / 1024:.1f} KiB/s   "
                   f"mean fetch latency {lat * 1000:.0f} ms   runs {_sum(cur, 'copydesk_runs_total'):.0f}"]
+    ext_n = rate("copydesk_extract_duration_seconds_count")
+    ext = (rate("copydesk_extract_duration_seconds_sum") / ext_n) if ext_n else 0.0
+    dedup_in = rate("copydesk_dedup_records_total")
+    dups = rate("copydesk_dedup_duplicates_total")
+    ratio = f"{100 * dups / dedup_in:.0f}%" if dedup_in else "-"
+    lines.append(f"fetch    in flight {_sum(cur, 'copydesk_fetch_in_flight'):.0f} now "
+                 f"(peak {_sum(cur, 'copydesk_fetch_in_flight_peak'):.0f} last run)   "
+                 f"backoff waits/s {rate('copydesk_fetch_backoff_waits_total'):.2f}   "
+                 f"Retry-After waits/s {rate('copydesk_fetch_retry_after_waits_total'):.2f}")
+    lines.append(f"         circuits opened {_sum(cur, 'copydesk_fetch_circuit_opened_total'):.0f} total, "
+                 f"{_sum(cur, 'copydesk_fetch_circuit_open_hosts'):.0f} hosts open after the last run")
+    lines.append(f"extract  mean {ext * 1000:.0f} ms   max {_sum(cur, 'copydesk_extract_duration_max_seconds') * 1000:.0f} ms"
+                 f" (last run)   short articles/s {rate('copydesk_extract_short_articles_total'):.2f}")
+    lines.append(f"dedup    duplicates {ratio} of records   new clusters/s {rate('copydesk_dedup_new_clusters_total'):.2f}")
     last = _sum(cur, "copydesk_last_run_timestamp_seconds")
     if last:
         lines.append(f"last run {time.time() - last:.0f}s ago, took {_sum(cur, 'copydesk_last_run_duration_seconds'):.1f}s")
@@ -427,8 +613,20 @@ def render_top(prev, cur, seconds: float, url: str) -> str:
     for labels, v in lag:
         lines.append(f"  {labels.get('topic')} {labels.get('partition')}: {v:.0f}")
     lines.append(f"  total: {sum(v for _, v in lag):.0f}")
+    lines += ["", "EXTRACTION HEALTH (domains by bad extractions in their window: empty, short, failed)"]
+    ratios = {dict(l).get("domain"): v for (n, l), v in cur.items() if n == "copydesk_domain_extraction_bad_ratio"}
+    sizes = {dict(l).get("domain"): v for (n, l), v in cur.items() if n == "copydesk_domain_extractions"}
+    worst = sorted(ratios, key=lambda d: (-ratios[d] * sizes.get(d, 0), -ratios[d], d))[:5]
+    if not worst:
+        lines.append("  (no extraction yet)")
+    for d in worst:
+        n = sizes.get(d, 0)
+        lines.append(f"  {d:<32}{100 * ratios[d]:>5.0f}% bad of {n:.0f}")
+    lines.append(f"  domains tracked: {_sum(cur, 'copydesk_domains_tracked'):.0f}")
     lines += ["", "ERRORS (total, by reason)"]
     errs = [(f"fetch {dict(l).get('reason')}", v) for (n, l), v in cur.items() if n == "copydesk_fetch_dead_letters_total"]
+    errs += [(f"extract {dict(l).get('reason')}", v) for (n, l), v in cur.items()
+             if n == "copydesk_extract_dead_letters_total"]
     errs.append(("parse rejected", _sum(cur, "copydesk_parse_messages_rejected_total")))
     errs.append(("commit errors", _sum(cur, "copydesk_commit_errors_total")))
     for label, v in sorted(errs, key=lambda x: -x[1]):
