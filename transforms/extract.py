@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 import trafilatura
+from trafilatura.utils import load_html
 
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, DeadLetter, FetchedPage, WireInfo
 from copydesk.transforms.clean import clean_authors, clean_text
+from copydesk.transforms.prune import prune_tree
 from copydesk.transforms.wire import detect_wire
 
 #: Environment variable that enables the test hooks in :func:`extract_article` (and so in
@@ -43,6 +45,7 @@ class ExtractConfig:
     clean: bool = True  # post-cleaning (copydesk.transforms.clean)
     wire: bool = True  # wire attribution (copydesk.transforms.wire)
     recover_below_chars: int = 250  # retry with favor_recall, then trafilatura.baseline
+    prune: bool = True  # HTML-level pruning before trafilatura (copydesk.transforms.prune)
     timeout_s: float = 10.0  # per page, enforced by the extraction pool (not in-process)
 
 
@@ -88,7 +91,7 @@ def _test_hook(html: str) -> None:
         raise RuntimeError("test hook: raise")
 
 
-def _bare(html: str, url: str | None, config: ExtractConfig, *, favor_recall: bool | None = None):
+def _bare(html, url: str | None, config: ExtractConfig, *, favor_recall: bool | None = None):
     return trafilatura.bare_extraction(
         html,
         url=url,
@@ -123,10 +126,16 @@ def extract_article(html: str, url: str | None = None, config: ExtractConfig = E
     if len(html) > config.max_html_chars:
         raise ExtractionError(Reason.TOO_LARGE, f"page has {len(html)} characters (max {config.max_html_chars})")
     _test_hook(html)
-    doc = _bare(html, url, config)
+    source = html
+    if config.prune:
+        tree = load_html(html)
+        if tree is not None:
+            prune_tree(tree)
+            source = tree  # trafilatura copies a tree it is given, so it can be reused below
+    doc = _bare(source, url, config)
     raw = unicodedata.normalize("NFC", (doc.text if doc is not None else None) or "").strip()
     if len(raw) < config.recover_below_chars:
-        again = _bare(html, url, config, favor_recall=True)
+        again = _bare(source, url, config, favor_recall=True)
         alt = unicodedata.normalize("NFC", (again.text if again is not None else None) or "").strip()
         if len(alt) > len(raw):
             raw = alt

@@ -1,0 +1,128 @@
+"""HTML-level pruning before trafilatura: page parts that are never the article body.
+
+trafilatura already drops a long list of boilerplate containers (nav, footer, aside, share,
+newsletter, related, ...). What still reaches its output on news pages are a few *kinds*
+of blocks that it cannot tell from body text once they sit inside the article container:
+
+* **appended articles**: infinite-scroll pages carry the next story in a second
+  ``<article>`` with its own ``<h1>``; only the requested one (title match, else the first)
+  is kept;
+* **fact boxes / info boxes** ("Fakta", "Info", "Das Wichtigste in Kürze" boxes) and
+  ``role="complementary"`` regions (ARIA's name for an aside);
+* **author bios** ("about the author" boxes);
+* **embedded social posts** (tweets, Instagram/TikTok/Facebook embeds);
+* elements whose ``aria-label`` names them as newsletter, related, recommended or share blocks.
+
+The rules look at generic markup only (tag names, ARIA roles/labels and whole class/id
+*tokens*), never at a site. A candidate is kept when it holds most of the page's paragraph
+text, so a wrapper that happens to carry such a class cannot take the story with it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lxml.html import HtmlElement
+
+__all__ = ["prune_tree"]
+
+# class/id tokens (split on non-letters, lower-cased) naming a fact/info box or an author bio
+_BOX_TOKEN = re.compile(
+    r"^(?:fact|facts|factbox|facts?box|infobox|infokasten|faktenbox|faktabox|faktaboks|faktaruta|fakta|"
+    r"authorbio|authorbox|biography|bio|abouttheauthor|"
+    r"twitter|tweet|instagram|tiktok)$"
+)
+# the same, across a token boundary: "fact-box", "info_box", "author-bio", "twitter-tweet"
+_BOX_PAIR = re.compile(
+    r"(?:^|[^a-z])(?:fact[s]?[-_ ]?box|info[-_ ]?box|info[-_ ]?kasten|fakten[-_ ]?box|author[-_ ]?bio|"
+    r"author[-_ ]?box|about[-_ ]?(?:the[-_ ]?)?author|twitter[-_ ]?tweet|instagram[-_ ]?media|tiktok[-_ ]?embed)"
+    r"(?:$|[^a-z])",
+    re.IGNORECASE,
+)
+_ARIA_LABEL = re.compile(
+    r"\b(?:newsletter|related|recommended|more (?:stories|articles|news)|read more|share|teilen|partager|"
+    r"compartir|fakta|fact ?box|info ?box|about the author)\b",
+    re.IGNORECASE,
+)
+_SPLIT = re.compile(r"[^a-z]+")
+_SKIP_TAGS = {"html", "body", "main", "head"}
+_MAX_SHARE = 0.5  # never prune an element holding this share of the page's paragraph text
+
+
+def _tokens(value: str) -> list[str]:
+    return [t for t in _SPLIT.split(value.lower()) if t]
+
+
+def _is_box(el: HtmlElement) -> bool:
+    for attr in ("class", "id"):
+        value = el.get(attr)
+        if not value:
+            continue
+        if any(_BOX_TOKEN.match(t) for t in _tokens(value)) or _BOX_PAIR.search(value):
+            return True
+    if el.get("role") == "complementary":
+        return True
+    label = el.get("aria-label")
+    return bool(label and len(label) <= 80 and _ARIA_LABEL.search(label))
+
+
+def _para_chars(el: HtmlElement) -> int:
+    return sum(len(p.text_content()) for p in el.iter("p"))
+
+
+def _norm(s: str) -> str:
+    return " ".join(_SPLIT.split(s.lower())).strip()
+
+
+def _appended_articles(tree: HtmlElement, title: str | None) -> list[HtmlElement]:
+    """Top-level <article>s with their own <h1> beyond the requested one."""
+    arts = [a for a in tree.iter("article") if a.find(".//h1") is not None]
+    if len(arts) < 2:
+        return []
+    top = [a for a in arts if not any(anc.tag == "article" for anc in a.iterancestors())]
+    if len(top) < 2:
+        return []
+    keep = top[0]
+    if title:
+        want = _norm(title)
+        for a in top:
+            h = _norm(a.find(".//h1").text_content())
+            if h and (h in want or want in h):
+                keep = a
+                break
+    return [a for a in top if a is not keep]
+
+
+def _page_title(tree: HtmlElement) -> str | None:
+    for xp in ('.//meta[@property="og:title"]/@content', ".//title/text()"):
+        found = tree.xpath(xp)
+        if found and str(found[0]).strip():
+            return str(found[0])
+    return None
+
+
+def prune_tree(tree: HtmlElement) -> int:
+    """Remove the blocks described in the module docstring from ``tree`` in place.
+
+    Returns the number of elements removed (0 when nothing matched).
+    """
+    body = tree.find(".//body")
+    if body is None:
+        body = tree
+    total = _para_chars(body)
+    doomed: list[HtmlElement] = list(_appended_articles(body, _page_title(tree)))
+    for el in body.iter():
+        if not isinstance(el.tag, str) or el.tag in _SKIP_TAGS:
+            continue
+        if _is_box(el):
+            doomed.append(el)
+    removed = 0
+    for el in doomed:
+        parent = el.getparent()
+        if parent is None:
+            continue
+        if total and _para_chars(el) >= _MAX_SHARE * total:
+            continue
+        el.drop_tree()
+        removed += 1
+    return removed
