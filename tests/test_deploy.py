@@ -30,9 +30,13 @@ def _served_names() -> set[str]:
     e.add_run(RunMetrics(
         {("copydesk.read", "kafka_records_read"): 3, ("copydesk.fetch", "fetch_dead_timeout"): 1,
          ("copydesk.fetch", "fetch_status_2xx"): 2, ("copydesk.write", "records_written_out"): 2,
-         ("copydesk.write", "records_written_dead"): 1},
-        {("copydesk.fetch", "fetch_latency_ms"): (2, 100.0, 40.0, 60.0)},
-        {("copydesk.fetch", "fetch_in_flight_peak"): 2.0, ("copydesk.commit", "pending_ack_ranges"): 0.0}), 1.0)
+         ("copydesk.write", "records_written_dead"): 1, ("copydesk.extract", "dead_empty"): 1,
+         ("copydesk.fetch", "fetch_backoff_ms"): 700, ("copydesk.fetch", "fetch_retry_after_ms"): 2000,
+         ("copydesk.extract_domain", "ok:a.example"): 2, ("copydesk.extract_domain", "empty:b.example"): 1},
+        {("copydesk.fetch", "fetch_latency_ms"): (2, 100.0, 40.0, 60.0),
+         ("copydesk.extract", "extract_time_ms"): (2, 300.0, 100.0, 200.0)},
+        {("copydesk.fetch", "fetch_in_flight_peak"): 2.0, ("copydesk.commit", "pending_ack_ranges"): 0.0,
+         ("copydesk.fetch", "fetch_circuit_open_hosts"): 0.0}), 1.0)
     e._set("copydesk_consumer_lag", 1, topic="urls", partition="0")
     e._set("copydesk_consumer_end_offset", 1, topic="urls", partition="0")
     e._set("copydesk_consumer_committed_offset", 0, topic="urls", partition="0")
@@ -67,7 +71,9 @@ def _rules() -> list[dict]:
 def test_alert_rules_structure_and_names():
     rules = _rules()
     names = {r["alert"] for r in rules}
-    assert {"CopydeskStalled", "CopydeskLagGrowing", "CopydeskDeadLetterRateHigh"} <= names
+    assert {"CopydeskStalled", "CopydeskLagGrowing", "CopydeskDeadLetterRateHigh", "CopydeskDomainExtractionBroken"} <= names
+    domain = next(r for r in rules if r["alert"] == "CopydeskDomainExtractionBroken")
+    assert {"copydesk_domain_extraction_bad_ratio", "copydesk_domain_extractions"} <= _metric_names(domain["expr"])
     served = _served_names()
     for r in rules:
         assert set(r) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, r["alert"]
@@ -106,7 +112,7 @@ def test_dashboard_panels_and_queries():
     d = _dashboard()
     titles = [p["title"].lower() for p in d["panels"]]
     for want in ("throughput per stage", "lag", "latency", "errors by reason", "top failing", "dead-letter ratio",
-                 "bytes fetched", "in-flight"):
+                 "bytes fetched", "in-flight", "dedup ratio", "extraction time", "top failing domains", "backoff"):
         assert any(want in t for t in titles), (want, titles)
     served = _served_names()
     ids = set()
