@@ -216,6 +216,8 @@ _BIO_VERB = re.compile(
     r"berichtet|leads|leitet|works|arbeitet)\b",
     re.IGNORECASE,
 )
+# template placeholders left in client-rendered bodies: "$$ARTICLEAD$$", "{{ad_slot}}", "%%AD%%"
+_PLACEHOLDER = re.compile(r"^(?:\$\$[\w-]+\$\$|\{\{\s*[\w.-]+\s*\}\}|%%[\w-]+%%|\[\[[\w-]+\]\])$")
 _SOCIAL_EMBED = re.compile(r"^[—–-]\s*.{1,80}\(@\w{1,30}\)\s+\w+ \d{1,2}, \d{4}$")  # tweet signature
 
 
@@ -376,6 +378,9 @@ def clean_text(
             in_teaser = False
         if not words and len(body) <= 3:  # stray "¯", "|", "•"
             drop("symbol", stripped)
+            continue
+        if _PLACEHOLDER.match(body):
+            drop("placeholder", stripped)
             continue
         if _SHARE.match(body):
             drop("share", stripped)

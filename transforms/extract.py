@@ -18,7 +18,7 @@ from trafilatura.utils import load_html
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, DeadLetter, FetchedPage, WireInfo
 from copydesk.transforms.clean import clean_authors, clean_text
-from copydesk.transforms.prune import prune_tree
+from copydesk.transforms.prune import embedded_body_html, prune_tree
 from copydesk.transforms.wire import detect_wire
 
 #: Environment variable that enables the test hooks in :func:`extract_article` (and so in
@@ -148,6 +148,13 @@ def extract_article(html: str, url: str | None = None, config: ExtractConfig = E
             base_text = unicodedata.normalize("NFC", base_text or "").strip()
             if len(base_text) > max(len(raw), 2 * config.min_text_chars):
                 raw = base_text
+        if len(raw) < config.recover_below_chars:  # client-rendered: the body is in script data
+            page = source if not isinstance(source, str) else load_html(html)
+            embedded = embedded_body_html(page) if page is not None else None
+            hydrated = _bare(embedded, url, config, favor_recall=True) if embedded else None
+            alt = unicodedata.normalize("NFC", (hydrated.text if hydrated is not None else None) or "").strip()
+            if len(alt) > len(raw):
+                raw = alt
     if len(raw) < config.min_text_chars:
         raise ExtractionError(Reason.EMPTY, "no article text found")
 

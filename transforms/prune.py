@@ -126,3 +126,40 @@ def prune_tree(tree: HtmlElement) -> int:
         el.drop_tree()
         removed += 1
     return removed
+
+
+# --- article body embedded in script data (client-rendered pages) -------------------------
+# A JSON string literal long enough to be an article body, holding HTML paragraphs
+# (escaped as "<p" or "\u003cp").
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.){400,})"')
+_PARA_MARK = re.compile(r"<p[\s>]|\\u003cp[\s>\\]", re.IGNORECASE)
+
+
+def embedded_body_html(tree: HtmlElement, *, min_paragraphs: int = 3) -> str | None:
+    """The article body of a client-rendered page, from the JSON data in its ``<script>`` tags.
+
+    Next.js/Nuxt-style pages ship the story as an HTML string inside hydration data
+    (``"contentHtml": "<p>...</p>"``) and render nothing server-side. Returns the longest
+    such HTML string with at least ``min_paragraphs`` paragraphs, wrapped as a document
+    (None if there is none). Only used on the recovery path, when the page yields no body.
+    """
+    import json
+
+    best: str | None = None
+    for script in tree.iter("script"):
+        text = script.text
+        if not text or len(text) < 400 or script.get("type") in ("application/ld+json",):
+            continue
+        if len(_PARA_MARK.findall(text)) < min_paragraphs:
+            continue
+        for m in _JSON_STRING.finditer(text):
+            lit = m.group(1)
+            if len(_PARA_MARK.findall(lit)) < min_paragraphs or (best and len(lit) <= len(best)):
+                continue
+            try:
+                value = json.loads(f'"{lit}"')
+            except ValueError:
+                continue
+            if len(re.findall(r"<p[\s>]", value, re.IGNORECASE)) >= min_paragraphs:
+                best = value
+    return f"<html><body><article>{best}</article></body></html>" if best else None
