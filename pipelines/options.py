@@ -31,6 +31,8 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("output_file", str, None, "JSON-lines file for article records (local runs)"),
     ("dead_letter_file", str, None, "JSON-lines file for dead letters (local runs)"),
     ("raw_pages_topic", str, None, "optional archive of every fetched page, for re-extraction without fetching"),
+    ("raw_pages_input", bool, False, "the input is a raw-pages archive (an earlier run's --raw-pages-topic): "
+                                     "re-extract its pages without fetching (copydesk replay --source raw-pages)"),
     ("fingerprint_topic", str, None, "compacted topic of dedup fingerprints, read on start-up to rebuild the "
                                      "dedup index after a restart on the local runner"),
     ("kafka_io", str, "python", "Kafka connector: python (kafka-python SDF reader and sink, every runner) or java "

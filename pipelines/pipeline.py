@@ -30,6 +30,7 @@ from copydesk.transforms.fetch import FetchConfig, FetchPages, raw_page_record
 from copydesk.transforms.files_io import ReadInputFile, WriteJsonLines
 from copydesk.transforms.kafka_io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
 from copydesk.transforms.messages import ParseMessages
+from copydesk.transforms.raw_pages import ParseRawPages
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ def validate(o: CopydeskOptions) -> None:
         raise ConfigError(f"--input-file {o.input_file} does not exist")
     if o.kafka_io not in ("python", "java"):
         raise ConfigError("--kafka-io must be python or java")
+    if o.raw_pages_input and o.raw_pages_topic:
+        raise ConfigError("--raw-pages-input reads an archive of fetched pages and fetches nothing: "
+                          "--raw-pages-topic (archive the fetched pages) does not apply")
     if o.start_from not in ("committed", "earliest", "latest"):
         raise ConfigError("--start-from must be committed, earliest or latest")
 
@@ -186,8 +190,13 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     else:
         raw = p | "ReadFile" >> ReadInputFile(o.input_file)
 
-    messages, parse_dead = raw | "Parse" >> ParseMessages(o.max_message_bytes)
-    pages, fetch_dead = messages | "Fetch" >> FetchPages(fetch_config(o))
+    if o.raw_pages_input:
+        # The input is the raw-pages archive: the pages as fetched then, re-extracted, no HTTP.
+        pages, parse_dead = raw | "ParseRawPages" >> ParseRawPages()
+        fetch_dead = p | "NoFetch" >> beam.Create([])
+    else:
+        messages, parse_dead = raw | "Parse" >> ParseMessages(o.max_message_bytes)
+        pages, fetch_dead = messages | "Fetch" >> FetchPages(fetch_config(o))
     articles, extract_dead = pages | "Extract" >> ExtractArticles(extract_config(o))
     dcfg = dedup_config(o)
     seed = None

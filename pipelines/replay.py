@@ -20,6 +20,10 @@ commits under its own consumer group (default ``<group>-replay-<UTC timestamp>``
 live group's, so the live pipeline's position is untouched. ``--dry-run`` runs everything,
 writes nothing, commits nothing and reports what would have been emitted.
 
+``--source raw-pages``: the input topic is the raw-pages archive an earlier run wrote
+(``--raw-pages-topic``); its pages are re-extracted as they were fetched then, with no HTTP
+request (:mod:`copydesk.transforms.raw_pages`), through the same extract/dedup/write path.
+
 SIGTERM/SIGINT finish the current chunk and stop; the summary says where each partition got
 to, and ``--offsets`` with those positions resumes.
 """
@@ -364,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     rng.add_argument("--time-index", default="auto", choices=("auto", "broker", "scan"),
                      help="how times become offsets: the broker's index, a scan of timestamps, or "
                           "the index with the scan as fallback (default)")
+    parser.add_argument("--source", default="messages", choices=("messages", "raw-pages"),
+                        help="what --input-topic holds: input messages (default: parse, fetch, extract ...) or "
+                             "raw-pages, the archive an earlier run wrote with --raw-pages-topic (re-extract the "
+                             "pages as fetched then; no HTTP request)")
     parser.add_argument("--replay-group", default=None,
                         help="the replay's consumer group (default: <group>-replay-<UTC timestamp>); "
                              "never the live group")
@@ -392,7 +400,7 @@ def main(argv: list[str]) -> int:
     if group == live:
         print(f"copydesk replay: --replay-group must differ from the live group {live!r}", file=sys.stderr)
         return 2
-    pargv = rest + ["--group-id", group]
+    pargv = rest + ["--group-id", group] + (["--raw-pages-input"] if args.source == "raw-pages" else [])
     try:
         o = pipeline_options(pargv).view_as(CopydeskOptions)
         if not o.input_topic:
@@ -412,6 +420,7 @@ def main(argv: list[str]) -> int:
         return 2
     total = sum(r.stop - r.start for r in ranges)
     print(f"replay: group {group} (live group {live} untouched); {total} offsets"
+          f"{' of the raw-pages archive (re-extraction, no fetching)' if args.source == 'raw-pages' else ''}"
           f"{f' (time range resolved by {method})' if method else ''}"
           f"{'; DRY RUN: nothing is written or committed' if o.copydesk_dry_run else ''}", flush=True)
     for r in ranges:

@@ -56,3 +56,68 @@ def test_force_reprocesses_what_drop_duplicates_would_skip(broker, topics, produ
     assert _outputs(broker, t["dead"]) == []
     print(f"\n--force: 3 offsets of one page; --drop-duplicates emitted offsets [0, 1] (1 forced), "
           f"a second pass [1], --force [0, 1, 2]")
+
+
+# --------------------------------------------------------------------------- 2. raw-pages replay
+
+
+def test_replay_raw_pages_archive_reextracts_without_fetching(broker, topics, producer):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env, consume
+    from copydesk.pipelines.site import SiteServer
+
+    t = topics("in", "raw", "out", "dead", "out2", "dead2", partitions=2)
+    site = SiteServer().start()
+    try:
+        urls = _site_urls(site, 6, "a")
+        sent = _send(producer, t["in"], urls + [site.url("/no-such-page.html").encode()])
+        cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run",
+               "--bootstrap-servers", broker.bootstrap, "--input-topic", t["in"], "--group-id", f"g-{t['in']}",
+               "--output-topic", t["out"], "--dead-letter-topic", t["dead"], "--raw-pages-topic", t["raw"],
+               "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0", "--per-host-concurrency", "8",
+               "--batch-seconds", "3", "--extract-workers", "0"]
+        proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                recs, dead = _outputs(broker, t["out"]), _outputs(broker, t["dead"])
+                if len(recs) + len(dead) >= len(sent):
+                    break
+                time.sleep(1.0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            log = proc.communicate(timeout=60)[0].decode(errors="replace")
+        assert len(recs) == len(urls) and len(dead) == 1, log[-3000:]
+    finally:
+        site.stop()  # from here on, a fetch of any of these URLs would fail (connection refused)
+
+    archive = [orjson.loads(r.value) for r in consume(broker.bootstrap, t["raw"], 10**9, timeout=2.0)]
+    assert len(archive) == len(urls)  # the 404 was never a fetched page
+    assert sorted((a["partition"], a["offset"]) for a in archive) == sorted(
+        (r["partition"], r["offset"]) for r in recs)
+
+    code, out = _replay(broker, {"in": t["raw"]}, "--source", "raw-pages", "--from-beginning",
+                        "--replay-group", f"{t['raw']}-re", "--output-topic", t["out2"],
+                        "--dead-letter-topic", t["dead2"], "--chunk-records", "2")
+    assert code == 0, out[-3000:]
+    assert "raw-pages archive" in out
+    again, dead2 = _outputs(broker, t["out2"]), _outputs(broker, t["dead2"])
+    assert dead2 == [], dead2  # nothing was fetched: the site is down, a fetch would be a dead letter
+    assert sorted(r["id"] for r in again) == sorted(r["id"] for r in recs)
+    by_id = {r["id"]: r for r in recs}
+    for r in again:
+        first = by_id[r["id"]]
+        assert (r["text"], r["title"], r["canonical_url"], r["fetched_at"]) == (
+            first["text"], first["title"], first["canonical_url"], first["fetched_at"])
+        assert r["topic"] == t["raw"]  # the position read (and committed) is the archive's
+    ends = {p: max([a_off for (a_p, a_off) in
+                    [(r["partition"], r["offset"]) for r in again] if a_p == p], default=-1) + 1 for p in range(2)}
+    committed = _committed(broker.bootstrap, f"{t['raw']}-re", t["raw"], 2)
+    assert {p: c for p, c in committed.items() if c is not None} == {p: e for p, e in ends.items() if e > 0}
+    print(f"\nraw-pages replay: {len(sent)} messages -> {len(recs)} records + 1 dead letter; archive "
+          f"{len(archive)} pages -> {len(again)} records with the site stopped, 0 dead letters")
