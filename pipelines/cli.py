@@ -16,6 +16,12 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _setup_logging(level: str, fmt: str) -> None:
+    """Text or JSON lines on stderr. In JSON, a record's ``extra`` fields topic/partition/
+    offset/url/reason/stage/host become fields. The choice is also put in the environment, so
+    spawned extraction workers log the same way (see :func:`_spawned_child_logging`)."""
+    os.environ["COPYDESK_LOG_FORMAT"] = fmt
+    os.environ["COPYDESK_LOG_LEVEL"] = level
+    logging.captureWarnings(True)  # warnings.warn(...) as log records, not raw stderr lines
     if fmt == "json":
         import orjson
 
@@ -23,7 +29,7 @@ def _setup_logging(level: str, fmt: str) -> None:
             def format(self, record: logging.LogRecord) -> str:
                 doc = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
                        "message": record.getMessage()}
-                for key in ("topic", "partition", "offset", "url", "reason"):
+                for key in ("topic", "partition", "offset", "url", "reason", "stage", "host"):
                     if hasattr(record, key):
                         doc[key] = getattr(record, key)
                 if record.exc_info:
@@ -103,7 +109,8 @@ def cmd_run(argv: list[str]) -> int:
 
             exporter = start_exporter(options, port)
         stats = run_job(argv, stop=stop, batch_seconds=float(batch or 10),
-                        on_run=exporter.on_run if exporter else None)
+                        on_run=exporter.on_run if exporter else None,
+                        on_broker=exporter.on_broker if exporter else None)
     except ConfigError as exc:
         print(f"copydesk run: {exc}", file=sys.stderr)
         return 2
@@ -181,6 +188,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return COMMANDS[argv[0]](argv[1:])
 
+
+def _spawned_child_logging() -> None:
+    """In a spawned child (the extraction pool's workers), set logging up as the parent did
+    before anything else is imported: ``spawn`` re-imports the parent's main module (this
+    module, or the console script that imports it) before it unpickles the worker, whose
+    imports (Beam, trafilatura) log at import time. Without this those lines would be plain
+    text in the middle of ``--log-format json`` output."""
+    import multiprocessing
+
+    fmt = os.environ.get("COPYDESK_LOG_FORMAT")
+    # parent_process() is set only after the main module is imported; the name is set before
+    if fmt in ("text", "json") and multiprocessing.current_process().name != "MainProcess":
+        _setup_logging(os.environ.get("COPYDESK_LOG_LEVEL") or "info", fmt)
+
+
+_spawned_child_logging()
 
 if __name__ == "__main__":
     sys.exit(main())
