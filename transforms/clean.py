@@ -301,7 +301,7 @@ def _is_author_bio(body: str, author_names: list[str]) -> bool:
     return False
 
 
-def _title_match(words: list[str], title_words: list[str]) -> bool:
+def _title_match(words: list[str], title_words: list[str], kicker: bool = True) -> bool:
     """The line is the headline (possibly with a kicker before it, or cut short)."""
     if not words or not title_words:
         return False
@@ -309,7 +309,7 @@ def _title_match(words: list[str], title_words: list[str]) -> bool:
     if words == title_words:
         return True
     joined, tj = " ".join(words), " ".join(title_words)
-    if t >= 4 and tj in joined and n <= t + 8:
+    if kicker and t >= 4 and tj in joined and n <= t + 8:
         return True  # "Kicker Headline"
     if n >= 4 and joined in tj and n >= 0.6 * t:
         return True  # headline truncated or title carries a " | Site" suffix
@@ -329,15 +329,24 @@ def clean_text(
     *,
     title: str | None = None,
     authors: list[str] | tuple[str, ...] = (),
+    headlines: list[str] | tuple[str, ...] = (),
 ) -> CleanResult:
     """Remove leaked boilerplate lines from trafilatura's text output (one line per block).
 
     Lines are judged whole; list bullets are stripped before matching. Teaser headings
     ("You might also like") also remove the run of headline-like lines/list items after
     them. Photo credits found in captions are returned in ``photo_credits``.
+    ``headlines``: the page's visible headline(s) (``<h1>``), which often differ from the
+    metadata ``title`` (og:title); either one repeated in the first lines is removed.
     """
     lines = [ln.rstrip() for ln in text.split("\n")]
     title_words = _norm_words(title) if title else []
+    # (words, kicker allowed): a line "<kicker> <title>" is the title; for <h1> texts only the
+    # line itself (or cut short), since a dateline line may quote the visible headline
+    heads = [(title_words, True)] if title_words else []
+    for hw in (_norm_words(h) for h in headlines[:5] if h):
+        if hw and hw != title_words:
+            heads.append((hw, False))
     authors_words = [_norm_words(a) for a in authors if a]
     out: list[str] = []
     credits: list[str] = []
@@ -348,9 +357,10 @@ def clean_text(
     author_names = [a for a in authors if a and len(a) >= 4]
     # The headline repeated in the first lines: what precedes it is kicker/section/breadcrumb.
     head_idx = -1
-    if title_words:
+    if heads:
         for k, ln in enumerate(lines[:6]):
-            if ln.strip() and _title_match(_norm_words(_BULLET.sub("", ln.strip())), title_words):
+            lw = _norm_words(_BULLET.sub("", ln.strip())) if ln.strip() else []
+            if lw and any(_title_match(lw, hw, k) for hw, k in heads):
                 head_idx = k
                 break
 
@@ -411,7 +421,7 @@ def clean_text(
                 credits.append(credit)
             drop("copyright", stripped)
             continue
-        if idx < 6 and title_words and _title_match(words, title_words):
+        if idx < 6 and any(_title_match(words, hw, k) for hw, k in heads):
             drop("title", stripped)
             continue
         if title_words and words == title_words:

@@ -18,7 +18,7 @@ from trafilatura.utils import load_html
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, DeadLetter, FetchedPage, WireInfo
 from copydesk.transforms.clean import clean_authors, clean_text
-from copydesk.transforms.prune import embedded_body_html, prune_tree
+from copydesk.transforms.prune import embedded_body_html, page_headlines, prune_tree
 from copydesk.transforms.wire import detect_wire
 
 #: Environment variable that enables the test hooks in :func:`extract_article` (and so in
@@ -126,11 +126,12 @@ def extract_article(html: str, url: str | None = None, config: ExtractConfig = E
     if len(html) > config.max_html_chars:
         raise ExtractionError(Reason.TOO_LARGE, f"page has {len(html)} characters (max {config.max_html_chars})")
     _test_hook(html)
-    source = html
+    source, headlines = html, []
     if config.prune:
         tree = load_html(html)
         if tree is not None:
             prune_tree(tree)
+            headlines = page_headlines(tree)
             source = tree  # trafilatura copies a tree it is given, so it can be reused below
     doc = _bare(source, url, config)
     raw = unicodedata.normalize("NFC", (doc.text if doc is not None else None) or "").strip()
@@ -170,7 +171,7 @@ def extract_article(html: str, url: str | None = None, config: ExtractConfig = E
                 wire.agencies.append(code)
     text, credits = raw, []
     if config.clean:
-        cleaned = clean_text(raw, title=title, authors=authors)
+        cleaned = clean_text(raw, title=title, authors=authors, headlines=headlines)
         if len(cleaned.text) >= config.min_text_chars:
             text, credits = cleaned.text, cleaned.photo_credits
     return Extracted(

@@ -24,7 +24,7 @@ import re
 
 from lxml.html import HtmlElement
 
-__all__ = ["prune_tree"]
+__all__ = ["embedded_body_html", "page_headlines", "prune_tree"]
 
 # class/id tokens (split on non-letters, lower-cased) naming a fact/info box or an author bio
 _BOX_TOKEN = re.compile(
@@ -99,6 +99,18 @@ def _page_title(tree: HtmlElement) -> str | None:
         if found and str(found[0]).strip():
             return str(found[0])
     return None
+
+
+def page_headlines(tree: HtmlElement, limit: int = 3) -> list[str]:
+    """The page's first ``<h1>`` texts (the visible headline; og:title often differs)."""
+    out: list[str] = []
+    for h in tree.iter("h1"):
+        text = " ".join(h.text_content().split())
+        if text and len(text) <= 300:
+            out.append(text)
+            if len(out) >= limit:
+                break
+    return out
 
 
 def prune_tree(tree: HtmlElement) -> int:
