@@ -4,6 +4,7 @@ server scraped over TCP; and ``copydesk top --once`` against that endpoint."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -13,8 +14,10 @@ import time
 import pytest
 
 from conftest import cli_env
-from copydesk.pipelines.metrics import METRICS, SPECS, render_top, scrape
+from copydesk.pipelines.metrics import METRICS, SPECS, DomainHealth, render_top, scrape
 from copydesk.pipelines.site import site_root
+from copydesk.transforms.extract import TEST_HOOKS_ENV
+from fetch_server import MisbehavingServer, html_route, send
 
 
 def _free_port() -> int:
@@ -23,13 +26,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(broker, t, group: str, port: int) -> subprocess.Popen:
+def _start(broker, t, group: str, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run",
            "--bootstrap-servers", broker.bootstrap, "--input-topic", t["in"], "--group-id", group,
            "--output-topic", t["out"], "--dead-letter-topic", t["dead"],
            "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0", "--extract-workers", "1",
-           "--batch-seconds", "3", "--metrics-port", str(port)]
-    return subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           "--batch-seconds", "3", "--metrics-port", str(port), *extra]
+    return subprocess.Popen(cmd, env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 60.0) -> str:
@@ -63,6 +66,17 @@ def _wait(url: str, pred, timeout: float, proc) -> dict:
                 f"{ {k: v for k, v in last.items() if 'copydesk_' in k[0]} }")
 
 
+EMPTY_PAGE = "<html><head><title>Subscribe</title></head><body><div id='app'></div></body></html>"
+
+
+def _slow_route(seconds: float):
+    def route(h) -> None:
+        time.sleep(seconds)
+        send(h, 200, b"<html><body><article><p>" + b"A slow but complete story about the harbour. " * 20
+             + b"</p></article></body></html>")
+    return route
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_endpoint_moves_with_records_and_top_prints_rates(broker, topics, producer, site):
@@ -70,15 +84,31 @@ def test_endpoint_moves_with_records_and_top_prints_rates(broker, topics, produc
     port = _free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     paths = [p for p in (site_root() / "urls.txt").read_text().split() if p]
+    busy = MisbehavingServer("127.0.0.1").start()  # 503 + Retry-After: retries, backoff, then its circuit opens
+    busy.routes.update({f"/busy{i}": html_route("busy", status=503, headers={"Retry-After": "1"}) for i in range(4)})
+    slow = MisbehavingServer("127.0.0.1").start()  # one request held open: the live in-flight gauge shows it
+    slow.routes["/slow"] = _slow_route(8.0)
     first = [site.url(f"{paths[i % len(paths)]}?m=a{i}").encode() for i in range(6)] + [b"not a url"]
+    # A site whose layout "changed": pages that extract to nothing (pre-scraped, domain broken.example).
+    first += [json.dumps({"url": f"https://broken.example/story-{i}", "html": EMPTY_PAGE}).encode() for i in range(3)]
+    # An extractor failure inside the worker (test hook): a record-level warning in the log.
+    raise_url = "https://hooks.example/raise"
+    first.append(json.dumps({"url": raise_url, "html": "<!--copydesk-test:raise--><html><body>x</body></html>"}).encode())
+    first += [busy.url(f"/busy{i}").encode() for i in range(4)] + [slow.url("/slow").encode()]
     for v in first:
         producer.send(t["in"], v)
     producer.flush()
-    proc = _start(broker, t, f"g-{t['in']}", port)
+    env = cli_env()
+    env[TEST_HOOKS_ENV] = "1"
+    proc = _start(broker, t, f"g-{t['in']}", port, "--log-format", "json", env=env)
     try:
+        # While the slow page is being fetched the live gauge shows it (the per-run peak cannot).
+        live = _wait(url, lambda s: _val(s, "copydesk_fetch_in_flight") >= 1, 90, proc)
+        assert _val(live, "copydesk_fetch_in_flight") >= 1
         s1 = _wait(url, lambda s: _val(s, "copydesk_read_records_total") >= len(first)
                    and _val(s, "copydesk_dead_letters_total") >= 1
-                   and _val(s, "copydesk_stage_records_total", stage="write", direction="out") >= 1, 90, proc)
+                   and _val(s, "copydesk_extract_pages_total") >= 1
+                   and _val(s, "copydesk_stage_records_total", stage="write", direction="out") >= 1, 120, proc)
         # Every documented name without labels is served from the start; labelled ones once seen.
         names = {n for n, _ in s1}
         for spec in METRICS:
@@ -97,35 +127,106 @@ def test_endpoint_moves_with_records_and_top_prints_rates(broker, topics, produc
         assert _val(s1, "copydesk_parse_messages_rejected_total") >= 1
         assert _val(s1, "copydesk_write_records_total", kind="dead_letters") >= 1
         assert {dict(ls)["partition"] for n, ls in s1 if n == "copydesk_consumer_lag"} == {"0", "1"}
+        # fetch backoff: the busy host answered 503 + Retry-After until its circuit opened
+        assert _val(s1, "copydesk_fetch_backoff_waits_total") >= 1
+        assert _val(s1, "copydesk_fetch_backoff_seconds_total") > 0
+        assert _val(s1, "copydesk_fetch_retry_after_waits_total") >= 1
+        assert _val(s1, "copydesk_fetch_retry_after_seconds_total") > 0
+        assert _val(s1, "copydesk_fetch_circuit_opened_total") >= 1
+        assert _val(s1, "copydesk_fetch_dead_letters_total", reason="circuit_open") >= 1
+        # extract: pages in = articles + extract dead letters; the two failure kinds by reason
+        pages = _val(s1, "copydesk_extract_pages_total")
+        assert pages == _val(s1, "copydesk_extract_articles_total") + _val(s1, "copydesk_extract_dead_letters_total")
+        assert _val(s1, "copydesk_extract_dead_letters_total", reason="empty") >= 3
+        assert _val(s1, "copydesk_extract_dead_letters_total", reason="extract_error") == 1
+        assert _val(s1, "copydesk_stage_records_total", stage="extract", direction="in") == pages
+        assert _val(s1, "copydesk_extract_duration_seconds_count") == pages
+        assert _val(s1, "copydesk_extract_duration_seconds_sum") > 0
+        assert _val(s1, "copydesk_extract_duration_max_seconds") > 0
+        # per-domain extraction health: the broken site stands out, the sample site does not
+        assert _val(s1, "copydesk_domain_extraction_bad_ratio", domain="broken.example") == 1.0
+        assert _val(s1, "copydesk_domain_extractions", domain="broken.example") == 3
+        assert _val(s1, "copydesk_domain_extraction_bad_ratio", domain="hooks.example") == 1.0
+        assert _val(s1, "copydesk_domain_extraction_bad_ratio", domain="127.0.0.1") < 0.5
+        assert _val(s1, "copydesk_domains_tracked") >= 3
+        # dedup: every article went through it
+        assert _val(s1, "copydesk_dedup_records_total") == _val(s1, "copydesk_extract_articles_total")
+        assert _val(s1, "copydesk_dedup_new_clusters_total") >= 1
+        assert _val(s1, "copydesk_dedup_canonical_records_total") >= 1
 
-        # More records: the counters move.
+        # More records: the counters move. The same pages again are duplicates.
         second = [site.url(f"{paths[i % len(paths)]}?m=b{i}").encode() for i in range(5)]
         for v in second:
             producer.send(t["in"], v)
         producer.flush()
         s2 = _wait(url, lambda s: _val(s, "copydesk_read_records_total") >= len(first) + len(second)
+                   and _val(s, "copydesk_dedup_records_total") > _val(s1, "copydesk_dedup_records_total")
                    and _val(s, "copydesk_fetch_pages_total") > _val(s1, "copydesk_fetch_pages_total"), 90, proc)
         for name in ("copydesk_runs_total", "copydesk_read_records_total", "copydesk_read_bytes_total",
-                     "copydesk_fetch_pages_total", "copydesk_fetch_bytes_total", "copydesk_fetch_latency_seconds_count"):
+                     "copydesk_fetch_pages_total", "copydesk_fetch_bytes_total", "copydesk_fetch_latency_seconds_count",
+                     "copydesk_extract_pages_total", "copydesk_extract_articles_total",
+                     "copydesk_extract_duration_seconds_count", "copydesk_dedup_records_total",
+                     "copydesk_dedup_duplicates_total"):
             assert _val(s2, name) > _val(s1, name), name
+        assert _val(s2, "copydesk_stage_records_total", stage="dedup", direction="in") > \
+            _val(s1, "copydesk_stage_records_total", stage="dedup", direction="in")
+        assert _val(s2, "copydesk_domain_extractions", domain="127.0.0.1") > \
+            _val(s1, "copydesk_domain_extractions", domain="127.0.0.1")
         # Everything read is eventually committed: lag goes to 0 for both partitions.
         s3 = _wait(url, lambda s: _val(s, "copydesk_consumer_committed_offset") >= len(first) + len(second)
                    and _val(s, "copydesk_consumer_lag") == 0, 60, proc)
         # Tansu's end offset points at the start of the last record batch, so it can be below
         # the committed offset (lag is clamped at 0 and under-reported by up to one batch there).
         assert _val(s3, "copydesk_consumer_end_offset") >= 2
+        assert _val(s3, "copydesk_fetch_in_flight") == 0  # nothing in flight once idle
 
         # copydesk top --once against the live endpoint
         top = subprocess.run([sys.executable, "-m", "copydesk.pipelines.cli", "top", "--url", url,
                               "--interval", "0.5", "--once"], env=cli_env(), capture_output=True, timeout=30)
         text = top.stdout.decode()
+        print(text)  # pytest -s shows the screen (docs/metrics.md has one from such a run)
         assert top.returncode == 0, top.stderr.decode()
-        for stage in ("read", "parse", "fetch", "write"):
-            assert any(line.startswith(stage) for line in text.splitlines()), text
+        for stage in ("read", "parse", "fetch", "extract", "dedup", "write"):
+            assert any(line.split()[:1] == [stage] and len(line.split()) == 4 for line in text.splitlines()), text
         assert "LAG" in text and f"{t['in']} 0:" in text and "ERRORS" in text, text
+        assert "EXTRACTION HEALTH" in text and "broken.example" in text and "100% bad of 3" in text, text
+        assert "extract empty" in text and "fetch circuit_open" in text, text
+        assert "circuits opened" in text and "duplicates" in text, text
     finally:
         log = _stop(proc)
+        busy.stop()
+        slow.stop()
     assert proc.returncode == 0, log[-3000:]
+    # --log-format json: every line is JSON; a warning about a record names its source offset
+    docs = []
+    for line in log.splitlines():
+        if line.strip():
+            try:
+                docs.append(json.loads(line))
+            except ValueError:
+                pytest.fail(f"not a JSON log line: {line!r}")
+    warn = [d for d in docs if d["level"] == "WARNING" and d.get("url") == raise_url]
+    assert warn, docs[-20:]
+    assert warn[0]["topic"] == t["in"] and warn[0]["partition"] in (0, 1) and isinstance(warn[0]["offset"], int)
+    assert warn[0]["reason"] == "extract_error" and warn[0]["stage"] == "extract"
+    assert any(d.get("host") == f"127.0.0.1:{busy.port}" and "circuit open" in d["message"] for d in docs), docs[-20:]
+
+
+def test_domain_health_window_and_top_k():
+    h = DomainHealth(window=10, top_k=2, idle_seconds=100)
+    h.feed({"ok.example": {"ok": 30}, "broken.example": {"empty": 4, "short": 2, "ok": 4},
+            "meh.example": {"error": 1, "ok": 9}}, now=0)
+    assert h.top() == [("broken.example", 6, 10), ("meh.example", 1, 10)]  # top 2 by bad count
+    assert h.tracked() == 3
+    # the site recovers: good pages push the bad ones out of its window
+    h.feed({"broken.example": {"ok": 8}}, now=10)
+    assert dict((d, (b, n)) for d, b, n in h.top())["broken.example"][0] <= 2
+    # a large run keeps its proportion in the window
+    h.feed({"big.example": {"empty": 500, "ok": 500}}, now=20)
+    assert ("big.example", 5, 10) in h.top()
+    # idle domains are forgotten
+    h.feed({"big.example": {"ok": 1}}, now=150)
+    assert h.tracked() == 1
 
 
 def test_render_top_rates():
