@@ -122,6 +122,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("copydesk_consumer_end_offset", "gauge", ("topic", "partition"), "partition end offset"),
     MetricSpec("copydesk_consumer_committed_offset", "gauge", ("topic", "partition"), "group's committed offset"),
     MetricSpec("copydesk_consumer_lag_errors_total", "counter", (), "failed lag measurements"),
+    # broker (pipelines/broker_faults.py)
+    MetricSpec("copydesk_broker_up", "gauge", (), "1 while the broker answers, 0 during an outage (local runner)"),
+    MetricSpec("copydesk_broker_errors_total", "counter", (),
+               "micro-batch runs that failed because of the broker (each is run again once it answers)"),
 )
 
 SPECS = {m.name: m for m in METRICS}
@@ -374,6 +378,12 @@ class Exporter:
         s = self._summaries.setdefault(name, [0.0, 0.0])
         s[0] += count
         s[1] += total
+
+    def on_broker(self, up: bool, errors: int) -> None:
+        """``run_job(on_broker=...)``: the broker's state (``broker_faults.BrokerWatch``)."""
+        with self._lock:
+            self._set("copydesk_broker_up", 1.0 if up else 0.0)
+            self._counters[("copydesk_broker_errors_total", ())] = float(errors)
 
     def on_run(self, stats: Any) -> None:
         """``run_job(on_run=...)``: add the last run (``stats.last_result``) in, measure lag."""

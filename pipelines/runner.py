@@ -29,6 +29,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.pipeline import build_pipeline, check_topics, configure_local_runner, pipeline_options, validate
 from copydesk.transforms.kafka_io import ReadConfig
+from copydesk.pipelines.broker_faults import BrokerWatch
+from copydesk.pipelines.pipeline import kafka_config
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,14 @@ class StopFlag:
 
 def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | None = None,
             exit_when_idle: bool = False, idle_seconds: float = 1.0, batch_seconds: float = 10.0,
-            batch_records: int = 5000, on_run: Callable[[BatchStats], None] | None = None) -> BatchStats:
+            batch_records: int = 5000, on_run: Callable[[BatchStats], None] | None = None,
+            on_broker: Callable[[bool, int], None] | None = None) -> BatchStats:
     """Run the job described by ``argv`` until it is done (file input, bounded runner) or
-    stopped (SIGTERM, ``max_runs``, or ``exit_when_idle`` after a run that read nothing)."""
+    stopped (SIGTERM, ``max_runs``, or ``exit_when_idle`` after a run that read nothing).
+
+    On the local runner a micro-batch that fails because the broker went away is run again
+    once the broker answers (``broker_faults.BrokerWatch``: logs, backoff, ``on_broker(up,
+    errors)`` for the metrics); nothing of a failed run was committed past what it wrote."""
     options = pipeline_options(argv)
     o = options.view_as(CopydeskOptions)
     validate(o)
@@ -107,10 +114,17 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
     base = ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
                       max_message_bytes=o.max_message_bytes, stop_when_idle_seconds=idle_seconds,
                       max_records_per_partition=batch_records)
+    watch = BrokerWatch(kafka_config(o).kwargs(), listener=on_broker).start()
     while not stop.event.is_set():
         started = time.monotonic()
         rc = replace(base, deadline=time.time() + batch_seconds)
-        result = _run_once(options, rc)
+        try:
+            result = _run_once(options, rc)
+        except Exception as exc:  # a broker outage: wait for the broker, run the batch again
+            if watch.run_failed(exc, stop.event):
+                continue
+            break
+        watch.run_ok()
         counters = _counters(result)
         stats.runs += 1
         stats.last_result, stats.last_seconds = result, time.monotonic() - started
@@ -126,6 +140,7 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             break
         if read == 0:
             stop.event.wait(0.5)  # nothing new: a short pause before the next poll
+    watch.close()
     return stats
 
 
