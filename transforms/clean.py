@@ -62,7 +62,7 @@ _ADS = re.compile(
 
 # --- teaser headings and teaser link lines -------------------------------------------------
 _TEASER_WORDS = (
-    r"read more|read also|also read|more to read|see also|more on this(?: story)?|more from [\w ]{1,30}|"
+    r"read more|read also|also read|read next|more to read|see also|more on this(?: story)?|more from [\w ]{1,30}|"
     r"related(?: articles?| stories| content| news| reading| coverage)?|recommended(?: for you)?|"
     r"you (?:might|may) also (?:like|be interested in)|most (?:read|popular|viewed)|trending(?: now)?|"
     r"top stories|editor['’]s picks|further reading|"
@@ -95,13 +95,18 @@ _NOTICE = re.compile(
     r"support (?:our|independent) journalism|we use cookies|cookie (?:policy|settings|preferences)|"
     r"privacy (?:policy|settings|notice)|manage (?:your )?(?:consent|preferences)|"
     r"(?:may|might|could) earn (?:a|an) (?:small )?(?:affiliate )?commission|affiliate (?:links?|commission)|"
-    r"click here to (?:get|download|subscribe|sign up)|follow us on|get (?:the )?(?:daily|breaking|latest) [\w ]{0,20}news|"
+    r"click here to (?:get|download|subscribe|sign up|read|watch|view|see|listen)|follow us on|"
+    r"follow [\w.]{2,30} on (?:google news|twitter|x|facebook|instagram|threads|bluesky)\b|add us as a preferred source|"
+    r"please log ?out and (?:then )?log ?in again|sign up \(|or sign in now|please bookmark\b|"
+    r"independently select(?:ed)?\b.{0,60}\brecommend|buying through us|earns? us (?:a )?commission|"
+    r"reviews and recommendations are unbiased|our standards:|trust principles|"
+    r"(?:more )?up[ -]to[ -]date browser|get (?:the )?(?:daily|breaking|latest) [\w ]{0,20}news|"
     r"join (?:the )?(?:thought-provoking )?conversations?|comment policy|comments? (?:are|have been) (?:closed|disabled)|"
     r"would you like to comment|you must (?:confirm|be logged)|do you have a story|got a story\b|"
     r"for the latest (?:breaking )?news and|enjoying our latest content|"
     r"you are using a browser version|browser (?:is|version is) (?:not supported|outdated)|"
     r"this (?:content|video|embed) (?:is not available|cannot be (?:displayed|shown))|"
-    r"this is a breaking news story|^more to follow\b|"
+    r"this is a breaking news? story|^more to follow\b|"
     # German
     r"newsletter (?:abonnieren|bestellen|anmelden)|(?:jetzt|gratis|kostenlos) (?:abonnieren|testen|registrieren|anmelden)|"
     r"zum newsletter|abonnieren sie|unterst[üu]tzen sie (?:uns|unseren journalismus)|"
@@ -110,6 +115,7 @@ _NOTICE = re.compile(
     r"(?:anzeige|inhalte?) (?:zu )?aktivieren|cookies? (?:akzeptieren|zulassen|erlauben)|"
     r"bitte (?:loggen sie sich|melden sie sich|einloggen)|einloggen um|du musst dich \w* ?einloggen|"
     r"melden sie den fehler|affiliate-links|provision\b.{0,30}ohne mehrkosten|"
+    r"^(?:sendung|dieses thema im programm)\s*:|"
     r"dieser (?:artikel|beitrag|inhalt) ist (?:nur )?(?:f[üu]r )?(?:abonnenten|abonnentinnen|plus-?(?:kunden|leser))|"
     r"(?:e-paper|app) (?:und|&) news|push-nachrichten|hat ihnen (?:dieser|der) artikel gefallen|"
     r"wie hat ihnen (?:dieser|der) artikel gefallen|folgst du (?:schon|uns)|folgen sie uns|"
@@ -117,18 +123,31 @@ _NOTICE = re.compile(
     r"abonnez-vous|inscrivez-vous (?:[àa]|pour)|d[ée]j[àa] abonn[ée]|r[ée]serv[ée] aux abonn[ée]s|"
     r"(?:cet|l['’])article (?:est )?r[ée]serv[ée]|connectez-vous pour|accepter les cookies|"
     r"politique de confidentialit[ée]|g[ée]rer (?:mes|vos) (?:choix|pr[ée]f[ée]rences)|"
-    r"recevez (?:notre|nos) newsletters?|"
+    r"recevez (?:notre|nos) newsletters?|il vous reste [\d.,]+ ?% de cet article|"
+
     # Spanish
     r"suscr[ií]bete|suscr[ií]base|hazte (?:socio|suscriptor)|(?:ya eres|eres) suscriptor|"
     r"(?:s[óo]lo|exclusivo) para (?:suscriptores|socios|abonados)|tu suscripci[óo]n|"
     r"inicia sesi[óo]n (?:para|con)|reg[ií]strate (?:gratis|para)|pol[ií]tica de (?:privacidad|cookies)|"
     r"recibe (?:nuestra|nuestro|las) (?:newsletter|bolet[ií]n)|"
+
     # Italian / Nordic / Dutch (cheap additions of the same kind)
     r"abbonati|iscriviti (?:alla|alle) newsletter|prenumerera|abonner p[åa]|abonneer|"
     r"meld je aan voor|czytaj wi[ęe]cej|"
     # Japanese / Korean paywall and member notices
     r"会員限定|有料会員|会員登録|有料記事|무단 전재|재배포 금지"
     r")",
+    re.IGNORECASE,
+)
+# Phrases that only ever occur in such notices: matched anywhere in a line of up to 400 chars
+_NOTICE_STRONG = re.compile(
+    r"\bnewsletter\b.{0,80}\b(?:informiert sie|in (?:ihr|dein) postfach|hier entlang)|abonniere (?:den|unseren|jetzt)|"
+    r"(?:whatsapp|telegram)-?kanal (?:von|abonnieren)|einverstanden, dass mir (?:der |die )?externen? inhalte?|"
+    r"an dieser stelle finden sie\b.{0,60}\bexternen? inhalt|ihre meinung ist uns wichtig|senden sie uns ihr feedback|"
+    r"\(abgerufen am:|la suite est r[ée]serv[ée]e aux abonn[ée]s|compart(?:ir|iendo) tu cuenta|"
+    r"(?:est[áa]|sigue) usando tu cuenta|leyendo en este dispositivo|abonelere sunulan|abonelik i[çc]in|"
+    r"add us as a preferred source|please log ?out and (?:then )?log ?in again|buying through us|"
+    r"reviews and recommendations are unbiased|may earn (?:a|an) (?:small )?(?:affiliate )?commission",
     re.IGNORECASE,
 )
 _NOTICE_MAX_CHARS = 320  # a notice is short; a long paragraph that mentions one is body text
@@ -413,6 +432,9 @@ def clean_text(
         if len(body) <= _NOTICE_MAX_CHARS and (m := _NOTICE.search(body if len(body) <= 160 else body[:90])) and (
             len(body) <= 160 or m.start() <= 25
         ):
+            drop("notice", stripped)
+            continue
+        if len(body) <= 400 and _NOTICE_STRONG.search(body):
             drop("notice", stripped)
             continue
         if len(body) <= 400 and _COPYRIGHT.search(body):
