@@ -37,6 +37,7 @@ def _served_names() -> set[str]:
          ("copydesk.extract", "extract_time_ms"): (2, 300.0, 100.0, 200.0)},
         {("copydesk.fetch", "fetch_in_flight_peak"): 2.0, ("copydesk.commit", "pending_ack_ranges"): 0.0,
          ("copydesk.fetch", "fetch_circuit_open_hosts"): 0.0}), 1.0)
+    e.on_broker(True, 0)  # broker state (pipelines/broker_faults.py), set by run_job's on_broker hook
     e._set("copydesk_consumer_lag", 1, topic="urls", partition="0")
     e._set("copydesk_consumer_end_offset", 1, topic="urls", partition="0")
     e._set("copydesk_consumer_committed_offset", 0, topic="urls", partition="0")
