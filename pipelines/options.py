@@ -62,6 +62,11 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("dedup_horizon_hours", float, None, "how long stories are remembered for de-duplication"),
     ("dedup_threshold", float, None, "near-duplicate Jaccard threshold"),
     # operations
+    ("attempts_topic", str, None, "compacted topic where the local runner records, before each micro-batch, how "
+                                  "many processes died reading from each committed offset; with it a message that "
+                                  "kills the job --max-attempts times is isolated and dead-lettered (poison)"),
+    ("max_attempts", int, 3, "process deaths at the same committed offset before its messages are isolated "
+                             "(needs --attempts-topic)"),
     ("metrics_port", int, None, "serve Prometheus metrics on this port (local runner)"),
     ("dry_run", bool, False, "run everything but write nothing and commit no offsets"),
 ]

@@ -96,7 +96,7 @@ def validate(o: CopydeskOptions) -> None:
     if bool(o.input_topic) == bool(o.input_file):
         raise ConfigError("give exactly one input: --input-topic (with --bootstrap-servers) or --input-file")
     needs_kafka = [n for n in ("input_topic", "output_topic", "dead_letter_topic", "raw_pages_topic",
-                               "fingerprint_topic") if getattr(o, n)]
+                               "fingerprint_topic", "attempts_topic") if getattr(o, n)]
     if needs_kafka and not o.kafka_bootstrap_servers:
         raise ConfigError(f"--bootstrap-servers is required with {', '.join('--' + n.replace('_', '-') for n in needs_kafka)}")
     if not (o.output_topic or o.output_file) and not o.copydesk_dry_run:
@@ -127,7 +127,8 @@ def check_topics(o: CopydeskOptions) -> None:
     finally:
         consumer.close()
     wanted = [t for t in (o.input_topic or "").split(",") if t]
-    wanted += [t for t in (o.output_topic, o.dead_letter_topic, o.raw_pages_topic, o.fingerprint_topic) if t]
+    wanted += [t for t in (o.output_topic, o.dead_letter_topic, o.raw_pages_topic, o.fingerprint_topic,
+                           o.attempts_topic) if t]
     missing = [t for t in wanted if t not in existing]
     if missing:
         raise ConfigError(f"topics do not exist on {kc.bootstrap_servers}: {', '.join(missing)}")

@@ -115,9 +115,13 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
                       max_message_bytes=o.max_message_bytes, stop_when_idle_seconds=idle_seconds,
                       max_records_per_partition=batch_records)
     watch = BrokerWatch(kafka_config(o).kwargs(), listener=on_broker).start()
+    from copydesk.pipelines.poison import PoisonGuard
+
+    guard = PoisonGuard(o, kafka_config(o), base, batch_records)  # poison messages (--attempts-topic)
     while not stop.event.is_set():
         started = time.monotonic()
         rc = replace(base, deadline=time.time() + batch_seconds)
+        rc = guard.before_batch(rc)  # attempts recorded before reading; a window while isolating
         try:
             result = _run_once(options, rc)
         except Exception as exc:  # a broker outage: wait for the broker, run the batch again
@@ -126,6 +130,7 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             break
         watch.run_ok()
         counters = _counters(result)
+        guard.after_batch()
         stats.runs += 1
         stats.last_result, stats.last_seconds = result, time.monotonic() - started
         stats.seconds += stats.last_seconds
@@ -140,6 +145,7 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             break
         if read == 0:
             stop.event.wait(0.5)  # nothing new: a short pause before the next poll
+    guard.close()  # a clean exit: this process's attempts do not count
     watch.close()
     return stats
 

@@ -16,6 +16,7 @@ class Stage(StrEnum):
     EXTRACT = "extract"  # boilerplate removal and metadata extraction
     DEDUP = "dedup"  # de-duplication
     WRITE = "write"  # encoding or writing the output record
+    JOB = "job"  # the job process as a whole: a message that killed it (poison, pipelines/poison.py)
 
 
 class Reason(StrEnum):
@@ -75,6 +76,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.EXTRACT_CRASH: "the extraction worker process died",
     Reason.EXTRACT_ERROR: "the extractor raised an exception",
     Reason.ENCODE: "record could not be encoded or failed schema validation",
-    Reason.POISON: "message crashed its stage repeatedly",
+    Reason.POISON: "message killed the job process `--max-attempts` times and again when read alone "
+                   "(stage `job`; needs `--attempts-topic`): skipped",
     Reason.INTERNAL: "unexpected exception (a bug): the message is kept instead of failing the job",
 }

@@ -121,3 +121,86 @@ def test_replay_raw_pages_archive_reextracts_without_fetching(broker, topics, pr
     assert {p: c for p, c in committed.items() if c is not None} == {p: e for p, e in ends.items() if e > 0}
     print(f"\nraw-pages replay: {len(sent)} messages -> {len(recs)} records + 1 dead letter; archive "
           f"{len(archive)} pages -> {len(again)} records with the site stopped, 0 dead letters")
+
+
+# --------------------------------------------------------------------------- 3. poison messages
+
+
+def test_poison_message_that_kills_the_job_is_dead_lettered_after_max_attempts(broker, topics, producer, site,
+                                                                                  tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+    from copydesk.transforms.messages import TEST_CRASH_ENV, TEST_CRASH_EXIT_CODE
+    from test_crash import _committed as committed_of, _seen
+
+    t = topics("in", "out", "dead", "attempts", partitions=2)
+    group = f"g-{t['in']}"
+    good = _site_urls(site, 12, "p")
+    pill = "poison-pill-7"
+    poison = orjson.dumps({"url": site.url("/no-such-page.html?pill=1"), "source": pill})
+    sent = _send(producer, t["in"], good[:3] + [poison] + good[3:6], partition=0)
+    sent += _send(producer, t["in"], good[6:], partition=1)
+    poison_at = sent[3]
+    assert poison_at == (0, 3)
+
+    env = cli_env()
+    env[TEST_CRASH_ENV] = pill  # the test hook: the parse stage os._exit()s on this message
+    cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run",
+           "--bootstrap-servers", broker.bootstrap, "--input-topic", t["in"], "--group-id", group,
+           "--output-topic", t["out"], "--dead-letter-topic", t["dead"], "--attempts-topic", t["attempts"],
+           "--max-attempts", "3", "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0",
+           "--per-host-concurrency", "8", "--batch-seconds", "3", "--extract-workers", "0"]
+
+    def start(i: int):
+        fh = open(tmp_path / f"run{i}.log", "wb")
+        return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), fh
+
+    # A supervisor, as Kubernetes or systemd would be: restart the job whenever it dies.
+    deaths: list[int] = []
+    covered_at_death: list[int] = []
+    proc, fh = start(0)
+    deadline = time.monotonic() + 300
+    seen: list = []
+    try:
+        while time.monotonic() < deadline:
+            seen = _seen(broker, t)[0]
+            if set(sent) <= set(seen):
+                break
+            if proc.poll() is not None:
+                fh.close()
+                deaths.append(proc.returncode)
+                covered_at_death.append(len(set(seen)))
+                assert proc.returncode == TEST_CRASH_EXIT_CODE, (tmp_path / f"run{len(deaths) - 1}.log").read_text()
+                proc, fh = start(len(deaths))
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        fh.close()
+    logs = "\n".join((tmp_path / f"run{i}.log").read_text(errors="replace") for i in range(len(deaths) + 1))
+    assert code == 0, logs[-4000:]
+
+    recs = _outputs(broker, t["out"])
+    dead = _outputs(broker, t["dead"])
+    assert {(d["partition"], d["offset"]) for d in dead} == {poison_at}, (dead, logs[-4000:])
+    pd = dead[0]
+    assert (pd["reason"], pd["stage"]) == ("poison", "job")
+    assert pill in pd["input"] and pd["url"].endswith("/no-such-page.html?pill=1")
+    # Dead-lettered only after --max-attempts (3) deaths with the message in a full micro-batch,
+    # then at least one more death with the message read alone (the isolation's last window).
+    assert len(deaths) >= 3 + 1, deaths
+    assert pd["attempts"] == len(deaths), (pd, deaths)
+    assert all(c == 0 for c in covered_at_death[:3])  # the partition was blocked until then
+    # Every other offset has its record; the group committed past the poison to the end.
+    assert sorted((r["partition"], r["offset"]) for r in recs) == sorted(set(sent) - {poison_at})
+    ends = {p: max(o for q, o in sent if q == p) + 1 for p in range(2)}
+    assert committed_of(broker, group, t["in"], 2) == ends
+    print(f"\npoison: {len(sent)} offsets; the job died {len(deaths)} times (exit {TEST_CRASH_EXIT_CODE}); "
+          f"offset {poison_at} dead-lettered as poison with attempts={pd['attempts']}; "
+          f"{len(recs)} records for the other {len(sent) - 1} offsets; committed {committed_of(broker, group, t['in'], 2)}")

@@ -8,6 +8,8 @@ a dead letter with a reason, never an exception.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import apache_beam as beam
@@ -20,6 +22,12 @@ from copydesk.schemas.records import DeadLetter, InputMessage, SourceRef
 from copydesk.transforms.urls import InvalidURL, check_url
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# TEST HOOK, not a feature: with COPYDESK_TEST_CRASH_ON=<substring> in the environment the
+# parse stage ends the whole process (os._exit) on a message containing the substring, the
+# way an OOM kill or a segfault in a C library would. It exists so tests/test_backfill.py can
+# produce a real poison message for pipelines/poison.py; nothing else reads it.
+TEST_CRASH_ENV = "COPYDESK_TEST_CRASH_ON"
+TEST_CRASH_EXIT_CODE = 70
 _OPTIONAL_STR = ("source", "discovered_at", "id", "html")
 
 
@@ -93,8 +101,17 @@ class _ParseFn(beam.DoFn):
         self.parsed = Metrics.counter("copydesk.parse", "messages_parsed")
         self.rejected = Metrics.counter("copydesk.parse", "messages_rejected")
 
+    def setup(self) -> None:
+        crash_on = os.environ.get(TEST_CRASH_ENV) or None
+        self._crash_on = crash_on.encode("utf-8") if crash_on else None
+
     def process(self, element):
         value, ref = element
+        crash_on = getattr(self, "_crash_on", None)
+        if crash_on and value is not None and crash_on in (value if isinstance(value, bytes) else value.encode()):
+            logging.getLogger(__name__).critical("%s test hook: ending the process on %s:%s offset %s",
+                                                 TEST_CRASH_ENV, ref.topic, ref.partition, ref.offset)
+            os._exit(TEST_CRASH_EXIT_CODE)
         out = parse_message(value, ref, self.max_bytes)
         if isinstance(out, DeadLetter):
             self.rejected.inc()
