@@ -235,6 +235,25 @@ _BIO_VERB = re.compile(
     r"berichtet|leads|leitet|works|arbeitet)\b",
     re.IGNORECASE,
 )
+# "2025年1月14日 01時28分 (1月14日 01時40分更新)", "2024.12.03 15:20"
+_CJK_DATE = re.compile(r"^[\d\s年月日時分秒()（）:：./\-更新公開配信掲載午前後]+$")
+# media player lines: "02:57 Min.. Verfügbar bis 06.05.2024.", "... beschlossen. 18.04.2024 | 0:21 min"
+_MEDIA_DURATION = re.compile(
+    r"(?:^|[\s|])\d{1,2}:\d{2}(?::\d{2})? ?min\b\.?\.?(?:\s*verf[üu]gbar bis [\d.]+\.?)?\s*$|"
+    r"^verf[üu]gbar bis [\d.]+\.?$",
+    re.IGNORECASE,
+)
+# captions naming who is in the picture: "Pictured from left, are ...", "Murder victims from left: ..."
+_CAPTION = re.compile(
+    r"^pictured\b|^(?:[^.:]{0,60}\b)?(?:from left|left to right|\((?:l-r|l to r|from left)\)|v\. ?l\. ?n\. ?r\.|von links)\s*:",
+    re.IGNORECASE,
+)
+# staff credits at the end: "Reporting by X; Editing by Y", "AP writer X contributed to this report."
+_CONTRIB = re.compile(
+    r"^(?:additional )?(?:reporting|writing|editing|research) by\b.{0,300}$|"
+    r"\bcontributed (?:reporting )?to this (?:report|story|article)\.?$",
+    re.IGNORECASE,
+)
 # template placeholders left in client-rendered bodies: "$$ARTICLEAD$$", "{{ad_slot}}", "%%AD%%"
 _PLACEHOLDER = re.compile(r"^(?:\$\$[\w-]+\$\$|\{\{\s*[\w.-]+\s*\}\}|%%[\w-]+%%|\[\[[\w-]+\]\])$")
 _SOCIAL_EMBED = re.compile(r"^[—–-]\s*.{1,80}\(@\w{1,30}\)\s+\w+ \d{1,2}, \d{4}$")  # tweet signature
@@ -257,6 +276,8 @@ def _is_date_line(body: str) -> bool:
     """True for lines made only of dates, times and words such as "Updated", "Lesezeit"."""
     if not _DIGIT.search(body) or len(body) > 90:
         return False
+    if _CJK_DATE.match(body):
+        return True
     words = _norm_words(body)
     return bool(words) and all(w in _DATE_WORDS or _DATE_NUM.match(w) for w in words)
 
@@ -470,6 +491,18 @@ def clean_text(
             continue
         if _TWEET_PIC.search(body) and len(body) <= 400:
             drop("embed", stripped)
+            continue
+        if len(body) <= 300 and _MEDIA_DURATION.search(body):
+            drop("media", stripped)
+            continue
+        if len(body) <= 300 and _CAPTION.search(body):
+            drop("caption", stripped)
+            continue
+        if idx >= n - 4 and len(body) <= 400 and _CONTRIB.search(body):
+            drop("contributors", stripped)
+            continue
+        if len(words) >= 8 and len(words) % 2 == 0 and words[: len(words) // 2] == words[len(words) // 2:]:
+            drop("teaser_card", stripped)  # "Headline Headline": a card's image title + its heading
             continue
         if _SOCIAL_EMBED.match(body):
             drop("embed_signature", stripped)
