@@ -48,8 +48,13 @@ class PipelineOutputs:
 
 
 def _only_known(cls, values: dict[str, Any]) -> dict[str, Any]:
+    """The options that were given (not None), checked against the config's fields: a
+    misspelt or renamed field is a bug that must fail loudly, not an option silently ignored."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in values.items() if k in names and v is not None}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def fetch_config(o: CopydeskOptions) -> FetchConfig:
@@ -71,8 +76,7 @@ def fetch_config(o: CopydeskOptions) -> FetchConfig:
 def extract_config(o: CopydeskOptions) -> ExtractConfig:
     return ExtractConfig(**_only_known(ExtractConfig, {
         "fast": not o.no_fast_extraction,
-        "workers": o.extract_workers,
-        "timeout": o.extract_timeout,
+        "timeout_s": o.extract_timeout,
     }))
 
 
@@ -198,7 +202,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     else:
         messages, parse_dead = raw | "Parse" >> ParseMessages(o.max_message_bytes)
         pages, fetch_dead = messages | "Fetch" >> FetchPages(fetch_config(o))
-    articles, extract_dead = pages | "Extract" >> ExtractArticles(extract_config(o))
+    articles, extract_dead = pages | "Extract" >> ExtractArticles(extract_config(o), workers=o.extract_workers)
     dcfg = dedup_config(o)
     seed = None
     if o.fingerprint_topic:
