@@ -254,8 +254,8 @@ class PoisonGuard:
         width = 1 if size <= 1 else math.ceil(size / 2)
         self._save({key: Marker(o=mk.o, hi=mk.hi, m=width, c=mk.c)})
         self.window = key
-        log.warning("poison guard: %s: a message in [%d, %d) killed the job %d time(s); reading [%d, %d) alone "
-                    "(other partitions wait)", key, mk.o, mk.hi, mk.c, mk.o, mk.o + width)
+        log.warning("poison guard: %s: suspect range [%d, %d) (%d process death(s) so far); reading [%d, %d) "
+                    "alone (other partitions wait)", key, mk.o, mk.hi, mk.c, mk.o, mk.o + width)
         return replace(rc, start_offsets=tuple(starts.items()),
                        stop_offsets=tuple((k, mk.o + width if k == key else s) for k, s in starts.items()))
 
