@@ -88,7 +88,7 @@ _NOTICE = re.compile(
     r"(?:"
     # English
     r"sign(?:ing)? up (?:for|to) (?:our|the)\b.{0,60}\b(?:newsletters?|emails?|alerts?)|sign up for \w+|"
-    r"subscribe (?:now|today|here|for|to (?:our|the))|already (?:a )?subscriber|subscribers? only|"
+    r"subscribe (?:now|today|here|for|to (?:our|the) (?:[\w-]+ ){0,3}(?:newsletters?|channel|podcast|feed|alerts|e-?mails?|updates|edition|print))|already (?:a )?subscriber|subscribers? only|"
     r"(?:this|the) (?:article|content|story) is (?:only )?(?:available|reserved|for) (?:to |for )?"
     r"(?:subscribers|members)|log ?in to (?:continue|read|comment)|create (?:a|your) free account|"
     r"you(?:['’]ve| have) reached (?:your|the) (?:free )?(?:article )?limit|"
@@ -250,7 +250,8 @@ _CAPTION = re.compile(
 )
 # staff credits at the end: "Reporting by X; Editing by Y", "AP writer X contributed to this report."
 _CONTRIB = re.compile(
-    r"^(?:additional )?(?:reporting|writing|editing|research) by\b.{0,300}$|"
+    r"^(?:additional )?(?:reporting|writing|editing|research) by\b[^;]{2,200};\s*(?:[\w ]{0,30}\bby\b|and\b)|"
+    r"^(?:additional )?(?:reporting|writing|editing|research) by [\w .'’-]{2,60}$|"
     r"\bcontributed (?:reporting )?to this (?:report|story|article)\.?$",
     re.IGNORECASE,
 )
