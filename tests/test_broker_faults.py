@@ -1,0 +1,109 @@
+"""BrokerWatch's decisions (pipelines/broker_faults.py), without a broker: a failed micro-batch
+is run again after a broker fault, a bug is raised as before, the state is logged and
+reported. The real outage is in tests/test_broker_restart.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from copydesk.pipelines.broker_faults import BrokerWatch, is_broker_error, probe
+
+
+class _Prober:
+    def __init__(self, answers: list[str | None]) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def __call__(self, _kwargs) -> str | None:
+        self.calls += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def _wrapped(inner: BaseException) -> Exception:
+    """As Beam raises a DoFn's exception: a new exception with the original as its cause."""
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise RuntimeError("... [while running 'WriteRecords/ParDo(_KafkaWriteFn)']") from exc
+    except RuntimeError as outer:
+        return outer
+
+
+def test_is_broker_error_looks_through_the_chain():
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    assert is_broker_error(_wrapped(KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:1']")))
+    assert is_broker_error(_wrapped(KafkaConnectionError("reset")))
+    assert is_broker_error(_wrapped(ConnectionRefusedError()))
+    assert not is_broker_error(_wrapped(ValueError("a bug")))
+
+
+def test_outage_waits_for_the_broker_then_runs_again(caplog):
+    states: list[tuple[bool, int]] = []
+    prober = _Prober(["refused", "refused", "refused", None])
+    watch = BrokerWatch({"bootstrap_servers": ["127.0.0.1:1"]}, listener=lambda up, n: states.append((up, n)),
+                        min_backoff=0.01, max_backoff=0.02, prober=prober)
+    from kafka.errors import KafkaTimeoutError
+
+    with caplog.at_level(logging.INFO, logger="copydesk.pipelines.broker_faults"):
+        assert watch.run_failed(_wrapped(KafkaTimeoutError("Unable to bootstrap")), threading.Event()) is True
+    assert watch.up and watch.outages == 1 and watch.errors == 2  # the failed run and its probe
+    assert states[0] == (True, 0) and (False, 2) in states and states[-1] == (True, 2)
+    text = caplog.text
+    assert "unreachable" in text and "reachable again after an outage" in text
+    assert "runs again once the broker answers" in text
+
+
+def test_a_bug_is_raised_when_the_broker_answers():
+    watch = BrokerWatch({"bootstrap_servers": ["127.0.0.1:1"]}, prober=_Prober([None]))
+    with pytest.raises(RuntimeError):
+        watch.run_failed(_wrapped(ValueError("a bug")), threading.Event())
+    assert watch.errors == 0 and watch.up
+
+
+def test_kafka_errors_while_the_broker_answers_are_retried_then_raised():
+    from kafka.errors import KafkaTimeoutError
+
+    watch = BrokerWatch({"bootstrap_servers": ["127.0.0.1:1"]}, prober=_Prober([None]), min_backoff=0.0,
+                        max_retries_when_up=2)
+    exc = _wrapped(KafkaTimeoutError("Unable to bootstrap"))
+    assert watch.run_failed(exc, threading.Event()) is True
+    assert watch.run_failed(exc, threading.Event()) is True
+    with pytest.raises(RuntimeError):
+        watch.run_failed(exc, threading.Event())
+    watch.run_ok()  # a good run resets the count
+    assert watch.run_failed(exc, threading.Event()) is True
+
+
+def test_stop_during_the_outage_returns_false():
+    from kafka.errors import KafkaConnectionError
+
+    stop = threading.Event()
+    stop.set()
+    watch = BrokerWatch({"bootstrap_servers": ["127.0.0.1:1"]}, prober=_Prober(["refused"]), min_backoff=0.01)
+    assert watch.run_failed(_wrapped(KafkaConnectionError("refused")), stop) is False
+    assert not watch.up
+
+
+def test_probe_of_a_closed_port_answers_at_once():
+    from copydesk.pipelines.broker import free_port
+
+    reason = probe({"bootstrap_servers": [f"127.0.0.1:{free_port()}"]}, timeout=2.0)
+    assert reason and "refused" in reason.lower()
+
+
+def test_exporter_serves_the_broker_state():
+    from copydesk.pipelines.metrics import Exporter
+
+    exporter = Exporter()
+    exporter.on_broker(False, 3)
+    samples = {s.name: s.value for fam in exporter.collect() for s in fam.samples}
+    assert samples["copydesk_broker_up"] == 0.0
+    assert samples["copydesk_broker_errors_total"] == 3.0
+    exporter.on_broker(True, 3)
+    samples = {s.name: s.value for fam in exporter.collect() for s in fam.samples}
+    assert samples["copydesk_broker_up"] == 1.0
