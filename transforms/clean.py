@@ -150,7 +150,15 @@ _NOTICE_STRONG = re.compile(
     r"reviews and recommendations are unbiased|may earn (?:a|an) (?:small )?(?:affiliate )?commission",
     re.IGNORECASE,
 )
+# cheap prefilter: one of these substrings (of the lower-cased line) is in every _NOTICE_STRONG match
+_NOTICE_STRONG_KEYS = (
+    "newsletter", "abonniere", "kanal", "einverstanden", "an dieser stelle", "ihre meinung", "ihr feedback",
+    "abgerufen am", "la suite est", "tu cuenta", "este dispositivo", "abone", "preferred source", "logout",
+    "log out", "buying through", "unbiased", "commission",
+)
 _NOTICE_MAX_CHARS = 320  # a notice is short; a long paragraph that mentions one is body text
+# a long line is a notice only if one starts within its first 25 characters
+_NOTICE_HEAD = re.compile(rf".{{0,25}}?(?:{_NOTICE.pattern})", re.IGNORECASE)
 
 # --- copyright notices ---------------------------------------------------------------------
 _COPYRIGHT = re.compile(
@@ -451,12 +459,13 @@ def clean_text(
             continue
         # a short line may be a notice anywhere; a longer one only if it starts as one
         # (searching just its head also keeps this big alternation cheap)
-        if len(body) <= _NOTICE_MAX_CHARS and (m := _NOTICE.search(body if len(body) <= 160 else body[:90])) and (
-            len(body) <= 160 or m.start() <= 25
+        if len(body) <= _NOTICE_MAX_CHARS and (
+            _NOTICE.search(body) if len(body) <= 160 else _NOTICE_HEAD.match(body[:90])
         ):
             drop("notice", stripped)
             continue
-        if len(body) <= 400 and _NOTICE_STRONG.search(body):
+        low = body.lower() if len(body) <= 400 else ""
+        if low and any(k in low for k in _NOTICE_STRONG_KEYS) and _NOTICE_STRONG.search(low):
             drop("notice", stripped)
             continue
         if len(body) <= 400 and _COPYRIGHT.search(body):

@@ -45,6 +45,8 @@ _ARIA_LABEL = re.compile(
     re.IGNORECASE,
 )
 _SPLIT = re.compile(r"[^a-z]+")
+# cheap prefilter: a box's class/id contains one of these stems (one C-level search per element)
+_STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok")
 _SKIP_TAGS = {"html", "body", "main", "head"}
 _MAX_SHARE = 0.5  # never prune an element holding this share of the page's paragraph text
 
@@ -126,7 +128,11 @@ def prune_tree(tree: HtmlElement) -> int:
     for el in body.iter():
         if not isinstance(el.tag, str) or el.tag in _SKIP_TAGS:
             continue
-        if _is_box(el):
+        cls, ident = el.get("class"), el.get("id")
+        if (
+            (cls and _STEMS.search(cls.lower())) or (ident and _STEMS.search(ident.lower()))
+            or el.get("role") == "complementary" or el.get("aria-label")
+        ) and _is_box(el):
             doomed.append(el)
     removed = 0
     for el in doomed:
