@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OUTAGE_SECONDS = float(os.environ.get("COPYDESK_OUTAGE_SECONDS", "45"))
 STOP_HOW = os.environ.get("COPYDESK_BROKER_STOP", "term")  # term: SIGTERM (stop()); kill: SIGKILL
+RATE = float(os.environ.get("COPYDESK_OUTAGE_RATE", "4"))  # messages produced per second
 GAP = ("Tansu 0.6 keeps data across a restart only with s3:// storage, which needs an S3 server "
        "(moto[server] from the test extra)")
 
@@ -246,12 +247,12 @@ def test_broker_outage_under_load_pipeline_loses_nothing(s3_broker, site, tmp_pa
     group = f"g-{t['in']}"
     paths = [p for p in (site_root() / "urls.txt").read_text().split() if p]
     values = []
-    for i in range(400):  # more than the test produces; it stops feeding after the outage
+    for i in range(int(RATE * (OUTAGE_SECONDS + 150))):  # more than it produces: it stops 10 s after the restart
         if i % 12 == 5:
             values.append(f"not a url, message {i}".encode())  # a dead letter
         else:
             values.append(site.url(f"{paths[i % len(paths)]}?copy=b{i}").encode())
-    feeder = _Feeder(s3_broker.bootstrap, t["in"], values, interval=0.25, outage=OUTAGE_SECONDS)
+    feeder = _Feeder(s3_broker.bootstrap, t["in"], values, interval=1.0 / RATE, outage=OUTAGE_SECONDS)
     tail = _Tail(s3_broker.bootstrap, [t["out"], t["dead"]], 2)
     metrics_port = free_port()
     cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run",
@@ -363,7 +364,7 @@ def test_broker_outage_under_load_pipeline_loses_nothing(s3_broker, site, tmp_pa
     ends = {p: max([o for q, o in readable if q == p], default=-1) + 1 for p in range(2)}
     went_down = [s for s, up in up_seen if up == 0.0]
     failed_runs = log.count("micro-batch failed")
-    summary = (f"broker outage under load (s3 storage, SIG{STOP_HOW.upper()}): outage {outage:.1f}s; inputs acknowledged {len(acked)} "
+    summary = (f"broker outage under load (s3 storage, SIG{STOP_HOW.upper()}, {RATE:g} msg/s): outage {outage:.1f}s; inputs acknowledged {len(acked)} "
                f"({acked_before} before the stop, {sent_in_outage} sent by the restart, {len(feeder.failed)} sends "
                f"failed), readable after restart {len(readable)}; outputs {len(outputs)} ({n_records} records + "
                f"{n_dead} dead letters), duplicates {duplicates}, offsets with two different outputs {len(conflicting)}, "
