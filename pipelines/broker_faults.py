@@ -217,12 +217,18 @@ class BrokerWatch:
         log.warning("micro-batch failed because broker %s is unreachable (%s): nothing of it was committed past "
                     "what was written; it runs again once the broker answers", self.bootstrap, _short(exc))
         delay = self.min_backoff
-        while not stop.wait(delay):
+        while True:
+            # Back off, but resume as soon as the background probe sees the broker again.
+            until = time.monotonic() + delay
+            while not self.up and time.monotonic() < until:
+                if stop.wait(min(0.25, max(0.0, until - time.monotonic()))):
+                    return False
+            if stop.is_set():
+                return False
             if self.prober(self.kwargs) is None:
                 self._back()
                 return True
             delay = min(self.max_backoff, delay * 2)
-        return False
 
 
 def _tcp_reason(client_kwargs: dict[str, Any], timeout: float = 2.0) -> str | None:
