@@ -4,17 +4,13 @@ trafilatura already drops a long list of boilerplate containers (nav, footer, as
 newsletter, related, ...). What still reaches its output on news pages are a few *kinds*
 of blocks that it cannot tell from body text once they sit inside the article container:
 
-* **appended articles**: infinite-scroll pages carry the next story in a second
-  ``<article>`` with its own ``<h1>``; only the requested one (title match, else the first)
-  is kept;
-* **fact boxes / info boxes** ("Fakta", "Info", "Das Wichtigste in Kürze" boxes) and
-  ``role="complementary"`` regions (ARIA's name for an aside);
+* **fact boxes / info boxes** ("Fakta", "Info", "Das Wichtigste in Kürze" boxes);
 * **author bios** ("about the author" boxes);
-* **embedded social posts** (tweets, Instagram/TikTok/Facebook embeds);
+* **embedded social posts** (tweets, Instagram and TikTok embeds);
 * elements whose ``aria-label`` names them as newsletter, related, recommended or share blocks.
 
-The rules look at generic markup only (tag names, ARIA roles/labels and whole class/id
-*tokens*), never at a site. A candidate is kept when it holds most of the page's paragraph
+The rules look at generic markup only (``aria-label`` and whole class/id *tokens*, so
+"bionic" or "factory" are not "bio"/"fact"), never at a site. A candidate is kept when it holds most of the page's paragraph
 text, so a wrapper that happens to carry such a class cannot take the story with it.
 """
 
@@ -62,45 +58,12 @@ def _is_box(el: HtmlElement) -> bool:
             continue
         if any(_BOX_TOKEN.match(t) for t in _tokens(value)) or _BOX_PAIR.search(value):
             return True
-    if el.get("role") == "complementary":
-        return True
     label = el.get("aria-label")
     return bool(label and len(label) <= 80 and _ARIA_LABEL.search(label))
 
 
 def _para_chars(el: HtmlElement) -> int:
     return sum(len(p.text_content()) for p in el.iter("p"))
-
-
-def _norm(s: str) -> str:
-    return " ".join(_SPLIT.split(s.lower())).strip()
-
-
-def _appended_articles(tree: HtmlElement, title: str | None) -> list[HtmlElement]:
-    """Top-level <article>s with their own <h1> beyond the requested one."""
-    arts = [a for a in tree.iter("article") if a.find(".//h1") is not None]
-    if len(arts) < 2:
-        return []
-    top = [a for a in arts if not any(anc.tag == "article" for anc in a.iterancestors())]
-    if len(top) < 2:
-        return []
-    keep = top[0]
-    if title:
-        want = _norm(title)
-        for a in top:
-            h = _norm(a.find(".//h1").text_content())
-            if h and (h in want or want in h):
-                keep = a
-                break
-    return [a for a in top if a is not keep]
-
-
-def _page_title(tree: HtmlElement) -> str | None:
-    for xp in ('.//meta[@property="og:title"]/@content', ".//title/text()"):
-        found = tree.xpath(xp)
-        if found and str(found[0]).strip():
-            return str(found[0])
-    return None
 
 
 def page_headlines(tree: HtmlElement, limit: int = 3) -> list[str]:
@@ -124,14 +87,14 @@ def prune_tree(tree: HtmlElement) -> int:
     if body is None:
         body = tree
     total = _para_chars(body)
-    doomed: list[HtmlElement] = list(_appended_articles(body, _page_title(tree)))
+    doomed: list[HtmlElement] = []
     for el in body.iter():
         if not isinstance(el.tag, str) or el.tag in _SKIP_TAGS:
             continue
         cls, ident = el.get("class"), el.get("id")
         if (
             (cls and _STEMS.search(cls.lower())) or (ident and _STEMS.search(ident.lower()))
-            or el.get("role") == "complementary" or el.get("aria-label")
+            or el.get("aria-label")
         ) and _is_box(el):
             doomed.append(el)
     removed = 0
