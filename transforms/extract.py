@@ -30,7 +30,7 @@ TEST_HOOKS_ENV = "COPYDESK_EXTRACT_TEST_HOOKS"
 class ExtractConfig:
     """Extraction options. Defaults are the measured best on the fundus pages (docs/extract.md).
 
-    ``fast=True`` skips trafilatura's fallback extractors: ~19% more pages/s (CPU time) but
+    ``fast=True`` skips trafilatura's fallback extractors: ~17% more pages/s (CPU time) but
     recall drops from 0.971 to 0.960 (F1 0.966 -> 0.959) on the fundus pages, so it is off.
     ``favor_precision`` / ``favor_recall`` / ``include_tables=False`` / ``deduplicate`` all
     scored lower. ``prune``: HTML-level pruning of fact boxes, author bios, social embeds and
