@@ -75,7 +75,7 @@ def fetch_config(o: CopydeskOptions) -> FetchConfig:
 
 def extract_config(o: CopydeskOptions) -> ExtractConfig:
     return ExtractConfig(**_only_known(ExtractConfig, {
-        "fast": not o.no_fast_extraction,
+        "fast": o.fast_extraction or None,  # None: ExtractConfig's measured default, as `copydesk extract`
         "timeout_s": o.extract_timeout,
     }))
 
@@ -209,7 +209,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
         # The dedup index survives restarts (and, on the local runner, spans micro-batches):
         # every run first reads the compacted topic of fingerprints the job writes below.
         seed = (p | "ReadFingerprints" >> ReadFromKafkaPartitions(
-                    kc, ReadConfig(topics=(o.fingerprint_topic,), start="earliest", stop_when_idle_seconds=0.5))
+                    kc, ReadConfig(topics=(o.fingerprint_topic,), start="earliest", stop_when_idle_seconds=0.5,
+                                   counter_namespace="copydesk.dedup", counter_prefix="fingerprint"))
                 | "DecodeFingerprints" >> beam.Map(lambda r: orjson.loads(r.value)))
     records, dropped = articles | "Dedup" >> Deduplicate(dcfg, seed=seed)
     if o.fingerprint_topic and not o.copydesk_dry_run:

@@ -79,6 +79,10 @@ class ReadConfig:
     idle_resume_seconds: float = 0.2
     isolation_level: str = "read_committed"
     max_message_bytes: int = 16 * 1024 * 1024
+    # Counters: "<namespace>/<prefix>_records_read" etc. An auxiliary read (the fingerprint
+    # topic) counts under other names, so it is not taken for input (idle detection, metrics).
+    counter_namespace: str = "copydesk.read"
+    counter_prefix: str = "kafka"
 
 
 @dataclass(frozen=True)
@@ -216,9 +220,10 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumers: dict[str, Any] = {}
         self._positions: dict[str, int] = {}
         self._last_data: dict[str, float] = {}
-        self.records_read = Metrics.counter("copydesk.read", "kafka_records_read")
-        self.bytes_read = Metrics.counter("copydesk.read", "kafka_bytes_read")
-        self.idle_polls = Metrics.counter("copydesk.read", "kafka_idle_polls")
+        ns, pre = read.counter_namespace, read.counter_prefix
+        self.records_read = Metrics.counter(ns, f"{pre}_records_read")
+        self.bytes_read = Metrics.counter(ns, f"{pre}_bytes_read")
+        self.idle_polls = Metrics.counter(ns, f"{pre}_idle_polls")
 
     def setup(self) -> None:
         self._consumers = {}
