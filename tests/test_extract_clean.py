@@ -202,3 +202,18 @@ def test_fundus_quality_floor():
     assert F >= F1_FLOOR, (P, R, F)
     assert R >= RECALL_FLOOR, (P, R, F)
     assert P >= PRECISION_FLOOR, (P, R, F)
+
+
+def test_language_comes_from_the_page_when_trafilatura_gives_none():
+    from trafilatura.utils import load_html
+
+    from copydesk.transforms.extract import extract_article, page_language
+
+    body = "<p>" + "The council met on Tuesday and voted on the budget for the coming year. " * 6 + "</p>"
+    assert extract_article(f'<html lang="en-US"><body><article>{body}</article></body></html>').language == "en"
+    assert page_language(load_html(f'<html><head><meta property="og:locale" content="fr_FR"></head>'
+                                   f'<body>{body}</body></html>')) == "fr"
+    assert page_language(load_html(f'<html><head><meta http-equiv="Content-Language" content="de"></head>'
+                                   f'<body>{body}</body></html>')) == "de"
+    assert page_language(load_html(f'<html lang="x"><body>{body}</body></html>')) is None  # not a language tag
+    assert page_language(load_html(f"<html><body>{body}</body></html>")) is None

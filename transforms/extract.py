@@ -7,6 +7,7 @@ pipeline both call it.
 from __future__ import annotations
 
 import os
+import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -108,6 +109,26 @@ def _bare(html, url: str | None, config: ExtractConfig, *, favor_recall: bool | 
     )
 
 
+_LANG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
+
+
+def page_language(tree) -> str | None:
+    """The page's declared language as a lower-case primary subtag ("en-US" -> "en"):
+    ``<html lang>`` / ``xml:lang``, else ``<meta http-equiv=content-language>``, else
+    ``og:locale``. trafilatura fills ``language`` only when asked to filter by language."""
+    if tree is None:
+        return None
+    root = tree.getroottree().getroot() if hasattr(tree, "getroottree") else tree
+    values = [root.get("lang"), root.get("{http://www.w3.org/XML/1998/namespace}lang")]
+    values += root.xpath('//meta[translate(@http-equiv,"CONTENTLAGU","contentlagu")="content-language"]/@content')
+    values += root.xpath('//meta[@property="og:locale"]/@content')
+    for v in values:
+        m = _LANG.match((v or "").strip().split(",")[0].strip())
+        if m:
+            return m.group(1).lower()
+    return None
+
+
 def _split_list(value) -> list[str]:
     if not value:
         return []
@@ -171,6 +192,9 @@ def extract_article(html: str, url: str | None = None, config: ExtractConfig = E
         for code in author_agencies:
             if code not in wire.agencies:
                 wire.agencies.append(code)
+    language = doc.language if doc is not None else None
+    if not language:
+        language = page_language(source if not isinstance(source, str) else load_html(html))
     text, credits = raw, []
     if config.clean:
         cleaned = clean_text(raw, title=title, authors=authors, headlines=headlines)
@@ -181,7 +205,7 @@ def extract_article(html: str, url: str | None = None, config: ExtractConfig = E
         title=title,
         authors=authors,
         published_at=doc.date if doc is not None else None,
-        language=doc.language if doc is not None else None,
+        language=language,
         site_name=site_name,
         description=doc.description if doc is not None else None,
         canonical_url=doc.url if doc is not None and doc.url and doc.url != url else None,
