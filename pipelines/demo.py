@@ -1,7 +1,7 @@
 """``copydesk demo``: the whole path on real parts, on this machine, stopping by itself.
 
 An embedded Kafka-protocol broker (Tansu) unless ``--bootstrap-servers`` is given, a local
-site of sample news pages on 127.0.0.1, their URLs (plus a few bad messages) produced to
+site of sample news pages on 127.0.0.1 (five outlets, each under its own host name), their URLs (plus a few bad messages) produced to
 the input topic, the pipeline run until the topic is drained, and the clean records and a
 summary printed from the output topics.
 """
@@ -16,7 +16,7 @@ import uuid
 import orjson
 
 from copydesk.pipelines.broker import EmbeddedBroker, create_topics
-from copydesk.pipelines.site import SiteServer, site_root
+from copydesk.pipelines.site import OUTLETS, SiteServer, site_root
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +26,18 @@ def demo_messages(site: SiteServer) -> list[bytes]:
     paths = [line.strip() for line in (site_root() / "urls.txt").read_text().splitlines() if line.strip()]
     msgs: list[bytes] = []
     for i, path in enumerate(paths):
-        url = site.url(path)
+        url = site.outlet_url(path)
         if i % 2:  # half as plain strings, half as JSON with metadata
             msgs.append(url.encode())
         else:
             msgs.append(orjson.dumps({"url": url + "?utm_source=demo", "source": "demo-feed",
                                       "discovered_at": "2025-03-12T08:00:00Z"}))
     # A page that arrives already scraped: no fetch.
-    prescraped = site_root().joinpath(paths[0].lstrip("/")).read_text("utf-8").replace("{{BASE}}", site.base_url)
+    prescraped = site_root().joinpath(paths[0].lstrip("/")).read_text("utf-8").replace("{{BASE}}", site.outlet_url("/continental").rstrip("/"))
     msgs.append(orjson.dumps({"url": "https://example.org/archive/prescraped-copy.html", "html": prescraped,
                               "source": "archive"}))
     msgs += [
-        site.url("/no/such/page.html").encode(),  # 404 -> http_4xx
+        site.outlet_url("/morning-ledger/no/such/page.html").encode(),  # 404 -> http_4xx
         b"ftp://files.example.org/story.txt",  # unsupported_scheme
         b"this is not a url",  # bad_url
         b'{"url": "http://127.0.0.1:9/unterminated"',  # malformed JSON
@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     try:
         with SiteServer() as site:
             print(f"copydesk demo: broker {bootstrap}{' (embedded Tansu)' if broker else ''}, "
-                  f"sample site {site.base_url}")
+                  f"sample site {site.base_url} (outlets {', '.join(OUTLETS)} pinned to it)")
             create_topics(bootstrap, list(topics.values()), partitions=2)
             from kafka import KafkaProducer
 
@@ -119,8 +119,9 @@ def main(argv: list[str]) -> int:
                 "--bootstrap-servers", bootstrap, "--input-topic", topics["in"], "--group-id", f"demo-{run_id}",
                 "--output-topic", topics["out"], "--dead-letter-topic", topics["dead"],
                 "--fingerprint-topic", topics["fp"],
-                # The sample site is on 127.0.0.1: allow exactly that, everything else private stays blocked.
-                "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0.05", "--per-host-concurrency", "4",
+                # The sample outlets' host names are pinned to 127.0.0.1 (no DNS); allow exactly that
+                # address, everything else private stays blocked.
+                "--resolve", site.resolve_pins(), "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0.05", "--per-host-concurrency", "4",
             ]
             started = time.monotonic()
             stats = run_job(argv_job, exit_when_idle=True, idle_seconds=1.0)

@@ -70,7 +70,20 @@ def fetch_config(o: CopydeskOptions) -> FetchConfig:
         "respect_robots": not o.ignore_robots,
         "allow_private": o.allow_private or None,
         "allowed_networks": nets or None,
+        "resolve": parse_pins(o.resolve) or None,
     }))
+
+
+def parse_pins(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``"a.test=127.0.0.1,b.test=::1"`` -> ``(("a.test", "127.0.0.1"), ("b.test", "::1"))``."""
+    pins = []
+    for item in (text or "").split(","):
+        if item.strip():
+            host, sep, address = item.strip().partition("=")
+            if not sep:
+                raise ValueError(f"--resolve: {item!r} is not HOST=ADDRESS")
+            pins.append((host.strip().lower(), address.strip()))
+    return tuple(pins)
 
 
 def extract_config(o: CopydeskOptions) -> ExtractConfig:

@@ -39,6 +39,12 @@ def test_demo_prints_clean_records_one_ap_cluster_and_a_summary():
         clusters.add(re.search(r"cluster: (\S+)", block).group(1))
         assert "wire: AP" in block
     assert len(clusters) == 1, clusters
+    # ... carried by three outlets, each its own site (host name), named in the cluster's outlets.
+    outlets = set()
+    for b in blocks:
+        if any(t in b for t in ap_titles):
+            outlets |= set(re.search(r"outlets: (.*)", b).group(1).split(", "))
+    assert {"continental-news.test", "morning-ledger.test", "riverside-gazette.test"} <= outlets, outlets
     assert stories == records - dups and multi >= 1
     # Boilerplate from the templates is gone from the printed text.
     for junk in ("Share this article", "ADVERTISEMENT", "You might also like", "Copyright Tom Brandt/AP"):

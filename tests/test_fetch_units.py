@@ -45,6 +45,40 @@ def test_allowed_networks_open_only_themselves() -> None:
         assert err.value.reason == "blocked_address"
 
 
+
+def test_pinned_host_names_skip_dns_but_not_the_guard() -> None:
+    pinned = AddressGuard(allowed_networks=("127.0.0.1/32",), pins={"outlet.test": "127.0.0.1",
+                                                                   "metadata.test": "169.254.169.254"})
+    assert asyncio.run(pinned.resolve("Outlet.test.", 80)) == ("127.0.0.1",)  # no DNS: .test never resolves
+    with pytest.raises(FetchFailure) as err:  # a pin is no way around the address guard
+        asyncio.run(pinned.resolve("metadata.test", 80))
+    assert err.value.reason == "blocked_address"
+    with pytest.raises(FetchFailure) as err:  # unpinned names still go to DNS
+        asyncio.run(AddressGuard().resolve("outlet.test", 80))
+    assert err.value.reason == "dns"
+
+
+def test_site_serves_each_outlet_under_its_own_host_name() -> None:
+    from copydesk.pipelines.pipeline import parse_pins
+    from copydesk.pipelines.site import SiteServer
+    from copydesk.schemas.records import InputMessage, SourceRef
+    from copydesk.transforms.fetch import FetchConfig, Fetcher
+
+    with SiteServer() as site:
+        url = site.outlet_url("/continental/business/2025/03/12/container-freight-rates-fall-sixth-week.html")
+        assert url.startswith("http://continental-news.test:")
+        cfg = FetchConfig(allowed_networks=("127.0.0.1/32",), resolve=parse_pins(site.resolve_pins()),
+                          per_host_delay=0)
+
+        async def go():
+            async with Fetcher(cfg) as f:
+                return await f.fetch(InputMessage(url=url, ref=SourceRef("t", 0, 0)))
+
+        page = asyncio.run(go())
+    assert page.status == 200 and page.final_url == url
+    assert 'href="http://continental-news.test:' in page.html  # {{BASE}} follows the Host header
+
+
 RU = "Правительство объявило о новых мерах поддержки малого бизнеса в регионах страны. " * 4
 
 

@@ -108,6 +108,9 @@ class FetchConfig:
     batch_size: int = 64  # messages buffered per DoFn before they are fetched concurrently
     dns_cache_ttl: float = 60.0
     verify_tls: bool = True
+    # Host-name pins, like curl's --resolve: (host, address) pairs; a pinned host is not looked
+    # up in DNS, and its address still goes through the guard (allow_private/allowed_networks).
+    resolve: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "read_timeout", "total_timeout"):
@@ -122,6 +125,10 @@ class FetchConfig:
             raise ValueError("backoff_jitter must be in [0, 1]")
         for net in self.allowed_networks:
             ipaddress.ip_network(net, strict=False)  # fail at construction, not on the worker
+        for host, address in self.resolve:
+            if not host or "/" in host or ":" in host:
+                raise ValueError(f"resolve: {host!r} is not a host name")
+            ipaddress.ip_address(address)
 
 
 @dataclass(slots=True, frozen=True)
@@ -243,6 +250,7 @@ class Fetcher:
             allowed_networks=config.allowed_networks,
             resolve_timeout=config.connect_timeout,
             cache_ttl=config.dns_cache_ttl,
+            pins=dict(config.resolve),
         )
         self.backoff = BackoffStats()  # retry waits, Retry-After deferrals, circuits opened
         self.breaker = CircuitBreaker(threshold=config.circuit_failures, cooldown=config.circuit_cooldown,

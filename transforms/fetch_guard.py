@@ -96,6 +96,7 @@ class AddressGuard:
         allowed_networks: Iterable[str] = (),
         resolve_timeout: float = 5.0,
         cache_ttl: float = 60.0,
+        pins: dict[str, str] | None = None,
     ) -> None:
         self.allow_private = allow_private
         self.allowed_networks: tuple[IPNetwork, ...] = tuple(
@@ -103,6 +104,8 @@ class AddressGuard:
         )
         self.resolve_timeout = resolve_timeout
         self.cache_ttl = cache_ttl
+        # host -> address, not looked up (curl's --resolve); the address is still checked
+        self.pins = {h.lower().rstrip("."): a for h, a in (pins or {}).items()}
         self._cache: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
         self._pending: dict[tuple[str, int], asyncio.Future[tuple[str, ...]]] = {}
 
@@ -125,6 +128,11 @@ class AddressGuard:
             self.check_ip(literal, host)
             return (str(literal),)
         key = (host.lower().rstrip("."), port)
+        pinned = self.pins.get(key[0])
+        if pinned is not None:
+            ip = ipaddress.ip_address(pinned)
+            self.check_ip(ip, host)
+            return (str(ip),)
         hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
