@@ -34,6 +34,7 @@ import orjson
 import pytest
 
 from conftest import cli_env
+from test_replay import _committed
 from copydesk.pipelines.site import site_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,16 +91,6 @@ def _read_all(bootstrap: str, topic: str, partitions: int, idle: float = 2.0, ti
     finally:
         c.close()
     return out
-
-
-def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return {p: c.committed(TopicPartition(topic, p)) for p in range(partitions)}
-    finally:
-        c.close(autocommit=False)
 
 
 def test_clean_restart_keeps_data_and_committed_offsets(s3_broker):
