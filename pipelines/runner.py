@@ -110,6 +110,10 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
         _add(stats, _counters(result))
         return stats
 
+    if not o.fingerprint_topic:
+        log.warning("no --fingerprint-topic: on the local runner each micro-batch is a new Beam run, so dedup "
+                    "matches copies only within one micro-batch (and forgets them on restart); give a compacted "
+                    "topic to keep the index across both")
     stop = stop or StopFlag()
     base = ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
                       max_message_bytes=o.max_message_bytes, stop_when_idle_seconds=idle_seconds,
