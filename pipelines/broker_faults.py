@@ -181,6 +181,33 @@ class BrokerWatch:
     def close(self) -> None:
         self._closed.set()
 
+    def wait_until_up(self, stop: threading.Event, timeout: float) -> bool:
+        """Before the job starts: True once the broker answers; False if ``stop`` is set or
+        it has not answered within ``timeout`` seconds. Probes with backoff (``min_backoff``
+        doubling to ``max_backoff``) and logs when it is down, every 30 s, and when it is back,
+        so a job deployed while its broker restarts waits instead of crash-looping."""
+        reason = self.prober(self.kwargs)
+        if reason is None:
+            return True
+        self._down(reason)
+        started = time.monotonic()
+        delay, reported = self.min_backoff, 0
+        while True:
+            left = timeout - (time.monotonic() - started)
+            if left <= 0 or stop.wait(min(delay, left)):
+                return False
+            reason = self.prober(self.kwargs)
+            if reason is None:
+                self._back()
+                return True
+            self._down(reason)
+            waited = time.monotonic() - started
+            if int(waited // 30) > reported:
+                reported = int(waited // 30)
+                log.warning("broker %s still unreachable after %.0fs at start-up (gives up after %.0fs)",
+                            self.bootstrap, waited, timeout)
+            delay = min(self.max_backoff, delay * 2)
+
     # -- the runner's hooks ------------------------------------------------------------------
 
     def run_ok(self) -> None:

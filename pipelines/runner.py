@@ -30,7 +30,7 @@ from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.pipeline import build_pipeline, check_topics, configure_local_runner, pipeline_options, validate
 from copydesk.transforms.kafka_io import ReadConfig
 from copydesk.pipelines.broker_faults import BrokerWatch
-from copydesk.pipelines.pipeline import kafka_config
+from copydesk.pipelines.pipeline import ConfigError, kafka_config
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,27 @@ class StopFlag:
 def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | None = None,
             exit_when_idle: bool = False, idle_seconds: float = 1.0, batch_seconds: float = 10.0,
             batch_records: int = 5000, on_run: Callable[[BatchStats], None] | None = None,
-            on_broker: Callable[[bool, int], None] | None = None) -> BatchStats:
+            on_broker: Callable[[bool, int], None] | None = None,
+            startup_wait_seconds: float = 300.0) -> BatchStats:
     """Run the job described by ``argv`` until it is done (file input, bounded runner) or
     stopped (SIGTERM, ``max_runs``, or ``exit_when_idle`` after a run that read nothing).
 
     On the local runner a micro-batch that fails because the broker went away is run again
     once the broker answers (``broker_faults.BrokerWatch``: logs, backoff, ``on_broker(up,
-    errors)`` for the metrics); nothing of a failed run was committed past what it wrote."""
+    errors)`` for the metrics); nothing of a failed run was committed past what it wrote.
+    A job started while its broker is unreachable waits for it up to ``startup_wait_seconds``
+    (logging), then fails with a clear error."""
     options = pipeline_options(argv)
     o = options.view_as(CopydeskOptions)
     validate(o)
+    stop = stop or StopFlag()
     if o.kafka_bootstrap_servers:
+        waiter = BrokerWatch(kafka_config(o).kwargs(), listener=on_broker)
+        if not waiter.wait_until_up(stop.event, startup_wait_seconds):
+            if stop.event.is_set():
+                return BatchStats()
+            raise ConfigError(f"broker {waiter.bootstrap} did not answer within {startup_wait_seconds:.0f}s "
+                              f"of start-up")
         check_topics(o)
     configure_local_runner(options)
     stats = BatchStats()
@@ -114,7 +124,6 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
         log.warning("no --fingerprint-topic: on the local runner each micro-batch is a new Beam run, so dedup "
                     "matches copies only within one micro-batch (and forgets them on restart); give a compacted "
                     "topic to keep the index across both")
-    stop = stop or StopFlag()
     base = ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
                       max_message_bytes=o.max_message_bytes, stop_when_idle_seconds=idle_seconds,
                       max_records_per_partition=batch_records)

@@ -107,3 +107,70 @@ def test_exporter_serves_the_broker_state():
     exporter.on_broker(True, 3)
     samples = {s.name: s.value for fam in exporter.collect() for s in fam.samples}
     assert samples["copydesk_broker_up"] == 1.0
+
+
+def test_start_up_waits_for_the_broker_then_gives_up_or_stops(caplog):
+    states: list[tuple[bool, int]] = []
+    watch = BrokerWatch({"bootstrap_servers": ["127.0.0.1:1"]}, listener=lambda up, n: states.append((up, n)),
+                        min_backoff=0.01, max_backoff=0.02, prober=_Prober(["refused", "refused", None]))
+    with caplog.at_level(logging.INFO, logger="copydesk.pipelines.broker_faults"):
+        assert watch.wait_until_up(threading.Event(), timeout=5) is True
+    assert watch.up and watch.outages == 1 and states[-1][0] is True
+    assert "unreachable" in caplog.text and "reachable again" in caplog.text
+    never = BrokerWatch({"bootstrap_servers": ["127.0.0.1:1"]}, min_backoff=0.01, max_backoff=0.02,
+                        prober=_Prober(["refused"]))
+    assert never.wait_until_up(threading.Event(), timeout=0.1) is False and not never.up
+    stopped = threading.Event()
+    stopped.set()
+    assert BrokerWatch({"bootstrap_servers": ["127.0.0.1:1"]}, prober=_Prober(["refused"])).wait_until_up(
+        stopped, timeout=60) is False
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_job_started_before_its_broker_waits_for_it(tmp_path):
+    """A real job started against a port where no broker listens yet: it waits, and once a
+    real Tansu comes up there (topics created), it runs and writes the record."""
+    import subprocess
+    import sys
+    import time
+
+    import orjson
+
+    from conftest import cli_env, consume
+    from copydesk.pipelines.broker import EmbeddedBroker, create_topics, free_port
+    from copydesk.pipelines.site import SiteServer
+
+    port = free_port()
+    t = {k: f"late-{port}-{k}" for k in ("in", "out", "dead")}
+    with SiteServer() as site:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers", f"127.0.0.1:{port}",
+             "--input-topic", t["in"], "--group-id", f"g-{port}", "--output-topic", t["out"],
+             "--dead-letter-topic", t["dead"], "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0",
+             "--batch-seconds", "2"],
+            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        broker = None
+        try:
+            time.sleep(4)
+            assert proc.poll() is None, proc.stdout.read()  # still waiting, not crashed
+            broker = EmbeddedBroker(port=port).start()
+            create_topics(broker.bootstrap, list(t.values()), partitions=1)
+            from kafka import KafkaProducer
+
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+            path = "/continental/business/2025/03/12/container-freight-rates-fall-sixth-week.html"
+            producer.send(t["in"], site.url(path).encode()).get(timeout=30)
+            producer.close()
+            out = [orjson.loads(r.value) for r in consume(broker.bootstrap, t["out"], 1, timeout=90)]
+            assert len(out) == 1 and out[0]["url"].startswith(site.base_url)
+        finally:
+            proc.terminate()
+            try:
+                log = proc.communicate(timeout=60)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                log = proc.communicate()[0]
+            if broker is not None:
+                broker.stop()
+    assert "unreachable" in log and "reachable again" in log, log[-3000:]
