@@ -184,6 +184,7 @@ def score(pages: list[tuple[str, str]]) -> tuple[float, float, float]:
 F1_FLOOR = 0.962
 RECALL_FLOOR = 0.965
 PRECISION_FLOOR = 0.955
+WIRE_FLOOR = 0.95  # precision and recall of the agency list (issue 5's aim)
 
 
 def test_fundus_quality_floor():
@@ -202,6 +203,15 @@ def test_fundus_quality_floor():
     assert F >= F1_FLOOR, (P, R, F)
     assert R >= RECALL_FLOOR, (P, R, F)
     assert P >= PRECISION_FLOOR, (P, R, F)
+    # Wire attribution on the same extractions, against the hand labels (benchmarks/bench_wire.py).
+    labels = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "wire_labels.json")
+                        .read_text("utf-8"))["labels"]
+    tp = fp = fn = 0
+    for i, r in zip(ids, res):
+        if i in labels:
+            pred, gold = (set() if isinstance(r, ExtractFailure) else set(r.wire.agencies)), set(labels[i])
+            tp, fp, fn = tp + len(pred & gold), fp + len(pred - gold), fn + len(gold - pred)
+    assert tp / (tp + fp) >= WIRE_FLOOR and tp / (tp + fn) >= WIRE_FLOOR, (tp, fp, fn)
 
 
 def test_language_comes_from_the_page_when_trafilatura_gives_none():

@@ -70,3 +70,26 @@ def test_agency_code():
     assert agency_code("Anadolu Ajansı") == "Anadolu"
     assert agency_code("ap") is None  # "ap" in lower case is not the agency
     assert agency_code("Jane Doe") is None
+
+
+LEAD = "Thousands marched through the capital on Monday in support of the disputed draft law on agents."
+STORY = ("The bill would require organisations that receive more than a fifth of their funding from abroad "
+         "to register as foreign agents, officials said.")
+
+
+def test_byline_after_a_standfirst_is_found_even_when_the_lead_is_also_in_head():
+    html = (f'<html><head><meta name="description" content="{LEAD}"></head><body>'
+            f"<p class=\"summary\">{LEAD}</p>"
+            f'<div class="byline">By&nbsp;<a href="/x">Diana Resnik</a>\n   with&nbsp;<b>AP</b></div>'
+            f"<p>{STORY}</p></body></html>")
+    w = detect_wire(f"{LEAD}\n{STORY}", html=html)
+    assert w.agencies == ["AP"] and w.attribution == "AP"
+
+
+def test_bare_agency_name_under_a_picture_is_a_photo_credit():
+    html = (f"<html><body><p>{LEAD}</p><picture><img src=\"a.jpg\"></picture>"
+            f'<div class="sc-a1">Fans held a banner</div><div class="sc-b2">REUTERS</div>'
+            f"<p>{STORY}</p><p>{STORY} More.</p></body></html>")
+    assert detect_wire(f"{LEAD}\n{STORY}\n{STORY} More.", html=html).agencies == []
+    byline = html.replace('<picture><img src="a.jpg"></picture><div class="sc-a1">Fans held a banner</div>', "")
+    assert detect_wire(f"{LEAD}\n{STORY}\n{STORY} More.", html=byline).agencies == ["Reuters"]

@@ -184,6 +184,7 @@ _HTML_WITH = re.compile(
 _PHOTO_ATTR = re.compile(r"caption|credit|photo|image|img|media|pict|distributor|copyright|figure|gallery|"
                          r"video|foto|bild|logo|nav|menu|footer|avatar|initials|teaser|related", re.IGNORECASE)
 _HTML_MAX_SCAN = 600_000
+_AFTER_IMAGE = re.compile(r"<img\b|</picture>|<figcaption\b", re.IGNORECASE)
 
 
 _ATTR_VALUES = re.compile(r"(?:class|id|itemprop|title|data-[\w-]+)=[\"']([^\"']*)[\"']", re.IGNORECASE)
@@ -195,12 +196,19 @@ def _body_start(html: str, text: str) -> int:
     A byline precedes the story; agency names in elements after that point are teasers
     of other articles, captions or footers.
     """
+    body = max(html.find("<body"), 0)  # the lead also stands in <head> (meta description, JSON-LD)
+    found = []
     for line in text.split("\n"):
         line = line.strip()
         if len(line) >= 60:
-            probe = line[:30]
-            return html.find(probe)
-    return -1
+            at = html.find(line[:30], body)
+            if at >= 0:
+                found.append(at)
+            if len(found) == 3:
+                break
+    # A byline can follow a standfirst/lead paragraph or two ("Tausende sind ..." / byline /
+    # story): scan up to the third long paragraph of the story, not the first.
+    return max(found) if found else -1
 
 
 def _from_html(html: str, text: str = "") -> tuple[list[str], str | None]:
@@ -223,6 +231,9 @@ def _from_html(html: str, text: str = "") -> tuple[list[str], str | None]:
         ctx = " ".join(_ATTR_VALUES.findall(head[max(0, m.start() - 160):m.start()]))
         if _PHOTO_ATTR.search(m.group("attrs") or "") or _PHOTO_ATTR.search(ctx):
             continue  # a credit inside a figure/caption, an avatar, navigation
+        if m.group("txt") == m.group(0)[m.group(0).find(">") + 1:].split("<")[0].strip() and \
+                _AFTER_IMAGE.search(head, max(0, m.start() - 300), m.start()):
+            continue  # a bare agency name just after a picture (class names obfuscated): its credit
         txt = m.group("txt")
         first = txt.split(",")[0].strip()
         if len(first) <= 2:
@@ -239,7 +250,7 @@ def _from_html(html: str, text: str = "") -> tuple[list[str], str | None]:
             for c in codes:
                 if c not in found:
                     found.append(c)
-            attribution = attribution or re.sub(r"\s+", " ", txt)
+            attribution = attribution or re.sub(r"\s+", " ", m.group("txt"))
     return found, attribution
 
 
