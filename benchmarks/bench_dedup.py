@@ -9,7 +9,9 @@ core     ``--records`` (default 1,000,000) records through the pure core (signat
          index with horizon, :class:`DedupIndex`) on a synthetic event-time clock: per-record
          cost and RSS at intervals while the horizon fills and then slides.
 beam     ``--beam-records`` (default 20,000) records through the Beam ``Deduplicate``
-         transform on the FnApiRunner: end-to-end records/s.
+         transform on the FnApiRunner: end-to-end records/s, and the stage alone (minus a
+         pass-through pipeline over the same records). State cache off as in the job
+         (``--state-cache`` to keep Beam's default).
 
 Run: ``.venv/bin/python benchmarks/bench_dedup.py [--records N] [--part core]``.
 """
@@ -222,17 +224,12 @@ def bench_core(args: argparse.Namespace) -> None:
 # --- beam ------------------------------------------------------------------------------------
 
 
-def bench_beam(args: argparse.Namespace) -> None:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+def _beam_records(n: int) -> list:
     from copydesk.schemas.records import ArticleRecord, SourceRef
-    from copydesk.transforms.dedup import Deduplicate
 
     bodies = load_bodies()
     texts = [b for _, _, b in bodies] or [" ".join(f"w{j}" for j in range(i, i + 300)) for i in range(200)]
     rng = random.Random(1)
-    n = args.beam_records
     recs = []
     for i in range(n):
         words = texts[i % len(texts)].split()[:300]
@@ -244,16 +241,48 @@ def bench_beam(args: argparse.Namespace) -> None:
             final_url=f"https://d{i % 97}.example/{i}", source_domain=f"d{i % 97}.example", text=" ".join(words),
             fingerprint="x", content_hash=f"{i:032x}", fetched_at=f"2025-01-01T00:{(i // 60) % 60:02d}:{i % 60:02d}+00:00",
             ref=SourceRef("t", 0, i)))
-    cfg = DedupConfig()
-    t0 = time.perf_counter()
-    counts = {}
+    return recs
+
+
+def _beam_run(recs: list, cfg: DedupConfig | None) -> tuple[float, float, int]:
+    """(wall s, CPU s, -1) of Create -> [Deduplicate] -> Count on the FnApiRunner."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from copydesk.transforms.dedup import Deduplicate
+
+    counts: dict[str, int] = {}  # the Map runs on a pickled copy: not read back
+    t0, c0 = time.perf_counter(), time.process_time()
     with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
                        options=PipelineOptions([])) as p:
-        out, dropped = p | beam.Create(recs, reshuffle=False) | Deduplicate(cfg)
+        pc = p | beam.Create(recs, reshuffle=False)
+        out = (pc | Deduplicate(cfg))[0] if cfg is not None else pc | "Pass" >> beam.Map(lambda r: r)
         _ = out | "c" >> beam.combiners.Count.Globally() | beam.Map(lambda c: counts.__setitem__("out", c))
-    dt = time.perf_counter() - t0
-    print(f"beam: {n:,} records through Deduplicate on FnApiRunner in {dt:.1f} s = {n / dt:,.0f} records/s "
-          f"({cfg.bands + 3} keyed elements per record), peak RSS {peak_rss_mb():.0f} MiB")
+    return time.perf_counter() - t0, time.process_time() - c0, counts.get("out", -1)
+
+
+def bench_beam(args: argparse.Namespace) -> None:
+    """Records through ``Deduplicate`` on the FnApiRunner. By default with the state cache off,
+    as the job runs it (``pipelines.pipeline.configure_local_runner``); ``--state-cache`` keeps
+    Beam's default 100 MB cache (whose per-access object sizing dominates then). The same
+    records through a pass-through pipeline (Create -> Map -> Count) are timed too and
+    subtracted: the rest is the cost of the stage itself."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    if not args.state_cache:
+        worker_handlers.STATE_CACHE_SIZE_MB = 0
+    n = args.beam_records
+    recs = _beam_records(n)
+    cfg = DedupConfig()
+    _beam_run(recs[:50], cfg)  # warm-up: imports, numpy, first pipeline
+    bw, bc, _ = _beam_run(recs, None)
+    dw, dc, _ = _beam_run(recs, cfg)
+    sw, sc = dw - bw, dc - bc
+    print(f"beam: {n:,} records through Deduplicate on FnApiRunner (state cache "
+          f"{'on' if args.state_cache else 'off'}): {dw:.1f} s wall ({dc:.1f} s CPU) = {n / dw:,.0f} records/s; "
+          f"pass-through pipeline {bw:.1f} s ({bc:.1f} s CPU); stage alone {sw:.1f} s = {n / sw:,.0f} records/s, "
+          f"{1000 * sw / n:.2f} ms/record ({1000 * sc / n:.2f} ms CPU); "
+          f"{cfg.bands + 3} keyed elements per record; peak RSS {peak_rss_mb():.0f} MiB")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="synthetic records per second of event time (core)")
     ap.add_argument("--dup-every", type=int, default=4, help="every n-th record is a copy (core)")
     ap.add_argument("--beam-records", type=int, default=20_000)
+    ap.add_argument("--state-cache", action="store_true",
+                    help="beam: keep Beam's state cache (the job turns it off on the FnApiRunner)")
     ap.add_argument("--copies", type=int, default=1, help="copies per positive kind per story (quality)")
     ap.add_argument("--threshold", type=float, default=None)
     args = ap.parse_args(argv)
