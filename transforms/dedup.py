@@ -34,11 +34,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import VarIntCoder
 from apache_beam.typehints import KV
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 
 from copydesk.schemas.records import ArticleRecord
+from copydesk.transforms.dedup_coders import DecideMsg, DecideMsgCoder, EntryCoder, EntryMsg, LookupMsg
 from copydesk.transforms.dedup_core import (
     DEFAULT_AGENCY_DOMAINS,
     Decision,
@@ -154,7 +155,7 @@ def _seed_keys(entry: dict[str, Any], cfg: DedupConfig) -> Iterator[tuple[int, t
 class _Lookup(beam.DoFn):
     """Per shard key: answer a lookup with the visible members, then store the asker."""
 
-    ENTRIES = BagStateSpec("entries", PickleCoder())
+    ENTRIES = BagStateSpec("entries", EntryCoder())
     SEEDED = ReadModifyWriteStateSpec("seeded", VarIntCoder())
 
     def __init__(self, cfg: DedupConfig, has_seeds: bool = False) -> None:
@@ -194,7 +195,7 @@ class _Lookup(beam.DoFn):
 class _Decide(beam.DoFn):
     """Per token: gather the record and its answers, decide, emit, release the state."""
 
-    MSGS = BagStateSpec("msgs", PickleCoder())
+    MSGS = BagStateSpec("msgs", DecideMsgCoder())
     COUNT = ReadModifyWriteStateSpec("count", VarIntCoder())
 
     def __init__(self, cfg: DedupConfig) -> None:
@@ -264,15 +265,19 @@ class Deduplicate(beam.PTransform):
     def expand(self, pcoll: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cfg = self.config
         prepared = pcoll | "Prepare" >> beam.ParDo(_Prepare(cfg)).with_outputs("lookups", main="records")
+        # typed keys and compact value coders (copydesk.transforms.dedup_coders) instead of
+        # FastPrimitivesCoder/PickleCoder on every keyed element
+        prepared.records.element_type = KV[str, DecideMsg]
+        prepared.lookups.element_type = KV[int, LookupMsg]
         seed = self.seed if self.seed is not None else (pcoll.pipeline | "NoSeeds" >> beam.Create([]))
-        seed_kvs = seed | "SeedKeys" >> beam.FlatMap(_seed_keys, cfg)
+        seed_kvs = seed | "SeedKeys" >> beam.FlatMap(_seed_keys, cfg).with_output_types(KV[int, EntryMsg])
         answers = prepared.lookups | "Lookup" >> beam.ParDo(
             _Lookup(cfg, self.seed is not None), beam.pvalue.AsMultiMap(seed_kvs)
-        ).with_input_types(KV[int, Any], Any)
+        ).with_input_types(KV[int, LookupMsg], Any).with_output_types(KV[str, DecideMsg])
         decided = (
             (prepared.records, answers)
-            | "Gather" >> beam.Flatten()
-            | "Decide" >> beam.ParDo(_Decide(cfg)).with_input_types(KV[str, Any]).with_outputs(DROPPED, main="records")
+            | "Gather" >> beam.Flatten().with_output_types(KV[str, DecideMsg])
+            | "Decide" >> beam.ParDo(_Decide(cfg)).with_input_types(KV[str, DecideMsg]).with_outputs(DROPPED, main="records")
         )
         return decided.records, decided[DROPPED]
 

@@ -1,0 +1,143 @@
+"""The compact coders of the dedup stage (``copydesk.transforms.dedup_coders``): round trips,
+determinism, and that Beam picks them (typed keys, no pickle) for the stage's PCollections."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.coders import StrUtf8Coder, VarIntCoder, registry as coder_registry
+from apache_beam.typehints import KV
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dedup_helpers import rec, story  # noqa: E402
+
+from copydesk.transforms.dedup import member_for  # noqa: E402
+from copydesk.transforms.dedup_coders import (  # noqa: E402
+    DecideMsg,
+    DecideMsgCoder,
+    EntryCoder,
+    EntryMsg,
+    LookupCoder,
+    LookupMsg,
+    MemberCoder,
+    decode_member,
+    encode_member,
+)
+from copydesk.transforms.dedup_core import DedupConfig, Member, member_from_entry  # noqa: E402
+
+
+def members() -> list[Member]:
+    cfg = DedupConfig()
+    r = rec("a", "apnews.com", story(1), 0, 0)
+    live = member_for(r, cfg)
+    seed = member_from_entry({"id": "s1", "cluster_id": "c9", "canonical": "k7", "fp": "mh1:", "domain": "x.example",
+                              "ts": 1_700_000_000.25, "agency": False, "content_hash": ""})
+    return [
+        live,
+        live._replace(sig=b"", content_hash="", domain="", agency=False),
+        seed,
+        seed._replace(cluster_id="", canonical=""),  # empty strings are not None
+        Member(token="tök:ü:1", id="https://ex.example/ünï/ç", stamp=-5, ts=-1.5, sig=bytes(range(256)),
+               domain="例え.jp", agency=True, content_hash="h" * 64),
+        seed._replace(stamp=10**25),  # a seed with a far-future event time: stamp beyond 64 bits
+        seed._replace(stamp=-(10**25)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(7))
+def test_member_round_trip_exact(i: int) -> None:
+    m = members()[i]
+    got = MemberCoder().decode(MemberCoder().encode(m))
+    assert got == m
+    assert [type(x) for x in got] == [type(x) for x in m]
+
+
+def test_member_encoding_is_deterministic_and_compact() -> None:
+    m = members()[0]
+    rebuilt = Member(*[pickle.loads(pickle.dumps(x)) for x in m])  # equal value, distinct objects
+    assert encode_member(m) == encode_member(rebuilt)
+    assert encode_member(m) != encode_member(m._replace(stamp=m.stamp + 1))
+    assert encode_member(m) != encode_member(m._replace(agency=not m.agency))
+    assert encode_member(m._replace(cluster_id=None)) != encode_member(m._replace(cluster_id=""))
+    assert len(encode_member(m)) < len(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL))
+    assert all(c.is_deterministic() for c in (MemberCoder(), EntryCoder(), LookupCoder()))
+    assert not DecideMsgCoder().is_deterministic()  # the record inside is pickled
+
+
+def test_entry_and_lookup_round_trip_full_64_bit_values() -> None:
+    ms = members()
+    for m in ms:
+        for v in (0, 1, 2**63, 2**64 - 1):
+            assert EntryCoder().decode(EntryCoder().encode((v, m))) == (v, m)
+            assert LookupCoder().decode(LookupCoder().encode((33, v, 34, m))) == (33, v, 34, m)
+    with pytest.raises(Exception):
+        EntryCoder().encode((2**64, ms[0]))  # out of range is an error, never truncated
+
+
+def test_decide_messages_round_trip() -> None:
+    r = rec("a", "apnews.com", story(1), 0, 0)
+    ms = members()
+    c = DecideMsgCoder()
+    for m in ms:  # a record message, whatever the member (incl. a stamp beyond 64 bits)
+        tag, n, rr, mm = c.decode(c.encode((0, 34, r, m)))
+        assert (tag, n, rr, mm) == (0, 34, r, m)
+    for vis in ([], ms[:1], ms):
+        assert c.decode(c.encode((1, 34, 7, vis))) == (1, 34, 7, list(vis))
+    # nested (as in a bag or a KV), several in one stream
+    impl = c.get_impl()
+    from apache_beam.coders.coder_impl import create_InputStream, create_OutputStream
+    out = create_OutputStream()
+    msgs = [(1, 34, 3, ms), (0, 34, r, ms[0]), (1, 34, 0, [])]
+    for x in msgs:
+        impl.encode_to_stream(x, out, True)
+    inp = create_InputStream(out.get())
+    assert [impl.decode_from_stream(inp, True) for _ in msgs] == msgs
+
+
+def test_registry_gives_typed_keys_and_compact_values() -> None:
+    reg = coder_registry
+    lk = reg.get_coder(KV[int, LookupMsg])
+    assert lk.is_kv_coder() and lk.key_coder() == VarIntCoder() and lk.value_coder() == LookupCoder()
+    assert lk.is_deterministic()
+    dk = reg.get_coder(KV[str, DecideMsg])
+    assert dk.key_coder() == StrUtf8Coder() and dk.value_coder() == DecideMsgCoder()
+    assert reg.get_coder(KV[int, EntryMsg]).value_coder() == EntryCoder()
+
+
+def test_stage_pcollections_use_the_coders() -> None:
+    from copydesk.transforms.dedup import Deduplicate
+
+    p = beam.Pipeline()
+    out, _ = p | beam.Create([rec("a", "apnews.com", story(1), 0, 0)]) | Deduplicate(DedupConfig())
+    proto = p.to_runner_api()
+    coders = proto.components.coders
+    key_urns = set()
+    for pc in proto.components.pcollections.values():
+        c = coders[pc.coder_id]
+        if c.spec.urn == "beam:coder:windowed_value:v1":
+            c = coders[c.component_coder_ids[0]]
+        if c.spec.urn == "beam:coder:kv:v1" and ("Lookup" in pc.unique_name or "Prepare" in pc.unique_name
+                                                 or "Gather" in pc.unique_name):
+            key_urns.add(coders[c.component_coder_ids[0]].spec.urn)
+    assert key_urns == {"beam:coder:varint:v1", "beam:coder:string_utf8:v1"}
+    # the state specs' coders
+    from copydesk.transforms.dedup import _Decide, _Lookup
+
+    assert _Lookup.ENTRIES.coder == EntryCoder() and _Decide.MSGS.coder == DecideMsgCoder()
+
+
+def test_decode_member_rejects_truncated_input() -> None:
+    m = members()[0]
+    b = encode_member(m)
+    with pytest.raises(Exception):
+        decode_member(b[:10])
+    try:  # a truncated body never decodes to the same member silently
+        got = decode_member(b[:-5])
+    except Exception:
+        return
+    assert got != m
