@@ -27,6 +27,7 @@ from copydesk.transforms.dedup_coders import (  # noqa: E402
     MemberCoder,
     decode_member,
     encode_member,
+    member_ts_token,
 )
 from copydesk.transforms.dedup_core import DedupConfig, Member, member_from_entry  # noqa: E402
 
@@ -69,30 +70,42 @@ def test_member_encoding_is_deterministic_and_compact() -> None:
     assert not DecideMsgCoder().is_deterministic()  # the record inside is pickled
 
 
+def test_member_ts_token_reads_the_header_only() -> None:
+    for m in members():
+        assert member_ts_token(encode_member(m)) == (m.ts, m.token)
+
+
 def test_entry_and_lookup_round_trip_full_64_bit_values() -> None:
     ms = members()
     for m in ms:
+        blob = encode_member(m)
         for v in (0, 1, 2**63, 2**64 - 1):
-            assert EntryCoder().decode(EntryCoder().encode((v, m))) == (v, m)
-            assert LookupCoder().decode(LookupCoder().encode((33, v, 34, m))) == (33, v, 34, m)
+            got = EntryCoder().decode(EntryCoder().encode((v, m.ts, blob)))
+            assert got == (v, m.ts, blob) and decode_member(got[2]) == m
+            got = LookupCoder().decode(LookupCoder().encode((33, v, 34, blob)))
+            assert got == (33, v, 34, blob) and decode_member(got[3]) == m
     with pytest.raises(Exception):
-        EntryCoder().encode((2**64, ms[0]))  # out of range is an error, never truncated
+        EntryCoder().encode((2**64, 0.0, encode_member(ms[0])))  # out of range is an error, never truncated
+    with pytest.raises(TypeError):
+        LookupCoder().encode((1, 2, 3, ms[0]))  # a decoded member is a bug: members travel encoded
 
 
 def test_decide_messages_round_trip() -> None:
     r = rec("a", "apnews.com", story(1), 0, 0)
     ms = members()
+    blobs = [encode_member(m) for m in ms]
     c = DecideMsgCoder()
     for m in ms:  # a record message, whatever the member (incl. a stamp beyond 64 bits)
         tag, n, rr, mm = c.decode(c.encode((0, 34, r, m)))
         assert (tag, n, rr, mm) == (0, 34, r, m)
-    for vis in ([], ms[:1], ms):
-        assert c.decode(c.encode((1, 34, 7, vis))) == (1, 34, 7, list(vis))
+    for vis in ([], blobs[:1], blobs):
+        got = c.decode(c.encode((1, 34, 7, vis)))
+        assert got == (1, 34, 7, list(vis)) and [decode_member(b) for b in got[3]] == ms[:len(vis)]
     # nested (as in a bag or a KV), several in one stream
     impl = c.get_impl()
     from apache_beam.coders.coder_impl import create_InputStream, create_OutputStream
     out = create_OutputStream()
-    msgs = [(1, 34, 3, ms), (0, 34, r, ms[0]), (1, 34, 0, [])]
+    msgs = [(1, 34, 3, blobs), (0, 34, r, ms[0]), (1, 34, 0, [])]
     for x in msgs:
         impl.encode_to_stream(x, out, True)
     inp = create_InputStream(out.get())

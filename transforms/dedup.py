@@ -39,7 +39,16 @@ from apache_beam.typehints import KV
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 
 from copydesk.schemas.records import ArticleRecord
-from copydesk.transforms.dedup_coders import DecideMsg, DecideMsgCoder, EntryCoder, EntryMsg, LookupMsg
+from copydesk.transforms.dedup_coders import (
+    DecideMsg,
+    DecideMsgCoder,
+    EntryCoder,
+    EntryMsg,
+    LookupMsg,
+    decode_member,
+    encode_member,
+    member_ts_token,
+)
 from copydesk.transforms.dedup_core import (
     DEFAULT_AGENCY_DOMAINS,
     Decision,
@@ -53,7 +62,6 @@ from copydesk.transforms.dedup_core import (
     key_values,
     member_from_entry,
     shard_key,
-    visible_for,
 )
 from copydesk.transforms.minhash import EMPTY_SIGNATURE, encode_signature, minhasher, shingle_hashes, tokens
 from copydesk.transforms.stage_metrics import DedupMetrics
@@ -139,21 +147,27 @@ class _Prepare(beam.DoFn):
         except (AttributeError, OverflowError, TypeError):
             ets = None
         m = member_for(record, self.cfg, element_ts=ets)
+        blob = encode_member(m)  # encoded once for all its lookups, entries and answers
         kv = key_values(m, self.cfg)
         n = len(kv)
         yield (m.token, (_REC, n, record, m))
         for idx, value in kv:
-            yield beam.pvalue.TaggedOutput("lookups", (shard_key(idx, value, self.cfg.shard_bits), (idx, value, n, m)))
+            yield beam.pvalue.TaggedOutput("lookups", (shard_key(idx, value, self.cfg.shard_bits), (idx, value, n, blob)))
 
 
-def _seed_keys(entry: dict[str, Any], cfg: DedupConfig) -> Iterator[tuple[int, tuple[int, Member]]]:
+def _seed_keys(entry: dict[str, Any], cfg: DedupConfig) -> Iterator[tuple[int, tuple[int, float, bytes]]]:
     m = member_from_entry(entry)
+    blob = encode_member(m)
     for idx, value in key_values(m, cfg):
-        yield (shard_key(idx, value, cfg.shard_bits), (value, m))
+        yield (shard_key(idx, value, cfg.shard_bits), (value, m.ts, blob))
 
 
 class _Lookup(beam.DoFn):
-    """Per shard key: answer a lookup with the visible members, then store the asker."""
+    """Per shard key: answer a lookup with the visible members, then store the asker.
+
+    Bag entries are ``(value, ts, encoded member)``; members stay encoded here (what
+    :func:`~copydesk.transforms.dedup_core.visible_for` selects is computed from ``value``,
+    ``ts`` and the token alone) and ``Decide`` decodes the few that are visible."""
 
     ENTRIES = BagStateSpec("entries", EntryCoder())
     SEEDED = ReadModifyWriteStateSpec("seeded", VarIntCoder())
@@ -164,24 +178,27 @@ class _Lookup(beam.DoFn):
 
     def process(
         self,
-        element: tuple[int, tuple[int, int, int, Member]],
-        seeds: dict[int, list[tuple[int, Member]]],
+        element: tuple[int, tuple[int, int, int, bytes]],
+        seeds: dict[int, list[tuple[int, float, bytes]]],
         entries=beam.DoFn.StateParam(ENTRIES),
         seeded=beam.DoFn.StateParam(SEEDED),
-    ) -> Iterator[tuple[str, tuple[int, int, int, list[Member]]]]:
-        key, (idx, value, n, m) = element
+    ) -> Iterator[tuple[str, tuple[int, int, int, list[bytes]]]]:
+        key, (idx, value, n, blob) = element
+        ts, token = member_ts_token(blob)
         current = list(entries.read())
-        added: list[tuple[int, Member]] = []
+        added: list[tuple[int, float, bytes]] = []
         if self.has_seeds and not seeded.read():
             added = list(seeds[key])
             seeded.write(1)
-        newest = max([m.ts] + [e[1].ts for e in current] + [e[1].ts for e in added])
+        newest = max([ts] + [e[1] for e in current] + [e[1] for e in added])
         lo = newest - self.cfg.horizon_seconds
-        live = [e for e in current if e[1].ts >= lo]
+        live = [e for e in current if e[1] >= lo]
         pruned = len(live) != len(current)
-        live.extend(e for e in added if e[1].ts >= lo)
-        visible = visible_for(m, live, value, self.cfg.horizon_seconds)
-        yield (m.token, (_ANS, n, idx, visible))
+        live.extend(e for e in added if e[1] >= lo)
+        # = visible_for(member, live, value, horizon): same value, within the horizon, not itself
+        lo_r = ts - self.cfg.horizon_seconds
+        visible = [b for v, t, b in live if v == value and t >= lo_r and member_ts_token(b)[1] != token]
+        yield (token, (_ANS, n, idx, visible))
         if pruned:
             entries.clear()
             for e in live:
@@ -189,7 +206,7 @@ class _Lookup(beam.DoFn):
         else:
             for e in live[len(current):]:
                 entries.add(e)
-        entries.add((value, m))
+        entries.add((value, ts, blob))
 
 
 class _Decide(beam.DoFn):
@@ -215,11 +232,13 @@ class _Decide(beam.DoFn):
         n = msg[1]
         c = (count.read() or 0) + 1
         if c < n + 1:  # n answers + the record
-            msgs.add(msg)
+            if msg[0] == _REC or msg[3]:  # an empty answer is only counted (missing = empty in decide)
+                msgs.add(msg)
             count.write(c)
             return
         got = list(msgs.read()) + [msg]
-        msgs.clear()
+        if len(got) > 1:
+            msgs.clear()
         count.clear()
         record: ArticleRecord | None = None
         member: Member | None = None
@@ -227,8 +246,8 @@ class _Decide(beam.DoFn):
         for g in got:
             if g[0] == _REC:
                 record, member = g[2], g[3]
-            else:
-                visible[g[2]] = g[3]
+            elif g[3]:
+                visible[g[2]] = [decode_member(b) for b in g[3]]
         assert record is not None and member is not None
         d = decide(member, visible, self.cfg)
         out = annotate(record, member, d)

@@ -13,13 +13,18 @@ the raw fields (signature as raw bytes, strings as UTF-8):
     ``agency``, bit 1 ``cluster_id`` present, bit 2 ``canonical`` present, bit 3 the stamp does
     not fit in 64 bits (it then follows as decimal text, and the ``q`` field is 0).
 ``EntryCoder``
-    a ``Lookup`` bag entry ``(value, member)``: ``<Q`` value + the member.
+    a ``Lookup`` bag entry ``(value, ts, encoded member)``: ``<Q d`` + the member's bytes.
 ``LookupCoder``
-    a lookup ``(key index, value, n, member)``: ``<I Q I`` + the member.
+    a lookup ``(key index, value, n, encoded member)``: ``<I Q I`` + the member's bytes.
 ``DecideMsgCoder``
     what ``Decide`` receives and keeps in its bag: the record message
-    ``(0, n, record, member)`` (``<B I I`` + member length + member + the record pickled) or
-    an answer ``(1, n, key index, [member, ...])`` (``<B I I I`` + length-prefixed members).
+    ``(0, n, record, member)`` (``<B I I I`` with the member's length, the member, the record
+    pickled) or an answer ``(1, n, key index, [encoded member, ...])`` (``<B I I I`` +
+    length-prefixed members).
+
+A member is encoded once, in ``Prepare``, and travels as bytes through its lookups, the bag
+entries and the answers; ``Lookup`` reads only ``value``, ``ts`` and the token
+(:func:`member_ts_token`), and ``Decide`` decodes only the members that were visible.
 
 All but ``DecideMsgCoder`` are deterministic (fixed layout, no dict or pickle); the record in
 a record message is pickled, as ``PickleCoder`` did, and is never part of a key.
@@ -49,10 +54,12 @@ __all__ = [
     "MemberCoder",
     "decode_member",
     "encode_member",
+    "member_ts_token",
 ]
 
 _HDR = struct.Struct("<BqdIIIIIII")
-_ENTRY = struct.Struct("<Q")
+_ENTRY = struct.Struct("<Qd")
+_HDR_HEAD = struct.Struct("<BqdI")
 _LOOKUP = struct.Struct("<IQI")
 _REC = struct.Struct("<BIII")  # tag, n, member length, (record follows the member)
 _ANS = struct.Struct("<BIII")  # tag, n, key index, member count
@@ -119,30 +126,46 @@ class MemberCoder(_Base):
         return decode_member(encoded)
 
 
+def member_ts_token(blob: bytes) -> tuple[float, str]:
+    """Event time and token of an encoded member, without decoding the rest."""
+    _flags, _stamp, ts, lt = _HDR_HEAD.unpack_from(blob)
+    return ts, str(memoryview(blob)[_HDR.size:_HDR.size + lt], "utf-8")
+
+
+def _pack_blob(b: bytes) -> bytes:
+    if not isinstance(b, bytes):
+        raise TypeError(f"expected an encoded member (bytes), got {type(b).__name__}")
+    return b
+
+
 class EntryCoder(_Base):
-    """A ``Lookup`` bag entry ``(value, member)``."""
+    """A ``Lookup`` bag entry ``(value, ts, encoded member)``: ``<Q d`` + the member's bytes.
+    The member stays encoded in the bag: only the entries under the asked value are decoded
+    (in ``Decide``), the rest are filtered on ``value`` and ``ts``."""
 
-    def encode(self, value: tuple[int, Member]) -> bytes:
-        return _ENTRY.pack(value[0]) + encode_member(value[1])
+    def encode(self, value: tuple[int, float, bytes]) -> bytes:
+        return _ENTRY.pack(value[0], value[1]) + _pack_blob(value[2])
 
-    def decode(self, encoded: bytes) -> tuple[int, Member]:
-        return (_ENTRY.unpack_from(encoded)[0], decode_member(encoded, _ENTRY.size))
+    def decode(self, encoded: bytes) -> tuple[int, float, bytes]:
+        v, ts = _ENTRY.unpack_from(encoded)
+        return (v, ts, encoded[_ENTRY.size:])
 
 
 class LookupCoder(_Base):
-    """A lookup ``(key index, value, n, member)``."""
+    """A lookup ``(key index, value, n, encoded member)``: ``<I Q I`` + the member's bytes
+    (``Prepare`` encodes the member once for all its lookups)."""
 
-    def encode(self, value: tuple[int, int, int, Member]) -> bytes:
-        idx, v, n, m = value
-        return _LOOKUP.pack(idx, v, n) + encode_member(m)
+    def encode(self, value: tuple[int, int, int, bytes]) -> bytes:
+        idx, v, n, blob = value
+        return _LOOKUP.pack(idx, v, n) + _pack_blob(blob)
 
-    def decode(self, encoded: bytes) -> tuple[int, int, int, Member]:
+    def decode(self, encoded: bytes) -> tuple[int, int, int, bytes]:
         idx, v, n = _LOOKUP.unpack_from(encoded)
-        return (idx, v, n, decode_member(encoded, _LOOKUP.size))
+        return (idx, v, n, encoded[_LOOKUP.size:])
 
 
 class DecideMsgCoder(_Base):
-    """A ``Decide`` message: ``(0, n, record, member)`` or ``(1, n, key index, [members])``."""
+    """A ``Decide`` message: ``(0, n, record, member)`` or ``(1, n, key index, [encoded members])``."""
 
     def is_deterministic(self) -> bool:
         return False  # the record is pickled
@@ -153,10 +176,9 @@ class DecideMsgCoder(_Base):
             mb = encode_member(b)
             return b"".join((_REC.pack(0, n, len(mb), 0), mb, pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)))
         parts = [_ANS.pack(1, n, a, len(b))]
-        for m in b:
-            mb = encode_member(m)
+        for mb in b:
             parts.append(_LEN.pack(len(mb)))
-            parts.append(mb)
+            parts.append(_pack_blob(mb))
         return b"".join(parts)
 
     def decode(self, encoded: bytes) -> tuple[Any, ...]:
@@ -172,7 +194,7 @@ class DecideMsgCoder(_Base):
         for _ in range(count):
             (lm,) = _LEN.unpack_from(encoded, p)
             p += _LEN.size
-            ms.append(decode_member(encoded, p, p + lm))
+            ms.append(encoded[p:p + lm])
             p += lm
         return (1, n, idx, ms)
 
