@@ -244,7 +244,22 @@ def _beam_records(n: int) -> list:
     return recs
 
 
-def _beam_run(recs: list, cfg: DedupConfig | None) -> tuple[float, float, int]:
+def _beam_seeds(n: int, cfg: DedupConfig) -> list[dict]:
+    """``n`` fingerprint entries (other ids, same bodies as the first records, an hour earlier)."""
+    import dataclasses as dc
+
+    from copydesk.transforms.dedup import fingerprint_entry, signature_for
+    from copydesk.transforms.minhash import encode_signature
+
+    out = []
+    for i, r in enumerate(_beam_records(n)):
+        s = dc.replace(r, id=f"seed{i:028x}", content_hash=f"seed{i:028x}", fingerprint=encode_signature(
+            signature_for(r.text, cfg)), fetched_at=r.fetched_at.replace("2025-01-01T00", "2024-12-31T23"))
+        out.append(fingerprint_entry(s, cfg))
+    return out
+
+
+def _beam_run(recs: list, cfg: DedupConfig | None, seeds: list[dict] | None = None) -> tuple[float, float, int]:
     """(wall s, CPU s, -1) of Create -> [Deduplicate] -> Count on the FnApiRunner."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -256,7 +271,8 @@ def _beam_run(recs: list, cfg: DedupConfig | None) -> tuple[float, float, int]:
     with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
                        options=PipelineOptions([])) as p:
         pc = p | beam.Create(recs, reshuffle=False)
-        out = (pc | Deduplicate(cfg))[0] if cfg is not None else pc | "Pass" >> beam.Map(lambda r: r)
+        seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
+        out = (pc | Deduplicate(cfg, seed=seed))[0] if cfg is not None else pc | "Pass" >> beam.Map(lambda r: r)
         _ = out | "c" >> beam.combiners.Count.Globally() | beam.Map(lambda c: counts.__setitem__("out", c))
     return time.perf_counter() - t0, time.process_time() - c0, counts.get("out", -1)
 
@@ -274,12 +290,13 @@ def bench_beam(args: argparse.Namespace) -> None:
     n = args.beam_records
     recs = _beam_records(n)
     cfg = DedupConfig()
-    _beam_run(recs[:50], cfg)  # warm-up: imports, numpy, first pipeline
+    seeds = _beam_seeds(args.beam_seeds, cfg) if args.beam_seeds >= 0 else None
+    _beam_run(recs[:50], cfg, seeds)  # warm-up: imports, numpy, first pipeline
     bw, bc, _ = _beam_run(recs, None)
-    dw, dc, _ = _beam_run(recs, cfg)
+    dw, dc, _ = _beam_run(recs, cfg, seeds)
     sw, sc = dw - bw, dc - bc
     print(f"beam: {n:,} records through Deduplicate on FnApiRunner (state cache "
-          f"{'on' if args.state_cache else 'off'}): {dw:.1f} s wall ({dc:.1f} s CPU) = {n / dw:,.0f} records/s; "
+          f"{'on' if args.state_cache else 'off'}, {'no seed input' if seeds is None else f'{len(seeds):,} seeds'}): {dw:.1f} s wall ({dc:.1f} s CPU) = {n / dw:,.0f} records/s; "
           f"pass-through pipeline {bw:.1f} s ({bc:.1f} s CPU); stage alone {sw:.1f} s = {n / sw:,.0f} records/s, "
           f"{1000 * sw / n:.2f} ms/record ({1000 * sc / n:.2f} ms CPU); "
           f"{cfg.bands + 3} keyed elements per record; peak RSS {peak_rss_mb():.0f} MiB")
@@ -295,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beam-records", type=int, default=20_000)
     ap.add_argument("--state-cache", action="store_true",
                     help="beam: keep Beam's state cache (the job turns it off on the FnApiRunner)")
+    ap.add_argument("--beam-seeds", type=int, default=-1,
+                    help="beam: pass N fingerprint entries as seed= (0: an empty seed input, as the job with "
+                         "an empty --fingerprint-topic; default: no seed input)")
     ap.add_argument("--copies", type=int, default=1, help="copies per positive kind per story (quality)")
     ap.add_argument("--threshold", type=float, default=None)
     args = ap.parse_args(argv)

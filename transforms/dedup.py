@@ -167,38 +167,37 @@ class _Lookup(beam.DoFn):
 
     Bag entries are ``(value, ts, encoded member)``; members stay encoded here (what
     :func:`~copydesk.transforms.dedup_core.visible_for` selects is computed from ``value``,
-    ``ts`` and the token alone) and ``Decide`` decodes the few that are visible."""
+    ``ts`` and the token alone) and ``Decide`` decodes the few that are visible. Without
+    seeds the stage uses this DoFn (no side input, no ``seeded`` state: Beam's per-element
+    side-input and state-parameter plumbing is a large part of the cost on the local
+    runner); with seeds, :class:`_SeededLookup`."""
 
     ENTRIES = BagStateSpec("entries", EntryCoder())
-    SEEDED = ReadModifyWriteStateSpec("seeded", VarIntCoder())
 
-    def __init__(self, cfg: DedupConfig, has_seeds: bool = False) -> None:
+    def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
-        self.has_seeds = has_seeds
 
-    def process(
-        self,
-        element: tuple[int, tuple[int, int, int, bytes]],
-        seeds: dict[int, list[tuple[int, float, bytes]]],
-        entries=beam.DoFn.StateParam(ENTRIES),
-        seeded=beam.DoFn.StateParam(SEEDED),
-    ) -> Iterator[tuple[str, tuple[int, int, int, list[bytes]]]]:
-        key, (idx, value, n, blob) = element
+    def _answer(self, element: tuple[int, tuple[int, int, int, bytes]], entries: Any,
+                added: list[tuple[int, float, bytes]]) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
+        _key, (idx, value, n, blob) = element
         ts, token = member_ts_token(blob)
         current = list(entries.read())
-        added: list[tuple[int, float, bytes]] = []
-        if self.has_seeds and not seeded.read():
-            added = list(seeds[key])
-            seeded.write(1)
-        newest = max([ts] + [e[1] for e in current] + [e[1] for e in added])
-        lo = newest - self.cfg.horizon_seconds
+        horizon = self.cfg.horizon_seconds
+        newest = ts
+        for e in current:
+            if e[1] > newest:
+                newest = e[1]
+        for e in added:
+            if e[1] > newest:
+                newest = e[1]
+        lo = newest - horizon
         live = [e for e in current if e[1] >= lo]
         pruned = len(live) != len(current)
-        live.extend(e for e in added if e[1] >= lo)
+        if added:
+            live.extend(e for e in added if e[1] >= lo)
         # = visible_for(member, live, value, horizon): same value, within the horizon, not itself
-        lo_r = ts - self.cfg.horizon_seconds
+        lo_r = ts - horizon
         visible = [b for v, t, b in live if v == value and t >= lo_r and member_ts_token(b)[1] != token]
-        yield (token, (_ANS, n, idx, visible))
         if pruned:
             entries.clear()
             for e in live:
@@ -207,6 +206,35 @@ class _Lookup(beam.DoFn):
             for e in live[len(current):]:
                 entries.add(e)
         entries.add((value, ts, blob))
+        return [(token, (_ANS, n, idx, visible))]
+
+    def process(
+        self,
+        element: tuple[int, tuple[int, int, int, bytes]],
+        entries=beam.DoFn.StateParam(ENTRIES),
+    ) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
+        return self._answer(element, entries, [])
+
+
+class _SeededLookup(_Lookup):
+    """:class:`_Lookup` with seeds (a side input ``shard key -> [(value, ts, encoded member)]``),
+    merged into a key's bag the first time the key is touched."""
+
+    ENTRIES = _Lookup.ENTRIES
+    SEEDED = ReadModifyWriteStateSpec("seeded", VarIntCoder())
+
+    def process(  # type: ignore[override]
+        self,
+        element: tuple[int, tuple[int, int, int, bytes]],
+        seeds: dict[int, list[tuple[int, float, bytes]]],
+        entries=beam.DoFn.StateParam(ENTRIES),
+        seeded=beam.DoFn.StateParam(SEEDED),
+    ) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
+        added: list[tuple[int, float, bytes]] = []
+        if not seeded.read():
+            added = list(seeds[element[0]])
+            seeded.write(1)
+        return self._answer(element, entries, added)
 
 
 class _Decide(beam.DoFn):
@@ -288,11 +316,13 @@ class Deduplicate(beam.PTransform):
         # FastPrimitivesCoder/PickleCoder on every keyed element
         prepared.records.element_type = KV[str, DecideMsg]
         prepared.lookups.element_type = KV[int, LookupMsg]
-        seed = self.seed if self.seed is not None else (pcoll.pipeline | "NoSeeds" >> beam.Create([]))
-        seed_kvs = seed | "SeedKeys" >> beam.FlatMap(_seed_keys, cfg).with_output_types(KV[int, EntryMsg])
-        answers = prepared.lookups | "Lookup" >> beam.ParDo(
-            _Lookup(cfg, self.seed is not None), beam.pvalue.AsMultiMap(seed_kvs)
-        ).with_input_types(KV[int, LookupMsg], Any).with_output_types(KV[str, DecideMsg])
+        if self.seed is not None:
+            seed_kvs = self.seed | "SeedKeys" >> beam.FlatMap(_seed_keys, cfg).with_output_types(KV[int, EntryMsg])
+            lookup = beam.ParDo(_SeededLookup(cfg), beam.pvalue.AsMultiMap(seed_kvs)).with_input_types(
+                KV[int, LookupMsg], Any)
+        else:
+            lookup = beam.ParDo(_Lookup(cfg)).with_input_types(KV[int, LookupMsg])
+        answers = prepared.lookups | "Lookup" >> lookup.with_output_types(KV[str, DecideMsg])
         decided = (
             (prepared.records, answers)
             | "Gather" >> beam.Flatten().with_output_types(KV[str, DecideMsg])
