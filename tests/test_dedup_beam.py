@@ -168,3 +168,49 @@ def test_hard_negatives_not_merged() -> None:
           rec("event", "e.example", s.split("\n\n")[0][:100] + ".\n\n" + story(24, 250), 2, 2)]
     out, _ = run(rs)
     assert len({r.cluster_id for r in out}) == 3 and all(r.is_canonical for r in out)
+
+
+def test_seeds_older_than_newest_minus_horizon_are_dropped() -> None:
+    """Seed pruning: an entry older than the newest seed's event time minus the horizon is
+    dropped before expansion. A live record cannot see it anyway; a backfill record with an
+    old event time no longer does (documented), unless ``prune_seeds=False``."""
+    from copydesk.transforms.dedup import _SeedKeys, seed_cutoff
+
+    cfg = DedupConfig(horizon_seconds=2 * 24 * 3600)
+    s_old, s_new = story(31), story(32)
+    seeded = [rec("old", "apnews.com", s_old, 0, 0, day=1), rec("new", "x.example", s_new, 0, 1, day=9)]
+    first, _ = run(seeded, cfg)
+    entries = [fingerprint_entry(r) for r in first]
+    assert seed_cutoff(entries, cfg) == max(e["ts"] for e in entries) - cfg.horizon_seconds
+    assert seed_cutoff([], cfg) == float("-inf")
+    assert seed_cutoff(entries, DedupConfig(prune_seeds=False)) == float("-inf")
+    fn = _SeedKeys(cfg)
+    old = next(e for e in entries if e["id"] == seeded[0].id)
+    assert old["ts"] < seed_cutoff(entries, cfg)
+    assert list(fn.process(old, entries)) == []  # not expanded
+    assert len(list(fn.process(next(e for e in entries if e is not old), entries))) == cfg.bands + 2
+
+    # a backfill copy of the old story, event time day 2 (within the old seed's horizon)
+    backfill = [rec("bf", "y.example", wrap(s_old), 5, 2, day=2),
+                rec("live", "z.example", wrap(s_new), 5, 3, day=10)]
+    out, _ = run(backfill, cfg, seeds=entries)
+    u = by_url(out)
+    assert u["https://y.example/bf"].cluster_id == backfill[0].id  # the old seed was dropped
+    assert u["https://z.example/live"].cluster_id == seeded[1].id  # recent seeds still restore clusters
+    out, _ = run(backfill, DedupConfig(horizon_seconds=2 * 24 * 3600, prune_seeds=False), seeds=entries)
+    assert by_url(out)["https://y.example/bf"].cluster_id == seeded[0].id  # kept without pruning
+
+
+def test_many_seeds_marker_merge_once_per_key() -> None:
+    """Seeds merge into a key once (the bag marker): several copies touching the same keys
+    after a restart all join the seeded story, none sees a seed twice."""
+    s = story(40)
+    first, _ = run([rec("o", "apnews.com", s, 0, 0)])
+    entries = [fingerprint_entry(r) for r in first]
+    copies = [rec(f"c{i}", f"d{i}.example", wrap(s), 10 + i, 1 + i) for i in range(4)]
+    out, _ = run(copies, seeds=entries)
+    assert len(out) == 4
+    assert {r.cluster_id for r in out} == {first[0].id}
+    assert all(r.duplicate_of == first[0].id and not r.is_canonical for r in out)
+    assert all(r.cluster_outlets[0] == "apnews.com" and len(r.cluster_outlets) == len(set(r.cluster_outlets))
+               for r in out)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import time
 import uuid
@@ -155,6 +156,35 @@ class _Prepare(beam.DoFn):
             yield beam.pvalue.TaggedOutput("lookups", (shard_key(idx, value, self.cfg.shard_bits), (idx, value, n, blob)))
 
 
+def seed_cutoff(entries: Iterable[dict[str, Any]], cfg: DedupConfig) -> float:
+    """Event time below which a seed is dropped before expansion: the newest seed's event time
+    minus the horizon (``-inf`` with ``cfg.prune_seeds=False`` or no seeds). A record whose
+    event time is at or after the newest seed's cannot see an older one (it is outside the
+    record's horizon); see docs/dedup.md for records with older event times (backfills)."""
+    if not cfg.prune_seeds:
+        return -math.inf
+    newest = max((float(e["ts"]) for e in entries), default=-math.inf)
+    return newest - cfg.horizon_seconds
+
+
+class _SeedKeys(beam.DoFn):
+    """Seed entry -> its ``bands + 2`` keyed bag entries, unless it is older than
+    :func:`seed_cutoff` (computed once per bundle from the whole seed input, a side input)."""
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self.cfg = cfg
+        self._all: Any = None
+        self._lo = -math.inf
+
+    def process(self, entry: dict[str, Any], all_entries: list[dict[str, Any]]) -> Iterator[Any]:
+        if all_entries is not self._all:  # the side input is one object per bundle
+            self._all = all_entries
+            self._lo = seed_cutoff(all_entries, self.cfg)
+        if float(entry["ts"]) < self._lo:
+            return
+        yield from _seed_keys(entry, self.cfg)
+
+
 def _seed_keys(entry: dict[str, Any], cfg: DedupConfig) -> Iterator[tuple[int, tuple[int, float, bytes]]]:
     m = member_from_entry(entry)
     blob = encode_member(m)
@@ -178,17 +208,24 @@ class _Lookup(beam.DoFn):
         self.cfg = cfg
 
     def _answer(self, element: tuple[int, tuple[int, int, int, bytes]], entries: Any,
-                added: list[tuple[int, float, bytes]]) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
-        _key, (idx, value, n, blob) = element
+                seeds: Any = None) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
+        key, (idx, value, n, blob) = element
         ts, token = member_ts_token(blob)
         current = list(entries.read())
+        added: list[tuple[int, float, bytes]] = []
+        if seeds is not None:
+            marked = [e for e in current if not e[2]]
+            if marked:
+                current = [e for e in current if e[2]]
+            else:  # first touch of this key: merge its seeds, mark it
+                added = [_SEEDED] + list(seeds[key])
         horizon = self.cfg.horizon_seconds
         newest = ts
         for e in current:
             if e[1] > newest:
                 newest = e[1]
         for e in added:
-            if e[1] > newest:
+            if e[1] > newest and e[2]:
                 newest = e[1]
         lo = newest - horizon
         live = [e for e in current if e[1] >= lo]
@@ -197,9 +234,11 @@ class _Lookup(beam.DoFn):
             live.extend(e for e in added if e[1] >= lo)
         # = visible_for(member, live, value, horizon): same value, within the horizon, not itself
         lo_r = ts - horizon
-        visible = [b for v, t, b in live if v == value and t >= lo_r and member_ts_token(b)[1] != token]
+        visible = [b for v, t, b in live if v == value and t >= lo_r and b and member_ts_token(b)[1] != token]
         if pruned:
             entries.clear()
+            if seeds is not None and not added:
+                entries.add(_SEEDED)
             for e in live:
                 entries.add(e)
         else:
@@ -213,28 +252,26 @@ class _Lookup(beam.DoFn):
         element: tuple[int, tuple[int, int, int, bytes]],
         entries=beam.DoFn.StateParam(ENTRIES),
     ) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
-        return self._answer(element, entries, [])
+        return self._answer(element, entries)
+
+
+_SEEDED = (0, math.inf, b"")  # bag marker: this key's seeds are merged (an empty blob is never a member)
 
 
 class _SeededLookup(_Lookup):
     """:class:`_Lookup` with seeds (a side input ``shard key -> [(value, ts, encoded member)]``),
-    merged into a key's bag the first time the key is touched."""
+    merged into a key's bag the first time the key is touched. A marker entry in the bag
+    (:data:`_SEEDED`) records that, so no second state is read and written per element."""
 
     ENTRIES = _Lookup.ENTRIES
-    SEEDED = ReadModifyWriteStateSpec("seeded", VarIntCoder())
 
     def process(  # type: ignore[override]
         self,
         element: tuple[int, tuple[int, int, int, bytes]],
         seeds: dict[int, list[tuple[int, float, bytes]]],
         entries=beam.DoFn.StateParam(ENTRIES),
-        seeded=beam.DoFn.StateParam(SEEDED),
     ) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
-        added: list[tuple[int, float, bytes]] = []
-        if not seeded.read():
-            added = list(seeds[element[0]])
-            seeded.write(1)
-        return self._answer(element, entries, added)
+        return self._answer(element, entries, seeds)
 
 
 class _Decide(beam.DoFn):
@@ -317,7 +354,8 @@ class Deduplicate(beam.PTransform):
         prepared.records.element_type = KV[str, DecideMsg]
         prepared.lookups.element_type = KV[int, LookupMsg]
         if self.seed is not None:
-            seed_kvs = self.seed | "SeedKeys" >> beam.FlatMap(_seed_keys, cfg).with_output_types(KV[int, EntryMsg])
+            seed_kvs = self.seed | "SeedKeys" >> beam.ParDo(_SeedKeys(cfg), beam.pvalue.AsList(self.seed)).with_output_types(
+                KV[int, EntryMsg])
             lookup = beam.ParDo(_SeededLookup(cfg), beam.pvalue.AsMultiMap(seed_kvs)).with_input_types(
                 KV[int, LookupMsg], Any)
         else:

@@ -107,6 +107,9 @@ class DedupConfig:
     agency_domains: domains whose copy is the canonical member of a cluster.
     shard_bits: the key space per lookup kind is ``2**shard_bits`` keys (Beam stage only);
         bounded so that every key is touched often and lazily pruned.
+    prune_seeds: drop seeds (fingerprint entries read on start-up) older than the newest
+        seed's event time minus ``horizon_seconds`` before they are expanded into keyed
+        entries (Beam stage only; see ``docs/dedup.md``, "Restart on the local runner").
     seed: seed of the MinHash permutation parameters (changing it invalidates stored
         fingerprints).
     """
@@ -124,6 +127,7 @@ class DedupConfig:
     agency_domains: tuple[str, ...] = DEFAULT_AGENCY_DOMAINS
     shard_bits: int = 12
     seed: int = 1
+    prune_seeds: bool = True
 
     def __post_init__(self) -> None:
         if self.bands * self.rows > self.num_perm:
