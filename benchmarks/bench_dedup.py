@@ -244,17 +244,19 @@ def _beam_records(n: int) -> list:
     return recs
 
 
-def _beam_seeds(n: int, cfg: DedupConfig) -> list[dict]:
-    """``n`` fingerprint entries (other ids, same bodies as the first records, an hour earlier)."""
+def _beam_seeds(n: int, cfg: DedupConfig, stale: int = 0) -> list[dict]:
+    """``n`` fingerprint entries (other ids, same bodies as the first records, an hour earlier)
+    and ``stale`` more a month earlier (outside the horizon: dropped before expansion)."""
     import dataclasses as dc
 
     from copydesk.transforms.dedup import fingerprint_entry, signature_for
     from copydesk.transforms.minhash import encode_signature
 
     out = []
-    for i, r in enumerate(_beam_records(n)):
+    for i, r in enumerate(_beam_records(n + stale)):
+        day = "2024-12-31T23" if i < n else "2024-12-01T23"
         s = dc.replace(r, id=f"seed{i:028x}", content_hash=f"seed{i:028x}", fingerprint=encode_signature(
-            signature_for(r.text, cfg)), fetched_at=r.fetched_at.replace("2025-01-01T00", "2024-12-31T23"))
+            signature_for(r.text, cfg)), fetched_at=r.fetched_at.replace("2025-01-01T00", day))
         out.append(fingerprint_entry(s, cfg))
     return out
 
@@ -290,7 +292,7 @@ def bench_beam(args: argparse.Namespace) -> None:
     n = args.beam_records
     recs = _beam_records(n)
     cfg = DedupConfig()
-    seeds = _beam_seeds(args.beam_seeds, cfg) if args.beam_seeds >= 0 else None
+    seeds = _beam_seeds(args.beam_seeds, cfg, args.beam_stale_seeds) if args.beam_seeds >= 0 else None
     _beam_run(recs[:50], cfg, seeds)  # warm-up: imports, numpy, first pipeline
     bw, bc, _ = _beam_run(recs, None)
     dw, dc, _ = _beam_run(recs, cfg, seeds)
@@ -312,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beam-records", type=int, default=20_000)
     ap.add_argument("--state-cache", action="store_true",
                     help="beam: keep Beam's state cache (the job turns it off on the FnApiRunner)")
+    ap.add_argument("--beam-stale-seeds", type=int, default=0,
+                    help="beam: with --beam-seeds, N more entries a month old (older than the horizon)")
     ap.add_argument("--beam-seeds", type=int, default=-1,
                     help="beam: pass N fingerprint entries as seed= (0: an empty seed input, as the job with "
                          "an empty --fingerprint-topic; default: no seed input)")
