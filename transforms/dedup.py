@@ -232,9 +232,11 @@ class _Lookup(beam.DoFn):
         pruned = len(live) != len(current)
         if added:
             live.extend(e for e in added if e[1] >= lo)
-        # = visible_for(member, live, value, horizon): same value, within the horizon, not itself
+        # = visible_for(member, live, value, horizon): same value, within the horizon, not itself.
+        # "Not itself" compares the encoded member: equal bytes <=> equal token here, because a
+        # live token is unique per delivery and never equal to a seed's ("seed:...").
         lo_r = ts - horizon
-        visible = [b for v, t, b in live if v == value and t >= lo_r and b and member_ts_token(b)[1] != token]
+        visible = [b for v, t, b in live if v == value and t >= lo_r and b and b != blob]
         if pruned:
             entries.clear()
             if seeds is not None and not added:
@@ -308,11 +310,18 @@ class _Decide(beam.DoFn):
         record: ArticleRecord | None = None
         member: Member | None = None
         visible: dict[int, list[Member]] = {}
+        decoded: dict[bytes, Member] = {}  # a copy seen under many bands is decoded once
         for g in got:
             if g[0] == _REC:
                 record, member = g[2], g[3]
             elif g[3]:
-                visible[g[2]] = [decode_member(b) for b in g[3]]
+                ms = []
+                for b in g[3]:
+                    m = decoded.get(b)
+                    if m is None:
+                        m = decoded[b] = decode_member(b)
+                    ms.append(m)
+                visible[g[2]] = ms
         assert record is not None and member is not None
         d = decide(member, visible, self.cfg)
         out = annotate(record, member, d)

@@ -63,7 +63,6 @@ _HDR_HEAD = struct.Struct("<BqdI")
 _LOOKUP = struct.Struct("<IQI")
 _REC = struct.Struct("<BIII")  # tag, n, member length, (record follows the member)
 _ANS = struct.Struct("<BIII")  # tag, n, key index, member count
-_LEN = struct.Struct("<I")
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -175,11 +174,12 @@ class DecideMsgCoder(_Base):
         if tag == 0:
             mb = encode_member(b)
             return b"".join((_REC.pack(0, n, len(mb), 0), mb, pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)))
-        parts = [_ANS.pack(1, n, a, len(b))]
+        if not b:
+            return _ANS.pack(1, n, a, 0)
         for mb in b:
-            parts.append(_LEN.pack(len(mb)))
-            parts.append(_pack_blob(mb))
-        return b"".join(parts)
+            _pack_blob(mb)
+        k = len(b)
+        return _ANS.pack(1, n, a, k) + struct.pack(f"<{k}I", *map(len, b)) + b"".join(b)
 
     def decode(self, encoded: bytes) -> tuple[Any, ...]:
         tag = encoded[0]
@@ -189,13 +189,16 @@ class DecideMsgCoder(_Base):
             m = decode_member(encoded, p, p + lm)
             return (0, n, pickle.loads(memoryview(encoded)[p + lm:]), m)
         _, n, idx, count = _ANS.unpack_from(encoded)
-        p = _ANS.size
+        if not count:
+            return (1, n, idx, [])
+        lens = struct.unpack_from(f"<{count}I", encoded, _ANS.size)
+        p = _ANS.size + 4 * count
         ms = []
-        for _ in range(count):
-            (lm,) = _LEN.unpack_from(encoded, p)
-            p += _LEN.size
+        for lm in lens:
             ms.append(encoded[p:p + lm])
             p += lm
+        if p != len(encoded):
+            raise ValueError("malformed answer message")
         return (1, n, idx, ms)
 
 
