@@ -35,9 +35,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import VarIntCoder
 from apache_beam.typehints import KV
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
+from apache_beam.transforms.userstate import BagStateSpec
 
 from copydesk.schemas.records import ArticleRecord
 from copydesk.transforms.dedup_coders import (
@@ -280,33 +279,37 @@ class _Decide(beam.DoFn):
     """Per token: gather the record and its answers, decide, emit, release the state."""
 
     MSGS = BagStateSpec("msgs", DecideMsgCoder())
-    COUNT = ReadModifyWriteStateSpec("count", VarIntCoder())
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
         self._metrics: DedupMetrics | None = None
+        self._open: dict[str, list[tuple]] = {}
 
     def setup(self) -> None:
         self._metrics = DedupMetrics()
+
+    def start_bundle(self) -> None:
+        # token -> its messages (state as read once in this bundle + what arrived since): the bag
+        # is read once per token and bundle, each message is one blind append, and the bag's
+        # length is the count (empty answers are kept, ~17 bytes each), so no second state.
+        self._open = {}
 
     def process(
         self,
         element: tuple[str, tuple],
         msgs=beam.DoFn.StateParam(MSGS),
-        count=beam.DoFn.StateParam(COUNT),
     ) -> Iterator[Any]:
-        _token, msg = element
+        token, msg = element
         n = msg[1]
-        c = (count.read() or 0) + 1
-        if c < n + 1:  # n answers + the record
-            if msg[0] == _REC or msg[3]:  # an empty answer is only counted (missing = empty in decide)
-                msgs.add(msg)
-            count.write(c)
+        got = self._open.get(token)
+        if got is None:
+            got = self._open[token] = list(msgs.read())
+        got.append(msg)
+        if len(got) < n + 1:  # n answers + the record
+            msgs.add(msg)
             return
-        got = list(msgs.read()) + [msg]
-        if len(got) > 1:
-            msgs.clear()
-        count.clear()
+        del self._open[token]
+        msgs.clear()
         record: ArticleRecord | None = None
         member: Member | None = None
         visible: dict[int, list[Member]] = {}
