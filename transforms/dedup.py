@@ -16,9 +16,15 @@ Three keyed steps, all state bounded by the horizon (see ``docs/dedup.md``):
    the horizon with no timers (on the local runner timers fire right after the bundle).
    Seeds (fingerprint entries from before a restart) arrive as a side input and are merged
    into a key's bag the first time the key is touched.
-3. ``Decide`` (stateful per token): collects the record and its ``bands + 2`` answers, runs
-   :func:`copydesk.transforms.dedup_core.decide`, clears its state and emits the annotated
-   record on ``records`` or, with ``drop_duplicates``, non-canonical ones on ``dropped``.
+3. ``Decide`` (stateful per token): collects the record and its ``bands + 2`` answers in one
+   bag (its length is the count), runs :func:`copydesk.transforms.dedup_core.decide`, clears
+   its state and emits the annotated record on ``records`` or, with ``drop_duplicates``,
+   non-canonical ones on ``dropped``.
+
+Keys are typed (``VarIntCoder`` shard keys, ``StrUtf8Coder`` tokens) and members travel
+encoded (:mod:`copydesk.transforms.dedup_coders`): encoded once in ``Prepare``, decoded in
+``Decide`` only when visible. Seeds older than the newest seed minus the horizon are dropped
+before expansion (``DedupConfig.prune_seeds``; see ``docs/dedup.md``).
 
 Every input record leaves on exactly one of the two outputs, with its ``ref``.
 """
