@@ -238,7 +238,7 @@ def main() -> None:
           f"{min_gap * 1000:.1f} ms vs D = {args.delay * 1000:.0f} ms; hosts with a gap below D: {below}; "
           f"gaps below D: {len(short)} of {len(all_gaps)}"
           + (f", worst by {(args.delay - min(short)) * 1000:.1f} ms" if short else ""))
-    print(f"client-side min gap between two requests' headers leaving for one host: {client_gap * 1000:.1f} ms "
+    print(f"client-side min gap between two requests' headers written for one host: {client_gap * 1000:.1f} ms "
           f"(server stamps are user-space arrival times on a shared machine and carry its scheduling jitter)")
     plain = extraction_rate(page, args.extract_pages, copydesk=False)
     rate = extraction_rate(page, args.extract_pages)
