@@ -27,8 +27,11 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+from copydesk.transforms.stage_metrics import BAD_OUTCOMES, DUPLICATE_KINDS, EXTRACT_DOMAIN_NS, OTHER_DOMAIN
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,6 @@ _MS_COUNTERS = {
 }
 # fetch_dead / dead: the sums of the by-reason counters; records_out: in stage_records_total
 _SKIP = {("copydesk.fetch", "fetch_dead"), ("copydesk.extract", "dead"), ("copydesk.dedup", "records_out")}
-DUPLICATE_KINDS = ("exact_url", "update", "exact", "near")
 # Beam distribution -> (exported summary name, scale to base unit, max gauge or None)
 _DISTRIBUTIONS = {
     ("copydesk.fetch", "fetch_latency_ms"): ("copydesk_fetch_latency_seconds", 1e-3, "copydesk_fetch_latency_max_seconds"),
@@ -222,10 +224,6 @@ def query_metrics(result: Any) -> RunMetrics:
     return out
 
 
-EXTRACT_DOMAIN_NS = "copydesk.extract_domain"
-BAD_OUTCOMES = ("short", "empty", "error")
-
-
 class DomainHealth:
     """Extraction health per source domain over a sliding window, kept by the exporter.
 
@@ -244,9 +242,6 @@ class DomainHealth:
 
     def __init__(self, *, window: int = 50, top_k: int = 20, idle_seconds: float = 86400.0,
                  max_domains: int = 10_000) -> None:
-        from collections import deque
-
-        self._deque = deque
         self.window = window
         self.top_k = top_k
         self.idle_seconds = idle_seconds
@@ -269,7 +264,7 @@ class DomainHealth:
                 n = self.window
             dq = self._domains.get(domain)
             if dq is None:
-                dq = self._domains[domain] = self._deque(maxlen=self.window)
+                dq = self._domains[domain] = deque(maxlen=self.window)
             # interleave evenly: the i-th outcome is bad when the running share falls behind
             placed = 0
             for i in range(1, n + 1):
@@ -290,7 +285,7 @@ class DomainHealth:
 
     def top(self) -> list[tuple[str, int, int]]:
         """``(domain, bad, total)`` of the ``top_k`` domains by bad count, bad ratio, volume."""
-        rows = [(d, sum(dq), len(dq)) for d, dq in self._domains.items() if dq and d != "_other"]
+        rows = [(d, sum(dq), len(dq)) for d, dq in self._domains.items() if dq and d != OTHER_DOMAIN]
         rows.sort(key=lambda r: (-r[1], -(r[1] / r[2]), -r[2], r[0]))
         return rows[: self.top_k]
 

@@ -49,7 +49,7 @@ from copydesk.transforms.fetch_errors import FetchFailure
 from copydesk.transforms.fetch_guard import AddressGuard, PerHostTransport
 from copydesk.transforms.fetch_hosts import BackoffStats, CircuitBreaker, Politeness
 from copydesk.transforms.fetch_robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
-from copydesk.transforms.stage_metrics import log_fields
+from copydesk.transforms.stage_metrics import CounterSet, log_fields
 from copydesk.transforms.urls import InvalidURL, check_url
 
 log = logging.getLogger(__name__)
@@ -637,7 +637,7 @@ class _FetchMetrics:
         self.retry_after_ms = Metrics.counter(ns, "fetch_retry_after_ms")
         self.circuit_opened = Metrics.counter(ns, "fetch_circuit_opened")
         self.circuit_open_hosts = Metrics.gauge(ns, "fetch_circuit_open_hosts")
-        self._by_name: dict[str, Any] = {}
+        self.by_name = CounterSet(ns)  # fetch_dead_<reason>, fetch_status_<class>
 
     def backoff(self, fetcher: Fetcher) -> None:
         """Drain the fetcher's backoff stats (since the last batch) into the counters."""
@@ -649,25 +649,19 @@ class _FetchMetrics:
                 counter.inc(v)
         self.circuit_open_hosts.set(fetcher.breaker.open_hosts())
 
-    def _counter(self, name: str) -> Any:
-        c = self._by_name.get(name)
-        if c is None:
-            c = self._by_name[name] = Metrics.counter(METRICS_NAMESPACE, name)
-        return c
-
     def record(self, result: FetchedPage | DeadLetter) -> None:
         if isinstance(result, DeadLetter):
             self.dead.inc()
-            self._counter(f"fetch_dead_{result.reason}").inc()
+            self.by_name.inc(f"fetch_dead_{result.reason}")
             status = result.detail.get("status")
-            self._counter(f"fetch_status_{status // 100}xx" if isinstance(status, int) else "fetch_status_none").inc()
+            self.by_name.inc(f"fetch_status_{status // 100}xx" if isinstance(status, int) else "fetch_status_none")
             self.attempts.update(result.attempts)
             return
         if result.prescraped:
             self.prescraped.inc()
             return
         self.pages.inc()
-        self._counter(f"fetch_status_{result.status // 100}xx").inc()
+        self.by_name.inc(f"fetch_status_{result.status // 100}xx")
         self.bytes.inc(result.body_bytes)
         self.latency.update(int(result.elapsed_ms))
 

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from apache_beam.metrics import Metrics
+# Beam is imported where counters are made, not here: the constants of this module are also
+# read by the exporter (pipelines/metrics.py), which `copydesk top` imports without Beam.
 
 EXTRACT_NS = "copydesk.extract"
 EXTRACT_DOMAIN_NS = "copydesk.extract_domain"
 DEDUP_NS = "copydesk.dedup"
 OTHER_DOMAIN = "_other"
 OUTCOMES = ("ok", "short", "empty", "error")
+BAD_OUTCOMES = ("short", "empty", "error")  # what counts against a domain's extraction health
+DUPLICATE_KINDS = ("exact_url", "update", "exact", "near")  # the ``duplicates_<kind>`` counters
 
 
 def log_fields(ref: Any = None, **extra: Any) -> dict[str, Any]:
@@ -43,7 +46,10 @@ def log_fields(ref: Any = None, **extra: Any) -> dict[str, Any]:
     return out
 
 
-class _Counters:
+class CounterSet:
+    """Beam counters of one namespace made on first use, by name (names that carry a reason,
+    kind or domain are not known in advance)."""
+
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self._by_name: dict[str, Any] = {}
@@ -51,6 +57,8 @@ class _Counters:
     def inc(self, name: str, n: int = 1) -> None:
         c = self._by_name.get(name)
         if c is None:
+            from apache_beam.metrics import Metrics
+
             c = self._by_name[name] = Metrics.counter(self.namespace, name)
         c.inc(n)
 
@@ -59,10 +67,12 @@ class ExtractMetrics:
     """Counters of the extract DoFn (one instance per DoFn instance, made in ``setup``)."""
 
     def __init__(self, *, short_chars: int = 250, max_domains: int = 500) -> None:
+        from apache_beam.metrics import Metrics
+
         self.short_chars = short_chars
         self.max_domains = max_domains
-        self.counters = _Counters(EXTRACT_NS)
-        self.domains = _Counters(EXTRACT_DOMAIN_NS)
+        self.counters = CounterSet(EXTRACT_NS)
+        self.domains = CounterSet(EXTRACT_DOMAIN_NS)
         self.time_ms = Metrics.distribution(EXTRACT_NS, "extract_time_ms")
         self._named: set[str] = set()
 
@@ -99,7 +109,7 @@ class DedupMetrics:
     """Counters of the dedup stage's ``Prepare`` (records in) and ``Decide`` (the rest)."""
 
     def __init__(self) -> None:
-        self.counters = _Counters(DEDUP_NS)
+        self.counters = CounterSet(DEDUP_NS)
 
     def record_in(self) -> None:
         self.counters.inc("records_in")
