@@ -27,10 +27,10 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
-from copydesk.pipelines.pipeline import build_pipeline, check_topics, configure_local_runner, pipeline_options, validate
-from copydesk.transforms.kafka_io import ReadConfig
 from copydesk.pipelines.broker_faults import BrokerWatch
-from copydesk.pipelines.pipeline import ConfigError, kafka_config
+from copydesk.pipelines.pipeline import (ConfigError, build_pipeline, check_topics, configure_local_runner,
+                                         kafka_config, pipeline_options, validate)
+from copydesk.transforms.kafka_io import ReadConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,13 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
     o = options.view_as(CopydeskOptions)
     validate(o)
     stop = stop or StopFlag()
-    if o.kafka_bootstrap_servers:
-        waiter = BrokerWatch(kafka_config(o).kwargs(), listener=on_broker)
-        if not waiter.wait_until_up(stop.event, startup_wait_seconds):
+    kc = kafka_config(o)
+    watch = BrokerWatch(kc.kwargs(), listener=on_broker) if kc is not None else None
+    if watch is not None:
+        if not watch.wait_until_up(stop.event, startup_wait_seconds):
             if stop.event.is_set():
                 return BatchStats()
-            raise ConfigError(f"broker {waiter.bootstrap} did not answer within {startup_wait_seconds:.0f}s "
+            raise ConfigError(f"broker {watch.bootstrap} did not answer within {startup_wait_seconds:.0f}s "
                               f"of start-up")
         check_topics(o)
     configure_local_runner(options)
@@ -127,10 +128,10 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
     base = ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
                       max_message_bytes=o.max_message_bytes, stop_when_idle_seconds=idle_seconds,
                       max_records_per_partition=batch_records)
-    watch = BrokerWatch(kafka_config(o).kwargs(), listener=on_broker).start()
+    watch.start()  # an input topic means Kafka, so the watch exists
     from copydesk.pipelines.poison import PoisonGuard
 
-    guard = PoisonGuard(o, kafka_config(o), base, batch_records)  # poison messages (--attempts-topic)
+    guard = PoisonGuard(o, kc, base, batch_records)  # poison messages (--attempts-topic)
     while not stop.event.is_set():
         started = time.monotonic()
         rc = replace(base, deadline=time.time() + batch_seconds)
