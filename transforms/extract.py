@@ -285,9 +285,10 @@ class _ExtractDoFn(beam.DoFn):
         times = list(getattr(self._pool, "last_seconds", None) or [])
         for i, ((page, ts, win), res) in enumerate(zip(buf, results)):
             msg = page.message
+            domain = domain_of(page.final_url or msg.url)
             m.seconds(times[i] if i < len(times) else None)
             if isinstance(res, ExtractFailure):
-                m.dead(domain_of(page.final_url or msg.url), res.reason)
+                m.dead(domain, res.reason)
                 if res.reason != Reason.EMPTY:  # empty pages are routine; timeouts/crashes are not
                     log.warning("extraction failed (%s): %s", res.reason, res.message,
                                 extra=log_fields(msg.ref, url=msg.url, reason=str(res.reason), stage="extract"))
@@ -297,14 +298,14 @@ class _ExtractDoFn(beam.DoFn):
             try:
                 article = build_article(page, res)
             except Exception as exc:  # a record-building bug must not fail the bundle
-                m.dead(domain_of(page.final_url or msg.url), Reason.EXTRACT_ERROR)
+                m.dead(domain, Reason.EXTRACT_ERROR)
                 log.warning("building the article record failed: %s: %s", type(exc).__name__, exc, exc_info=True,
                             extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.EXTRACT_ERROR), stage="extract"))
                 yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(dead_letter(
                     Stage.EXTRACT, Reason.EXTRACT_ERROR, f"{type(exc).__name__}: {exc}", ref=msg.ref,
                     raw=msg.raw, url=msg.url), ts, [win]))
                 continue
-            m.article(domain_of(page.final_url or msg.url), article.text)  # the domain failures count under
+            m.article(domain, article.text)
             yield WindowedValue(article, ts, [win])
 
 

@@ -165,6 +165,13 @@ class ExtractPool:
                     Reason.TOO_LARGE.value,
                     f"page has {len(pages[i][0])} characters (max {self.config.max_html_chars})")
                 todo.remove(i)
+
+        def finish(w: _Worker, result: Result, now: float) -> None:
+            assert w.job is not None
+            results[w.job] = result
+            times[w.job] = now - (w.deadline - self.timeout_s)  # the job started at deadline - limit
+            w.job = None
+
         while todo or any(w.job is not None for w in self._pool):
             self._await_ready()
             for w in list(self._pool):
@@ -177,7 +184,6 @@ class ExtractPool:
                         self._replace(w)
                         continue
                     w.job, w.deadline = i, time.monotonic() + self.timeout_s
-                    times[i] = -time.monotonic()  # start; made a duration when the page ends
             busy = [w for w in self._pool if w.job is not None]
             if not busy:
                 continue
@@ -190,31 +196,20 @@ class ExtractPool:
                 if w.conn in ready or w.proc.sentinel in ready:
                     try:
                         if w.conn.poll():
-                            results[w.job] = w.conn.recv()
-                            times[w.job] = now + times[w.job]
-                            w.job = None
+                            finish(w, w.conn.recv(), now)
                             continue
                     except (EOFError, OSError):
                         pass
                     if not w.proc.is_alive() or w.proc.sentinel in ready:
                         w.proc.join(timeout=1)
-                        times[w.job] = now + times[w.job]
-                        results[w.job] = ExtractFailure(
-                            Reason.EXTRACT_CRASH.value,
-                            f"extraction worker died (exit code {w.proc.exitcode})")
-                        w.job = None
+                        finish(w, ExtractFailure(Reason.EXTRACT_CRASH.value,
+                                                 f"extraction worker died (exit code {w.proc.exitcode})"), now)
                         self._replace(w)
                         continue
                 if w.job is not None and now >= w.deadline:
-                    times[w.job] = now + times[w.job]
-                    results[w.job] = ExtractFailure(
-                        Reason.EXTRACT_TIMEOUT.value, f"extraction took longer than {self.timeout_s:g} s")
-                    w.job = None
+                    finish(w, ExtractFailure(Reason.EXTRACT_TIMEOUT.value,
+                                             f"extraction took longer than {self.timeout_s:g} s"), now)
                     self._replace(w)
-        end = time.monotonic()
-        for i, t in enumerate(times):
-            if t is not None and t < 0:  # defensive: a page whose end was not stamped
-                times[i] = end + t
         return [r if r is not None else ExtractFailure(Reason.EXTRACT_ERROR.value, "no result") for r in results]
 
     _START_LIMIT_S = 120.0
