@@ -1,9 +1,9 @@
 """``copydesk demo``: the whole path on real parts, on this machine, stopping by itself.
 
 An embedded Kafka-protocol broker (Tansu) unless ``--bootstrap-servers`` is given, a local
-site of sample news pages on 127.0.0.1 (five outlets, each under its own host name), their URLs (plus a few bad messages) produced to
-the input topic, the pipeline run until the topic is drained, and the clean records and a
-summary printed from the output topics.
+site of sample news pages on 127.0.0.1 (five outlets, each under its own host name), their
+URLs (plus a few bad messages) produced to the input topic, the pipeline run until the topic
+is drained, and the clean records and a summary printed from the output topics.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def demo_messages(site: SiteServer) -> list[bytes]:
             msgs.append(orjson.dumps({"url": url + "?utm_source=demo", "source": "demo-feed",
                                       "discovered_at": "2025-03-12T08:00:00Z"}))
     # A page that arrives already scraped: no fetch.
-    prescraped = site_root().joinpath(paths[0].lstrip("/")).read_text("utf-8").replace("{{BASE}}", site.outlet_url("/continental").rstrip("/"))
+    base = site.outlet_url("/continental").rstrip("/")  # as the outlet serves it
+    prescraped = site_root().joinpath(paths[0].lstrip("/")).read_text("utf-8").replace("{{BASE}}", base)
     msgs.append(orjson.dumps({"url": "https://example.org/archive/prescraped-copy.html", "html": prescraped,
                               "source": "archive"}))
     msgs += [
@@ -121,7 +122,8 @@ def main(argv: list[str]) -> int:
                 "--fingerprint-topic", topics["fp"],
                 # The sample outlets' host names are pinned to 127.0.0.1 (no DNS); allow exactly that
                 # address, everything else private stays blocked.
-                "--resolve", site.resolve_pins(), "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0.05", "--per-host-concurrency", "4",
+                "--resolve", site.resolve_pins(), "--allow-networks", "127.0.0.1/32",
+                "--per-host-delay", "0.05", "--per-host-concurrency", "4",
             ]
             started = time.monotonic()
             stats = run_job(argv_job, exit_when_idle=True, idle_seconds=1.0)
