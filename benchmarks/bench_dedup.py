@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from syndicate import NEGATIVE_KINDS, POSITIVE_KINDS, Variant, generate, load_bodies  # noqa: E402
 
-from copydesk.transforms.dedup_core import DedupConfig, DedupIndex, Member, is_agency_domain  # noqa: E402
-from copydesk.transforms.minhash import content_hash, minhasher, similarity, tokens, shingle_hashes  # noqa: E402
+from copydesk.transforms.dedup.core import DedupConfig, DedupIndex, Member, is_agency_domain  # noqa: E402
+from copydesk.transforms.dedup.minhash import content_hash, minhasher, similarity, tokens, shingle_hashes  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -249,8 +249,8 @@ def _beam_seeds(n: int, cfg: DedupConfig, stale: int = 0) -> list[dict]:
     and ``stale`` more a month earlier (outside the horizon: dropped before expansion)."""
     import dataclasses as dc
 
-    from copydesk.transforms.dedup import fingerprint_entry, signature_for
-    from copydesk.transforms.minhash import encode_signature
+    from copydesk.transforms.dedup.stage import fingerprint_entry, signature_for
+    from copydesk.transforms.dedup.minhash import encode_signature
 
     out = []
     for i, r in enumerate(_beam_records(n + stale)):
@@ -266,7 +266,7 @@ def _beam_run(recs: list, cfg: DedupConfig | None, seeds: list[dict] | None = No
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from copydesk.transforms.dedup import Deduplicate
+    from copydesk.transforms.dedup.stage import Deduplicate
 
     counts: dict[str, int] = {}  # the Map runs on a pickled copy: not read back
     t0, c0 = time.perf_counter(), time.process_time()

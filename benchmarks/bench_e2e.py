@@ -18,9 +18,9 @@ import orjson
 import trafilatura
 from kafka import KafkaConsumer, KafkaProducer
 
-from copydesk.pipelines.broker import EmbeddedBroker, create_topics
-from copydesk.pipelines.runner import run_job
-from copydesk.pipelines.site import SiteServer, site_root
+from copydesk.pipelines.demo.broker import EmbeddedBroker, create_topics
+from copydesk.pipelines.job import run_job
+from copydesk.pipelines.demo.site import SiteServer, site_root
 
 
 def produce(bootstrap: str, topic: str, urls: list[str]) -> None:

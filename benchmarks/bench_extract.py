@@ -49,7 +49,7 @@ def _plain(args):
 
 
 def _copydesk(args):
-    from copydesk.transforms.extract import ExtractConfig, ExtractionError, extract_article
+    from copydesk.transforms.extract.stage import ExtractConfig, ExtractionError, extract_article
 
     html, url, fast = args
     t = time.process_time()
@@ -65,8 +65,8 @@ def _clean_cost(args):
     import trafilatura
     from trafilatura.utils import load_html
 
-    from copydesk.transforms.clean import clean_authors, clean_text
-    from copydesk.transforms.prune import page_headlines, prune_tree
+    from copydesk.transforms.extract.clean import clean_authors, clean_text
+    from copydesk.transforms.extract.prune import page_headlines, prune_tree
 
     html, url = args
     clock = time.process_time
@@ -112,7 +112,7 @@ def main() -> int:
         return 0
     from multiprocessing import get_context
 
-    from copydesk.transforms.extract_pool import ExtractFailure, ExtractPool
+    from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
 
     gt = json.loads((FUNDUS / "ground-truth.json").read_text("utf-8"))
     ids = sorted(gt)[: a.limit or None]

@@ -27,7 +27,7 @@ import time
 from multiprocessing.connection import Connection
 
 from copydesk.schemas.records import FetchedPage, InputMessage, SourceRef
-from copydesk.transforms.fetch import FetchConfig, Fetcher
+from copydesk.transforms.fetch.stage import FetchConfig, Fetcher
 
 PARAGRAPH = (
     "The city council voted on Tuesday to approve the new transport plan, which will add three tram "
@@ -171,7 +171,7 @@ async def run_fetch(urls: list[str], config: FetchConfig) -> tuple[list, float, 
 def extraction_rate(page: bytes, n: int, copydesk: bool = True) -> float:
     import trafilatura
 
-    from copydesk.transforms.extract import extract_article
+    from copydesk.transforms.extract.stage import extract_article
 
     html = page.decode("utf-8")
 

@@ -20,7 +20,7 @@ def main() -> int:
     if not (FUNDUS / "ground-truth.json").exists():
         print("../shared/eval/fundus not present: skipped")
         return 0
-    from copydesk.transforms.extract_pool import ExtractFailure, ExtractPool
+    from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
 
     labels = json.loads((ROOT / "benchmarks" / "wire_labels.json").read_text("utf-8"))["labels"]
     gt = json.loads((FUNDUS / "ground-truth.json").read_text("utf-8"))

@@ -4,7 +4,7 @@ come back, say so in the logs and the metrics.
 On the local runner the job is a sequence of bounded Beam runs (``runner.py``). When the
 broker goes away, the run in flight fails: the reader's or the committer's consumer, or the
 writer's producer, cannot bootstrap, or a send is not acknowledged. Nothing of that run was
-committed beyond what its sinks had flushed (commits follow writes, ``transforms/commit.py``),
+committed beyond what its sinks had flushed (commits follow writes, ``transforms/kafka/commit.py``),
 so the run can simply be run again. :class:`BrokerWatch` decides whether a failed run was a
 broker fault (a kafka-python error in the exception chain, or the broker not answering a
 probe), logs one WARNING when the broker becomes unreachable, probes it with exponential

@@ -93,7 +93,7 @@ def cmd_run(argv: list[str]) -> int:
     argv, batch = _pop(argv, "--batch-seconds", "10")
     _setup_logging(level or "info", fmt or "text")
     from copydesk.pipelines.pipeline import ConfigError
-    from copydesk.pipelines.runner import StopFlag, run_job
+    from copydesk.pipelines.job import StopFlag, run_job
 
     stop = StopFlag()
     stop.install()
@@ -133,7 +133,7 @@ def cmd_extract(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     _setup_logging("warning", "text")
     from copydesk.pipelines.extract_cmd import run_extract
-    from copydesk.transforms.extract import ExtractConfig
+    from copydesk.transforms.extract.stage import ExtractConfig
 
     config = ExtractConfig(fast=not args.no_fast)
     summary = run_extract(args.paths, args.output, url=args.url, config=config, workers=args.workers)
@@ -142,7 +142,7 @@ def cmd_extract(argv: list[str]) -> int:
 
 
 def cmd_demo(argv: list[str]) -> int:
-    from copydesk.pipelines.demo import main as demo_main
+    from copydesk.pipelines.demo.main import main as demo_main
 
     return demo_main(argv)
 

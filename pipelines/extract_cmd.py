@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from copydesk.transforms.extract import ExtractConfig, Extracted
-from copydesk.transforms.extract_pool import ExtractFailure, ExtractPool
+from copydesk.transforms.extract.stage import ExtractConfig, Extracted
+from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
 
 __all__ = ["run_extract", "collect_inputs"]
 

@@ -488,7 +488,7 @@ class Exporter:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-        from copydesk.transforms.fetch_hosts import live_in_flight
+        from copydesk.transforms.fetch.hosts import live_in_flight
 
         with self._lock:
             counters = dict(self._counters)

@@ -22,15 +22,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
 from copydesk.schemas.codec import encode
 from copydesk.schemas.records import SourceRef
-from copydesk.transforms.commit import CommitOffsets
-from copydesk.transforms.dedup import DedupConfig, Deduplicate
-from copydesk.transforms.dedup_core import fingerprint_entry
-from copydesk.transforms.extract import ExtractArticles, ExtractConfig
-from copydesk.transforms.fetch import FetchConfig, FetchPages, raw_page_record
-from copydesk.transforms.files_io import ReadInputFile, WriteJsonLines
-from copydesk.transforms.kafka_io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
-from copydesk.transforms.messages import ParseMessages
-from copydesk.transforms.raw_pages import ParseRawPages
+from copydesk.transforms.kafka.commit import CommitOffsets
+from copydesk.transforms.dedup.stage import DedupConfig, Deduplicate
+from copydesk.transforms.dedup.core import fingerprint_entry
+from copydesk.transforms.extract.stage import ExtractArticles, ExtractConfig
+from copydesk.transforms.fetch.stage import FetchConfig, FetchPages, raw_page_record
+from copydesk.transforms.files import ReadInputFile, WriteJsonLines
+from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
+from copydesk.transforms.parse.messages import ParseMessages
+from copydesk.transforms.parse.raw_pages import ParseRawPages
 
 log = logging.getLogger(__name__)
 

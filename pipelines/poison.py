@@ -4,7 +4,7 @@ An exception inside a stage is caught and becomes a dead letter (``internal``,
 ``extract_error`` ...). A message that kills the whole process instead (an OOM kill, a
 segfault in a C library outside the extraction pool, ``os._exit`` in a library) cannot be
 caught: the job restarts from the committed offset, reads the message again and dies again,
-and its partition is blocked forever. The local runner (``pipelines/runner.py``: bounded
+and its partition is blocked forever. The local runner (``pipelines/job.py``: bounded
 micro-batches from the committed offsets) breaks that loop here:
 
 * **Attempts are recorded before processing.** Before the first micro-batch of a process,
@@ -40,7 +40,7 @@ A second copydesk process on the same group would confuse the counts; the local 
 one process per group by design.
 
 Test hook: ``COPYDESK_TEST_CRASH_ON=<substring>`` makes the parse stage end the process
-(``os._exit(70)``) on a message containing the substring (``transforms/messages.py``); it
+(``os._exit(70)``) on a message containing the substring (``transforms/parse/messages.py``); it
 exists only so the tests can produce a real poison message.
 """
 
@@ -58,7 +58,7 @@ import orjson
 from copydesk.schemas.codec import dead_letter, encode
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import SourceRef
-from copydesk.transforms.kafka_io import KafkaConfig, ReadConfig, _partitions_for, _tp, resolve_partitions
+from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, _partitions_for, _tp, resolve_partitions
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class PoisonGuard:
         from kafka.structs import OffsetAndMetadata
 
         from copydesk.schemas.records import InputMessage
-        from copydesk.transforms.messages import parse_message
+        from copydesk.transforms.parse.messages import parse_message
 
         topic, _, part = key.rpartition(":")
         partition = int(part)

@@ -22,7 +22,7 @@ writes nothing, commits nothing and reports what would have been emitted.
 
 ``--source raw-pages``: the input topic is the raw-pages archive an earlier run wrote
 (``--raw-pages-topic``); its pages are re-extracted as they were fetched then, with no HTTP
-request (:mod:`copydesk.transforms.raw_pages`), through the same extract/dedup/write path.
+request (:mod:`copydesk.transforms.parse.raw_pages`), through the same extract/dedup/write path.
 
 SIGTERM/SIGINT finish the current chunk and stop; the summary says where each partition got
 to, and ``--offsets`` with those positions resumes.
@@ -132,7 +132,7 @@ def _consumer(kafka):
 
 
 def _topic_partitions(consumer, topics: list[str]) -> list:
-    from copydesk.transforms.kafka_io import _partitions_for, _tp
+    from copydesk.transforms.kafka.io import _partitions_for, _tp
 
     return [_tp(t, p) for t in topics for p in sorted(_partitions_for(consumer, t))]
 
@@ -303,8 +303,8 @@ def run_replay(argv: list[str], ranges: list[PartitionRange], *, chunk_records: 
 
     from copydesk.pipelines.options import CopydeskOptions
     from copydesk.pipelines.pipeline import build_pipeline, configure_local_runner, pipeline_options
-    from copydesk.pipelines.runner import _counters
-    from copydesk.transforms.kafka_io import ReadConfig
+    from copydesk.pipelines.job import _counters
+    from copydesk.transforms.kafka.io import ReadConfig
 
     options = pipeline_options(argv)
     o = options.view_as(CopydeskOptions)
@@ -393,7 +393,7 @@ def main(argv: list[str]) -> int:
     rest, live_group2 = _pop(rest, "--group_id", None)
     from copydesk.pipelines.options import CopydeskOptions
     from copydesk.pipelines.pipeline import ConfigError, check_topics, kafka_config, pipeline_options, validate
-    from copydesk.pipelines.runner import StopFlag
+    from copydesk.pipelines.job import StopFlag
 
     live = live_group or live_group2 or CopydeskOptions(rest).view_as(CopydeskOptions).group_id or "copydesk"
     group = args.replay_group or f"{live}-replay-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"

@@ -24,7 +24,7 @@ class SourceRef:
     same partition read, so gaps left by compaction or transaction markers are covered),
     and ``origin`` the offset where this run started reading the partition. Together they
     let the committer advance the group offset only over offsets whose records have all
-    been written (see :mod:`copydesk.transforms.commit`).
+    been written (see :mod:`copydesk.transforms.kafka.commit`).
 
     For file input: ``topic`` is ``file:<path>``, ``partition`` 0, ``offset`` the line index.
     """

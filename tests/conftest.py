@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules besid
 
 @pytest.fixture(scope="session")
 def broker():
-    from copydesk.pipelines.broker import EmbeddedBroker
+    from copydesk.pipelines.demo.broker import EmbeddedBroker
 
     b = EmbeddedBroker().start()
     yield b
@@ -31,7 +31,7 @@ def broker():
 @pytest.fixture
 def topics(broker):
     """Factory: ``topics("in", "out", partitions=2)`` -> dict of uuid-named topics, created."""
-    from copydesk.pipelines.broker import create_topics
+    from copydesk.pipelines.demo.broker import create_topics
 
     def make(*names: str, partitions: int = 1) -> dict[str, str]:
         run = uuid.uuid4().hex[:10]
@@ -70,7 +70,7 @@ def consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0) -> lis
 
 @pytest.fixture
 def site():
-    from copydesk.pipelines.site import SiteServer
+    from copydesk.pipelines.demo.site import SiteServer
 
     with SiteServer() as s:
         yield s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from copydesk.schemas.records import ArticleRecord, SourceRef
-from copydesk.transforms.minhash import content_hash
+from copydesk.transforms.dedup.minhash import content_hash
 
 FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 

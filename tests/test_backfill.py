@@ -68,7 +68,7 @@ def test_replay_raw_pages_archive_reextracts_without_fetching(broker, topics, pr
     import time
 
     from conftest import cli_env, consume
-    from copydesk.pipelines.site import SiteServer
+    from copydesk.pipelines.demo.site import SiteServer
 
     t = topics("in", "raw", "out", "dead", "out2", "dead2", partitions=2)
     site = SiteServer().start()
@@ -134,7 +134,7 @@ def test_poison_message_that_kills_the_job_is_dead_lettered_after_max_attempts(b
     import time
 
     from conftest import cli_env
-    from copydesk.transforms.messages import TEST_CRASH_ENV, TEST_CRASH_EXIT_CODE
+    from copydesk.transforms.parse.messages import TEST_CRASH_ENV, TEST_CRASH_EXIT_CODE
     from test_crash import _committed as committed_of, _seen
 
     t = topics("in", "out", "dead", "attempts", partitions=2)

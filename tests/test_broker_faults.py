@@ -90,7 +90,7 @@ def test_stop_during_the_outage_returns_false():
 
 
 def test_probe_of_a_closed_port_answers_at_once():
-    from copydesk.pipelines.broker import free_port
+    from copydesk.pipelines.demo.broker import free_port
 
     reason = probe({"bootstrap_servers": [f"127.0.0.1:{free_port()}"]}, timeout=2.0)
     assert reason and "refused" in reason.lower()
@@ -138,8 +138,8 @@ def test_job_started_before_its_broker_waits_for_it(tmp_path):
     import orjson
 
     from conftest import cli_env, consume
-    from copydesk.pipelines.broker import EmbeddedBroker, create_topics, free_port
-    from copydesk.pipelines.site import SiteServer
+    from copydesk.pipelines.demo.broker import EmbeddedBroker, create_topics, free_port
+    from copydesk.pipelines.demo.site import SiteServer
 
     port = free_port()
     t = {k: f"late-{port}-{k}" for k in ("in", "out", "dead")}

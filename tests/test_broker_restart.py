@@ -35,7 +35,7 @@ import pytest
 
 from conftest import cli_env
 from test_replay import _committed
-from copydesk.pipelines.site import site_root
+from copydesk.pipelines.demo.site import site_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ GAP = ("Tansu 0.6 keeps data across a restart only with s3:// storage, which nee
 
 @pytest.fixture
 def s3_broker(tmp_path):
-    from copydesk.pipelines.broker import BrokerError, EmbeddedBroker, S3Server
+    from copydesk.pipelines.demo.broker import BrokerError, EmbeddedBroker, S3Server
 
     reason = S3Server.available()
     if reason:
@@ -64,7 +64,7 @@ def s3_broker(tmp_path):
 
 
 def _topics(broker, *names: str, partitions: int = 2) -> dict[str, str]:
-    from copydesk.pipelines.broker import create_topics
+    from copydesk.pipelines.demo.broker import create_topics
 
     run = uuid.uuid4().hex[:10]
     made = {n: f"r-{run}-{n}" for n in names}
@@ -232,7 +232,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 def test_broker_outage_under_load_pipeline_loses_nothing(s3_broker, site, tmp_path):
-    from copydesk.pipelines.broker import free_port
+    from copydesk.pipelines.demo.broker import free_port
 
     t = _topics(s3_broker, "in", "out", "dead")
     group = f"g-{t['in']}"

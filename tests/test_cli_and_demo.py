@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from conftest import cli_env
-from copydesk.pipelines.site import site_root
+from copydesk.pipelines.demo.site import site_root
 from copydesk.schemas.codec import validate_article, validate_dead_letter
 
 CLI = [sys.executable, "-m", "copydesk.pipelines.cli"]

@@ -1,8 +1,8 @@
 import random
 
 from copydesk.schemas.records import SourceRef
-from copydesk.transforms.commit import OffsetTracker
-from copydesk.transforms.kafka_io import acks_for
+from copydesk.transforms.kafka.commit import OffsetTracker
+from copydesk.transforms.kafka.io import acks_for
 
 
 def test_commit_advances_only_over_contiguous_written_ranges():

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from conftest import cli_env, consume
-from copydesk.pipelines.site import site_root
+from copydesk.pipelines.demo.site import site_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dedup_helpers import FNAPI, rec, story, trim, update, wrap  # noqa: E402
 
 from copydesk.schemas.records import ArticleRecord  # noqa: E402
-from copydesk.transforms.dedup import Deduplicate, DedupConfig, fingerprint_entry  # noqa: E402
+from copydesk.transforms.dedup.stage import Deduplicate, DedupConfig, fingerprint_entry  # noqa: E402
 
 
 def run(records: list[ArticleRecord], cfg: DedupConfig | None = None,
@@ -174,7 +174,7 @@ def test_seeds_older_than_newest_minus_horizon_are_dropped() -> None:
     """Seed pruning: an entry older than the newest seed's event time minus the horizon is
     dropped before expansion. A live record cannot see it anyway; a backfill record with an
     old event time no longer does (documented), unless ``prune_seeds=False``."""
-    from copydesk.transforms.dedup import _SeedKeys, seed_cutoff
+    from copydesk.transforms.dedup.stage import _SeedKeys, seed_cutoff
 
     cfg = DedupConfig(horizon_seconds=2 * 24 * 3600)
     s_old, s_new = story(31), story(32)

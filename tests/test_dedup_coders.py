@@ -1,4 +1,4 @@
-"""The compact coders of the dedup stage (``copydesk.transforms.dedup_coders``): round trips,
+"""The compact coders of the dedup stage (``copydesk.transforms.dedup.coders``): round trips,
 determinism, and that Beam picks them (typed keys, no pickle) for the stage's PCollections."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dedup_helpers import rec, story  # noqa: E402
 
-from copydesk.transforms.dedup import member_for  # noqa: E402
-from copydesk.transforms.dedup_coders import (  # noqa: E402
+from copydesk.transforms.dedup.stage import member_for  # noqa: E402
+from copydesk.transforms.dedup.coders import (  # noqa: E402
     DecideMsg,
     DecideMsgCoder,
     EntryCoder,
@@ -29,7 +29,7 @@ from copydesk.transforms.dedup_coders import (  # noqa: E402
     encode_member,
     member_ts_token,
 )
-from copydesk.transforms.dedup_core import DedupConfig, Member, member_from_entry  # noqa: E402
+from copydesk.transforms.dedup.core import DedupConfig, Member, member_from_entry  # noqa: E402
 
 
 def members() -> list[Member]:
@@ -123,7 +123,7 @@ def test_registry_gives_typed_keys_and_compact_values() -> None:
 
 
 def test_stage_pcollections_use_the_coders() -> None:
-    from copydesk.transforms.dedup import Deduplicate
+    from copydesk.transforms.dedup.stage import Deduplicate
 
     p = beam.Pipeline()
     out, _ = p | beam.Create([rec("a", "apnews.com", story(1), 0, 0)]) | Deduplicate(DedupConfig())
@@ -139,7 +139,7 @@ def test_stage_pcollections_use_the_coders() -> None:
             key_urns.add(coders[c.component_coder_ids[0]].spec.urn)
     assert key_urns == {"beam:coder:varint:v1", "beam:coder:string_utf8:v1"}
     # the state specs' coders
-    from copydesk.transforms.dedup import _Decide, _Lookup
+    from copydesk.transforms.dedup.stage import _Decide, _Lookup
 
     assert _Lookup.ENTRIES.coder == EntryCoder() and _Decide.MSGS.coder == DecideMsgCoder()
 

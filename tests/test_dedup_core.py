@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dedup_helpers import rec, story, trim, update, wrap  # noqa: E402
 
-from copydesk.transforms.dedup_core import (  # noqa: E402
+from copydesk.transforms.dedup.core import (  # noqa: E402
     DedupConfig,
     DedupIndex,
     Member,
@@ -24,8 +24,8 @@ from copydesk.transforms.dedup_core import (  # noqa: E402
     key_values,
     member_from_entry,
 )
-from copydesk.transforms.dedup import annotate, member_for  # noqa: E402
-from copydesk.transforms.minhash import (  # noqa: E402
+from copydesk.transforms.dedup.stage import annotate, member_for  # noqa: E402
+from copydesk.transforms.dedup.minhash import (  # noqa: E402
     MinHasher,
     band_values,
     content_hash,
@@ -49,7 +49,7 @@ def mem(tok: str, text: str, stamp: int, domain: str = "x.com", ts: float = 1000
 
 
 def test_normalized_words_match_article_module() -> None:
-    article = pytest.importorskip("copydesk.transforms.article")
+    article = pytest.importorskip("copydesk.transforms.extract.article")
     text = "Ｔhe  QUICK, brown—fox's déjà-vu 42!"
     assert normalized_words(text) == article.normalized_words(text)
     assert content_hash(text) == article.content_hash(text)

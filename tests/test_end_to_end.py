@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from conftest import cli_env, consume
-from copydesk.pipelines.site import site_root
+from copydesk.pipelines.demo.site import site_root
 from copydesk.schemas.codec import validate_article, validate_dead_letter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

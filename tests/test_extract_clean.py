@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from copydesk.transforms.clean import clean_authors, clean_text
+from copydesk.transforms.extract.clean import clean_authors, clean_text
 
 SEED = Path(__file__).resolve().parents[1] / ".." / "shared" / "seed"
 FUNDUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "eval" / "fundus"
@@ -190,7 +190,7 @@ WIRE_FLOOR = 0.95  # precision and recall of the agency list (issue 5's aim)
 def test_fundus_quality_floor():
     if not (FUNDUS / "ground-truth.json").exists():
         pytest.skip("../shared/eval/fundus not present")
-    from copydesk.transforms.extract_pool import ExtractFailure, ExtractPool
+    from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
 
     gt = json.loads((FUNDUS / "ground-truth.json").read_text("utf-8"))
     ids = sorted(gt)
@@ -217,7 +217,7 @@ def test_fundus_quality_floor():
 def test_language_comes_from_the_page_when_trafilatura_gives_none():
     from trafilatura.utils import load_html
 
-    from copydesk.transforms.extract import extract_article, page_language
+    from copydesk.transforms.extract.stage import extract_article, page_language
 
     body = "<p>" + "The council met on Tuesday and voted on the budget for the coming year. " * 6 + "</p>"
     assert extract_article(f'<html lang="en-US"><body><article>{body}</article></body></html>').language == "en"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from copydesk.transforms.extract import TEST_HOOKS_ENV, ExtractConfig, Extracted
-from copydesk.transforms.extract_pool import ExtractFailure, ExtractPool
+from copydesk.transforms.extract.stage import TEST_HOOKS_ENV, ExtractConfig, Extracted
+from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
 
 GOOD = (
     "<html><head><title>Council approves budget</title></head><body><article>"
@@ -69,7 +69,7 @@ def test_beam_extract_articles():
     from apache_beam.testing.util import assert_that, equal_to
 
     from copydesk.schemas.records import FetchedPage, InputMessage, SourceRef
-    from copydesk.transforms.extract import ExtractArticles
+    from copydesk.transforms.extract.stage import ExtractArticles
 
     def page(url, html, off):
         return FetchedPage(message=InputMessage(url=url, ref=SourceRef(topic="t", partition=0, offset=off),

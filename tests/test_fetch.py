@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from copydesk.schemas.records import DeadLetter, FetchedPage, InputMessage, SourceRef
-from copydesk.transforms.fetch import FetchConfig, Fetcher, page_from_raw_record, raw_page_record
+from copydesk.transforms.fetch.stage import FetchConfig, Fetcher, page_from_raw_record, raw_page_record
 from fetch_server import (
     MisbehavingServer,
     compressed_route,

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from copydesk.transforms.fetch import parse_retry_after
-from copydesk.transforms.fetch_body import HAVE_BROTLI, read_capped
-from copydesk.transforms.fetch_charset import decode_html, looks_binary
-from copydesk.transforms.fetch_errors import FetchFailure
-from copydesk.transforms.fetch_guard import AddressGuard, is_public_ip
-from copydesk.transforms.fetch_hosts import CircuitBreaker
+from copydesk.transforms.fetch.stage import parse_retry_after
+from copydesk.transforms.fetch.body import HAVE_BROTLI, read_capped
+from copydesk.transforms.fetch.charset import decode_html, looks_binary
+from copydesk.transforms.fetch.errors import FetchFailure
+from copydesk.transforms.fetch.guard import AddressGuard, is_public_ip
+from copydesk.transforms.fetch.hosts import CircuitBreaker
 
 
 @pytest.mark.parametrize("addr", [
@@ -60,9 +60,9 @@ def test_pinned_host_names_skip_dns_but_not_the_guard() -> None:
 
 def test_site_serves_each_outlet_under_its_own_host_name() -> None:
     from copydesk.pipelines.pipeline import parse_pins
-    from copydesk.pipelines.site import SiteServer
+    from copydesk.pipelines.demo.site import SiteServer
     from copydesk.schemas.records import InputMessage, SourceRef
-    from copydesk.transforms.fetch import FetchConfig, Fetcher
+    from copydesk.transforms.fetch.stage import FetchConfig, Fetcher
 
     with SiteServer() as site:
         url = site.outlet_url("/continental/business/2025/03/12/container-freight-rates-fall-sixth-week.html")

@@ -10,8 +10,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from conftest import consume
 from copydesk.pipelines.options import FN_API_RUNNER
-from copydesk.transforms.commit import CommitOffsets
-from copydesk.transforms.kafka_io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka
+from copydesk.transforms.kafka.commit import CommitOffsets
+from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka
 
 pytestmark = pytest.mark.integration
 

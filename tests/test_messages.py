@@ -3,7 +3,7 @@ import pytest
 
 from copydesk.schemas.codec import decode, encode, validate_dead_letter
 from copydesk.schemas.records import DeadLetter, InputMessage, SourceRef
-from copydesk.transforms.messages import parse_message
+from copydesk.transforms.parse.messages import parse_message
 
 REF = SourceRef(topic="urls", partition=3, offset=42)
 

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import cli_env
 from copydesk.pipelines.metrics import METRICS, SPECS, DomainHealth, render_top, scrape
-from copydesk.pipelines.site import site_root
-from copydesk.transforms.extract import TEST_HOOKS_ENV
+from copydesk.pipelines.demo.site import site_root
+from copydesk.transforms.extract.stage import TEST_HOOKS_ENV
 from fetch_server import MisbehavingServer, html_route, send
 
 

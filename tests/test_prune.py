@@ -8,8 +8,8 @@ import lxml.html
 import pytest
 import trafilatura
 
-from copydesk.transforms.extract import ExtractConfig, extract_article
-from copydesk.transforms.prune import embedded_body_html, page_headlines, prune_tree
+from copydesk.transforms.extract.stage import ExtractConfig, extract_article
+from copydesk.transforms.extract.prune import embedded_body_html, page_headlines, prune_tree
 
 STORY = " ".join(
     f"Paragraph {i} of the story tells how the council spent the budget on schools, roads and parks."

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import cli_env, consume
 from copydesk.pipelines.replay import ReplayError, parse_offsets, parse_time, resolve_range
-from copydesk.pipelines.site import site_root
-from copydesk.transforms.kafka_io import KafkaConfig
+from copydesk.pipelines.demo.site import site_root
+from copydesk.transforms.kafka.io import KafkaConfig
 
 BAD = [b"this is not json and not a url", b"ftp://files.example.org/a.txt"]
 

@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from conftest import consume
-from copydesk.pipelines.runner import run_job
-from copydesk.pipelines.site import site_root
+from copydesk.pipelines.job import run_job
+from copydesk.pipelines.demo.site import site_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,8 +5,8 @@ from copydesk.schemas.codec import (article_schema, dead_letter, decode, encode,
                                     validate_dead_letter)
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, FetchedPage, InputMessage, SourceRef
-from copydesk.transforms.article import build_article
-from copydesk.transforms.extract import Extracted
+from copydesk.transforms.extract.article import build_article
+from copydesk.transforms.extract.stage import Extracted
 
 
 def _article() -> ArticleRecord:

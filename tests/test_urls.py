@@ -1,6 +1,6 @@
 import pytest
 
-from copydesk.transforms.article import choose_canonical_url, content_hash
+from copydesk.transforms.extract.article import choose_canonical_url, content_hash
 from copydesk.transforms.urls import InvalidURL, canonicalize, check_url, domain_of, record_id
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from copydesk.transforms.wire import agency_code, detect_wire
+from copydesk.transforms.extract.wire import agency_code, detect_wire
 
 SEED = Path(__file__).resolve().parents[1] / ".." / "shared" / "seed"
 BODY = "The council approved the budget on Tuesday after a long debate about schools and roads."

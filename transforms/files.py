@@ -19,7 +19,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.records import SourceRef
-from copydesk.transforms.kafka_io import acks_for
+from copydesk.transforms.kafka.io import acks_for
 
 
 class _LineToInput(beam.DoFn):
@@ -91,7 +91,7 @@ class _AppendJsonLinesFn(beam.DoFn):
                 os.close(fd)
         self.written.inc(len(self._buf))
         self._buf = []
-        # Acks for Kafka-sourced records written to a file (see transforms/commit.py).
+        # Acks for Kafka-sourced records written to a file (see transforms/kafka/commit.py).
         for ack in acks_for(self._refs):
             yield WindowedValue(ack, Timestamp.now(), [GlobalWindow()])
         self._refs = []

@@ -20,7 +20,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from copydesk.transforms.kafka_io import KafkaConfig
+from copydesk.transforms.kafka.io import KafkaConfig
 
 log = logging.getLogger(__name__)
 

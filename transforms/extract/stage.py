@@ -18,9 +18,9 @@ from trafilatura.utils import load_html
 
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, DeadLetter, FetchedPage, WireInfo
-from copydesk.transforms.clean import clean_authors, clean_text
-from copydesk.transforms.prune import embedded_body_html, page_headlines, prune_tree
-from copydesk.transforms.wire import detect_wire
+from copydesk.transforms.extract.clean import clean_authors, clean_text
+from copydesk.transforms.extract.prune import embedded_body_html, page_headlines, prune_tree
+from copydesk.transforms.extract.wire import detect_wire
 
 #: Environment variable that enables the test hooks in :func:`extract_article` (and so in
 #: pool workers, which inherit the environment). Never set in production.
@@ -35,7 +35,7 @@ class ExtractConfig:
     recall drops from 0.971 to 0.960 (F1 0.966 -> 0.959) on the fundus pages, so it is off.
     ``favor_precision`` / ``favor_recall`` / ``include_tables=False`` / ``deduplicate`` all
     scored lower. ``prune``: HTML-level pruning of fact boxes, author bios, social embeds and
-    aria-labelled newsletter/related blocks before trafilatura (copydesk.transforms.prune).
+    aria-labelled newsletter/related blocks before trafilatura (copydesk.transforms.extract.prune).
     """
 
     fast: bool = False
@@ -45,10 +45,10 @@ class ExtractConfig:
     deduplicate: bool = False
     max_html_chars: int = 5_000_000
     min_text_chars: int = 1
-    clean: bool = True  # post-cleaning (copydesk.transforms.clean)
-    wire: bool = True  # wire attribution (copydesk.transforms.wire)
+    clean: bool = True  # post-cleaning (copydesk.transforms.extract.clean)
+    wire: bool = True  # wire attribution (copydesk.transforms.extract.wire)
     recover_below_chars: int = 250  # retry with favor_recall, then trafilatura.baseline
-    prune: bool = True  # HTML-level pruning before trafilatura (copydesk.transforms.prune)
+    prune: bool = True  # HTML-level pruning before trafilatura (copydesk.transforms.extract.prune)
     timeout_s: float = 10.0  # per page, enforced by the extraction pool (not in-process)
 
 
@@ -240,7 +240,7 @@ class _ExtractDoFn(beam.DoFn):
         self._metrics = None
 
     def setup(self) -> None:
-        from copydesk.transforms.extract_pool import ExtractPool
+        from copydesk.transforms.extract.pool import ExtractPool
         from copydesk.transforms.stage_metrics import ExtractMetrics
 
         self._pool = ExtractPool(self.config, workers=self.workers)
@@ -268,8 +268,8 @@ class _ExtractDoFn(beam.DoFn):
         from apache_beam.utils.windowed_value import WindowedValue
 
         from copydesk.schemas.codec import dead_letter
-        from copydesk.transforms.article import build_article
-        from copydesk.transforms.extract_pool import ExtractFailure
+        from copydesk.transforms.extract.article import build_article
+        from copydesk.transforms.extract.pool import ExtractFailure
         from copydesk.transforms.stage_metrics import log_fields
         from copydesk.transforms.urls import domain_of
 

@@ -30,7 +30,7 @@ from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
 from copydesk.pipelines.pipeline import (ConfigError, build_pipeline, check_topics, configure_local_runner,
                                          kafka_config, pipeline_options, validate)
-from copydesk.transforms.kafka_io import ReadConfig
+from copydesk.transforms.kafka.io import ReadConfig
 
 log = logging.getLogger(__name__)
 

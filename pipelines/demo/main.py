@@ -15,8 +15,8 @@ import uuid
 
 import orjson
 
-from copydesk.pipelines.broker import EmbeddedBroker, create_topics
-from copydesk.pipelines.site import OUTLETS, SiteServer, site_root
+from copydesk.pipelines.demo.broker import EmbeddedBroker, create_topics
+from copydesk.pipelines.demo.site import OUTLETS, SiteServer, site_root
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     from copydesk.pipelines.cli import _setup_logging
-    from copydesk.pipelines.runner import run_job
+    from copydesk.pipelines.job import run_job
 
     _setup_logging(args.log_level, "text")
     broker = None if args.bootstrap_servers else EmbeddedBroker().start()

@@ -4,7 +4,7 @@
 
 Three keyed steps, all state bounded by the horizon (see ``docs/dedup.md``):
 
-1. ``Prepare`` (stateless): MinHash signature of the body (:mod:`copydesk.transforms.minhash`),
+1. ``Prepare`` (stateless): MinHash signature of the body (:mod:`copydesk.transforms.dedup.minhash`),
    an arrival stamp, a unique token; emits one lookup per key -- each LSH band, the canonical
    URL (record id) and the content hash -- keyed by a *bounded* shard key
    ``key index * 2**shard_bits + shard(value)``, and the record itself keyed by its token.
@@ -17,12 +17,12 @@ Three keyed steps, all state bounded by the horizon (see ``docs/dedup.md``):
    Seeds (fingerprint entries from before a restart) arrive as a side input and are merged
    into a key's bag the first time the key is touched.
 3. ``Decide`` (stateful per token): collects the record and its ``bands + 2`` answers in one
-   bag (its length is the count), runs :func:`copydesk.transforms.dedup_core.decide`, clears
+   bag (its length is the count), runs :func:`copydesk.transforms.dedup.core.decide`, clears
    its state and emits the annotated record on ``records`` or, with ``drop_duplicates``,
    non-canonical ones on ``dropped``.
 
 Keys are typed (``VarIntCoder`` shard keys, ``StrUtf8Coder`` tokens) and members travel
-encoded (:mod:`copydesk.transforms.dedup_coders`): encoded once in ``Prepare``, decoded in
+encoded (:mod:`copydesk.transforms.dedup.coders`): encoded once in ``Prepare``, decoded in
 ``Decide`` only when visible. Seeds older than the newest seed minus the horizon are dropped
 before expansion (``DedupConfig.prune_seeds``; see ``docs/dedup.md``).
 
@@ -45,7 +45,7 @@ from apache_beam.typehints import KV
 from apache_beam.transforms.userstate import BagStateSpec
 
 from copydesk.schemas.records import ArticleRecord
-from copydesk.transforms.dedup_coders import (
+from copydesk.transforms.dedup.coders import (
     DecideMsg,
     DecideMsgCoder,
     EntryCoder,
@@ -55,7 +55,7 @@ from copydesk.transforms.dedup_coders import (
     encode_member,
     member_ts_token,
 )
-from copydesk.transforms.dedup_core import (
+from copydesk.transforms.dedup.core import (
     DEFAULT_AGENCY_DOMAINS,
     Decision,
     DedupConfig,
@@ -69,7 +69,7 @@ from copydesk.transforms.dedup_core import (
     member_from_entry,
     shard_key,
 )
-from copydesk.transforms.minhash import EMPTY_SIGNATURE, encode_signature, minhasher, shingle_hashes, tokens
+from copydesk.transforms.dedup.minhash import EMPTY_SIGNATURE, encode_signature, minhasher, shingle_hashes, tokens
 from copydesk.transforms.stage_metrics import DedupMetrics
 
 __all__ = [
@@ -201,7 +201,7 @@ class _Lookup(beam.DoFn):
     """Per shard key: answer a lookup with the visible members, then store the asker.
 
     Bag entries are ``(value, ts, encoded member)``; members stay encoded here (what
-    :func:`~copydesk.transforms.dedup_core.visible_for` selects is computed from ``value``,
+    :func:`~copydesk.transforms.dedup.core.visible_for` selects is computed from ``value``,
     ``ts`` and the token alone) and ``Decide`` decodes the few that are visible. Without
     seeds the stage uses this DoFn (no side input, no ``seeded`` state: Beam's per-element
     side-input and state-parameter plumbing is a large part of the cost on the local
@@ -367,7 +367,7 @@ class Deduplicate(beam.PTransform):
     def expand(self, pcoll: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cfg = self.config
         prepared = pcoll | "Prepare" >> beam.ParDo(_Prepare(cfg)).with_outputs("lookups", main="records")
-        # typed keys and compact value coders (copydesk.transforms.dedup_coders) instead of
+        # typed keys and compact value coders (copydesk.transforms.dedup.coders) instead of
         # FastPrimitivesCoder/PickleCoder on every keyed element
         prepared.records.element_type = KV[str, DecideMsg]
         prepared.lookups.element_type = KV[int, LookupMsg]

@@ -8,7 +8,7 @@ import unicodedata
 
 from copydesk.schemas.codec import now_iso
 from copydesk.schemas.records import ArticleRecord, FetchedPage
-from copydesk.transforms.extract import Extracted
+from copydesk.transforms.extract.stage import Extracted
 from copydesk.transforms.urls import InvalidURL, canonicalize, domain_of, record_id, same_site
 
 _WORD = re.compile(r"\w+", re.UNICODE)

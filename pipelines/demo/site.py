@@ -1,6 +1,6 @@
 """A local web site of sample news pages (the demo's "internet"), served on 127.0.0.1.
 
-Pages live in ``pipelines/demo_site/``, one folder per outlet; the placeholder ``{{BASE}}``
+Pages live in ``pipelines/demo/demo_site/``, one folder per outlet; the placeholder ``{{BASE}}``
 in them is replaced at serve time by the base URL the page was asked for (``http://`` + the
 request's Host header), so canonical links point back at the same site.
 

@@ -1,8 +1,8 @@
 """Compact coders for the Beam dedup stage's shuffled elements and state
-(:mod:`copydesk.transforms.dedup`).
+(:mod:`copydesk.transforms.dedup.stage`).
 
 Without them Beam encodes the keyed elements, the answers and the bag entries with
-``FastPrimitivesCoder``/``PickleCoder``: each :class:`~copydesk.transforms.dedup_core.Member`
+``FastPrimitivesCoder``/``PickleCoder``: each :class:`~copydesk.transforms.dedup.core.Member`
 (a NamedTuple with a 256-byte signature) is pickled, 35 times per record plus once per answer
 member and once per stored entry. These coders write a member as one ``struct`` header and
 the raw fields (signature as raw bytes, strings as UTF-8):
@@ -42,7 +42,7 @@ from typing import Any
 
 from apache_beam import coders
 
-from copydesk.transforms.dedup_core import Member
+from copydesk.transforms.dedup.core import Member
 
 __all__ = [
     "DecideMsg",

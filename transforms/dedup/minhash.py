@@ -7,7 +7,7 @@ for the same text.
 
 MinHash
     Each shingle (``k`` consecutive normalised words, see
-    :func:`copydesk.transforms.article.normalized_words`) is hashed to 64 bits. Permutation
+    :func:`copydesk.transforms.extract.article.normalized_words`) is hashed to 64 bits. Permutation
     ``i`` is the multiply-add-shift hash ``h_i(x) = ((a_i * x + b_i) mod 2**64) >> 32`` (``a_i``
     odd), evaluated for all shingles and all permutations at once with numpy; the signature
     value is the minimum over shingles, truncated to its low 16 bits. A truncated minimum
@@ -60,14 +60,14 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def normalized_words(text: str) -> list[str]:
     """Case-folded NFKC word tokens: the same definition as
-    :func:`copydesk.transforms.article.normalized_words` (which the content hash is built on;
+    :func:`copydesk.transforms.extract.article.normalized_words` (which the content hash is built on;
     a test checks they agree). Duplicated so that this module imports only numpy: the
     extraction stack that ``article`` pulls in is not needed to de-duplicate."""
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 def content_hash(text: str) -> str:
-    """Same as :func:`copydesk.transforms.article.content_hash` (see :func:`normalized_words`)."""
+    """Same as :func:`copydesk.transforms.extract.article.content_hash` (see :func:`normalized_words`)."""
     return hashlib.blake2b(" ".join(normalized_words(text)).encode("utf-8"), digest_size=16).hexdigest()
 
 

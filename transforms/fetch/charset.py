@@ -13,7 +13,7 @@ import codecs
 import re
 
 from copydesk.schemas.reasons import Reason
-from copydesk.transforms.fetch_errors import FetchFailure
+from copydesk.transforms.fetch.errors import FetchFailure
 
 META_SCAN_BYTES = 4096  # where browsers look for <meta charset> (the spec says 1024; pages overrun it)
 DETECT_BYTES = 64 * 1024  # detection reads this much: enough to be sure, bounded in time

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from copydesk.schemas.reasons import Reason
-from copydesk.transforms.fetch_errors import FetchFailure
+from copydesk.transforms.fetch.errors import FetchFailure
 
 try:  # optional: brotli >= 1.2 has the output limit needed to bound a brotli bomb
     import brotli as _brotli

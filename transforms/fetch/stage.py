@@ -43,12 +43,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 from copydesk.schemas.codec import dead_letter, now_iso
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import DeadLetter, FetchedPage, InputMessage, SourceRef
-from copydesk.transforms.fetch_body import ACCEPT_ENCODING, read_capped, too_large
-from copydesk.transforms.fetch_charset import decode_html, looks_binary
-from copydesk.transforms.fetch_errors import FetchFailure
-from copydesk.transforms.fetch_guard import AddressGuard, PerHostTransport
-from copydesk.transforms.fetch_hosts import BackoffStats, CircuitBreaker, Politeness
-from copydesk.transforms.fetch_robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
+from copydesk.transforms.fetch.body import ACCEPT_ENCODING, read_capped, too_large
+from copydesk.transforms.fetch.charset import decode_html, looks_binary
+from copydesk.transforms.fetch.errors import FetchFailure
+from copydesk.transforms.fetch.guard import AddressGuard, PerHostTransport
+from copydesk.transforms.fetch.hosts import BackoffStats, CircuitBreaker, Politeness
+from copydesk.transforms.fetch.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
 from copydesk.transforms.stage_metrics import CounterSet, log_fields
 from copydesk.transforms.urls import InvalidURL, check_url
 

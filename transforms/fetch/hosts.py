@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from copydesk.schemas.reasons import Reason
-from copydesk.transforms.fetch_errors import FetchFailure
+from copydesk.transforms.fetch.errors import FetchFailure
 
 _MAX_IDLE_HOSTS = 10_000  # forget idle hosts beyond this, so a long run's state stays bounded
 

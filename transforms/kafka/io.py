@@ -10,7 +10,7 @@ partition is idle, so downstream event-time logic is not held back by a quiet pa
 built in ``setup()``, sends are buffered per bundle and ``finish_bundle()`` flushes and
 checks every send before the bundle counts as done; a failed send fails the bundle so the
 runner retries it (at-least-once). After the flush it emits *acks*, the offset ranges the
-written records account for, which :mod:`copydesk.transforms.commit` turns into consumer-
+written records account for, which :mod:`copydesk.transforms.kafka.commit` turns into consumer-
 group commits. That is what makes commits follow writes even across the keyed dedup stage.
 
 On Flink/Dataflow the Java ``ReadFromKafka``/``WriteToKafka`` cross-language transforms can
@@ -68,7 +68,7 @@ class ReadConfig:
     start_offsets: tuple[tuple[str, int], ...] = ()
     stop_offsets: tuple[tuple[str, int], ...] = ()
     stop_at_end: bool = False  # stop at the end offsets seen when the job starts
-    # Micro-batch reads (the local runner, see pipelines/runner.py): stop a partition when it
+    # Micro-batch reads (the local runner, see pipelines/job.py): stop a partition when it
     # has been idle this long, at a wall-clock deadline, or after this many offsets.
     stop_when_idle_seconds: float | None = None
     deadline: float | None = None  # time.time() value

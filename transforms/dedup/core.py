@@ -1,7 +1,7 @@
 """The de-duplication core: configuration, index entries, the cluster-decision rule and a
 serial in-memory index with a horizon (pure Python, no Beam).
 
-The Beam stage in :mod:`copydesk.transforms.dedup` distributes exactly this logic: the
+The Beam stage in :mod:`copydesk.transforms.dedup.stage` distributes exactly this logic: the
 per-key lookups of :class:`DedupIndex` become keyed state per LSH band (and per URL and per
 content hash), and :func:`decide` runs unchanged on the lookups' answers. The serial index
 is what the unit tests and the 1M-record benchmark exercise.
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from copydesk.transforms.minhash import (
+from copydesk.transforms.dedup.minhash import (
     EMPTY_SIGNATURE,
     band_values,
     decode_signature,

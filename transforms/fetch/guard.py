@@ -30,7 +30,7 @@ import httpx
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 
 from copydesk.schemas.reasons import Reason
-from copydesk.transforms.fetch_errors import FetchFailure
+from copydesk.transforms.fetch.errors import FetchFailure
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
