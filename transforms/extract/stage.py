@@ -233,7 +233,7 @@ def _extract_tree(tree, html: str, url: str | None, config: ExtractConfig) -> Ex
     title = doc.title
     wire = WireInfo()
     if config.wire:
-        wire = detect_wire(raw, authors=raw_authors, title=title, html=html, site=url)
+        wire = detect_wire(raw, authors=raw_authors, title=title, tree=tree, site=url)
         for code in author_agencies:
             if code not in wire.agencies:
                 wire.agencies.append(code)
