@@ -266,6 +266,9 @@ _CONTRIB = re.compile(
 )
 # template placeholders left in client-rendered bodies: "$$ARTICLEAD$$", "{{ad_slot}}", "%%AD%%"
 _PLACEHOLDER = re.compile(r"^(?:\$\$[\w-]+\$\$|\{\{\s*[\w.-]+\s*\}\}|%%[\w-]+%%|\[\[[\w-]+\]\])$")
+# "Headline Headline" (a card's image title + its heading): each half is one headline, so a
+# doubled line longer than two headlines is a story printed twice, never a card
+_TEASER_CARD_WORDS = (8, 60)
 _SOCIAL_EMBED = re.compile(r"^[—–-]\s*.{1,80}\(@\w{1,30}\)\s+\w+ \d{1,2}, \d{4}$")  # tweet signature
 
 
@@ -511,7 +514,8 @@ def clean_text(
         if idx >= n - 4 and len(body) <= 400 and _CONTRIB.search(body):
             drop("contributors", stripped)
             continue
-        if len(words) >= 8 and len(words) % 2 == 0 and words[: len(words) // 2] == words[len(words) // 2:]:
+        if (_TEASER_CARD_WORDS[0] <= len(words) <= _TEASER_CARD_WORDS[1] and len(words) % 2 == 0
+                and words[: len(words) // 2] == words[len(words) // 2:]):
             drop("teaser_card", stripped)  # "Headline Headline": a card's image title + its heading
             continue
         if _SOCIAL_EMBED.match(body):

@@ -41,6 +41,9 @@ _ARIA_LABEL = re.compile(
     re.IGNORECASE,
 )
 _SPLIT = re.compile(r"[^a-z]+")
+# a class name holding one of these tokens is a taxonomy label (WordPress post_class(), CMS tags)
+_TAXONOMY = re.compile(r"^(?:category|categories|cat|tag|tags|topic|topics|term|terms|label|labels|keyword|keywords|"
+                       r"rubrik|ressort|format|type)$")
 # cheap prefilter: a box's class/id contains one of these stems (one C-level search per element)
 _STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok")
 _SKIP_TAGS = {"html", "body", "main", "head"}
@@ -51,13 +54,20 @@ def _tokens(value: str) -> list[str]:
     return [t for t in _SPLIT.split(value.lower()) if t]
 
 
+def _role_names(value: str) -> list[str]:
+    """The class/id names that say what an element *is*: taxonomy names (``category-twitter``,
+    ``tag-instagram``, ``entry-category-facts``) say what a post is *about* and are left out."""
+    return [name for name in value.split() if not any(_TAXONOMY.match(t) for t in _tokens(name))]
+
+
 def _is_box(el: HtmlElement) -> bool:
     for attr in ("class", "id"):
         value = el.get(attr)
         if not value:
             continue
-        if any(_BOX_TOKEN.match(t) for t in _tokens(value)) or _BOX_PAIR.search(value):
-            return True
+        for name in _role_names(value):
+            if any(_BOX_TOKEN.match(t) for t in _tokens(name)) or _BOX_PAIR.search(name):
+                return True
     label = el.get("aria-label")
     return bool(label and len(label) <= 80 and _ARIA_LABEL.search(label))
 
