@@ -52,3 +52,40 @@ def test_a_real_embed_class_is_still_pruned():
     tree = lxml.html.fromstring(html)
     assert prune_tree(tree) == 1
     assert "Look at this bridge" not in tree.text_content()
+
+
+# --- cleaning keeps real sentences ----------------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    "Related: the council also approved a smaller plan for the eastern districts, members said.",
+    "Read more: the full report runs to 400 pages and was published by the ministry on Monday.",
+])
+def test_teaser_prefix_followed_by_a_sentence_is_the_story(line):
+    out = clean_text(f"{SENTENCES[0]}\n{SENTENCES[1]}\n{line}\n{SENTENCES[2]}\n{SENTENCES[3]}").text
+    assert line in out
+
+
+def test_teaser_prefix_followed_by_a_headline_is_a_teaser():
+    out = clean_text(f"{SENTENCES[0]}\nRead more: Council votes on roads\n{SENTENCES[1]}").text
+    assert "Council votes on roads" not in out
+
+
+def test_follow_me_on_twitter_inside_the_story_is_kept_but_a_closing_prompt_goes():
+    inner = ("In her last post she thanked the volunteers and asked readers to follow her on Twitter "
+             "for updates on the bridge and the vote.")
+    lines = SENTENCES * 2 + [inner] + SENTENCES * 2
+    out = clean_text("\n".join(lines + ["Follow us on Twitter and Facebook"])).text
+    assert inner in out
+    assert "Follow us on Twitter and Facebook" not in out
+
+
+def test_a_schedule_list_is_not_a_teaser_list():
+    schedule = ["- Monday: Opening of the bridge exhibition in the town hall",
+                "- Tuesday: Public hearing on the eastern districts plan",
+                "- Wednesday: Final vote of the council on the contract"]
+    teasers = ["- Politics: Council rejects the road plan again",
+               "- Sport: Local team wins the regional cup final",
+               "- Culture: New museum opens its doors to visitors"]
+    out = clean_text("\n".join([SENTENCES[0], *schedule, SENTENCES[1], *teasers, SENTENCES[2]])).text
+    assert all(item in out for item in schedule)
+    assert not any(item in out for item in teasers)

@@ -148,16 +148,21 @@ _NOTICE_STRONG = re.compile(
     r"\(abgerufen am:|la suite est r[ée]serv[ée]e aux abonn[ée]s|compart(?:ir|iendo) tu cuenta|"
     r"(?:est[áa]|sigue) usando tu cuenta|leyendo en este dispositivo|abonelere sunulan|abonelik i[çc]in|"
     r"add us as a preferred source|please log ?out and (?:then )?log ?in again|buying through us|"
-    r"reviews and recommendations are unbiased|may earn (?:a|an) (?:small )?(?:affiliate )?commission",
+    r"reviews and recommendations are unbiased|may earn (?:a|an) (?:small )?(?:affiliate )?commission|"
+    r"\baffiliate[- ]links?\b",
     re.IGNORECASE,
 )
 # cheap prefilter: one of these substrings (of the lower-cased line) is in every _NOTICE_STRONG match
 _NOTICE_STRONG_KEYS = (
     "newsletter", "abonniere", "kanal", "einverstanden", "an dieser stelle", "ihre meinung", "ihr feedback",
     "abgerufen am", "la suite est", "tu cuenta", "este dispositivo", "abone", "preferred source", "logout",
-    "log out", "buying through", "unbiased", "commission",
+    "log out", "buying through", "unbiased", "commission", "affiliate",
 )
 _NOTICE_MAX_CHARS = 320  # a notice is short; a long paragraph that mentions one is body text
+# inside the story (not in its first 8 or last 4 lines, where notices and bios stand), a line
+# longer than this is a notice only if one starts it: "Follow me on Twitter" in a story's
+# sentence ("..., she wrote, asking fans to follow her on Twitter.") is the story
+_NOTICE_ANYWHERE_CHARS = 100
 # a long line is a notice only if one starts within its first 25 characters
 _NOTICE_HEAD = re.compile(rf".{{0,25}}?(?:{_NOTICE.pattern})", re.IGNORECASE)
 
@@ -322,6 +327,19 @@ def _credit_from_line(body: str) -> str | None:
     return None
 
 
+def _is_sentence(body: str) -> bool:
+    """A "Related: ..." line that goes on as a sentence of the story (ends like one, 8+ words
+    after the prefix), not a teaser link to a headline."""
+    rest = body.split(":", 1)[-1] if ":" in body[:40] else body
+    return bool(re.search(r"[.!?…]\s*[\"”»']?\s*$", rest)) and len(_norm_words(rest)) >= 8
+
+
+def _is_schedule_kicker(kicker: str) -> bool:
+    """"Monday", "9.30", "12 March", "Sat 14:00": a schedule entry's time, not a section name."""
+    words = _norm_words(kicker)
+    return bool(words) and all(w in _DATE_WORDS or _DATE_NUM.match(w) for w in words)
+
+
 def _kicker_list_runs(lines: list[str]) -> set[int]:
     """Indexes of bullet runs (>= 3 items) that are all "Kicker: Headline" teaser links.
 
@@ -338,7 +356,8 @@ def _kicker_list_runs(lines: list[str]) -> set[int]:
             continue
         if len(cur) >= 3:
             bodies = [_BULLET.sub("", lines[j].strip()) for j in cur]
-            if all(_KICKER_ITEM.match(b) and _is_headline_like(b) for b in bodies):
+            if all(_KICKER_ITEM.match(b) and _is_headline_like(b) for b in bodies) and not any(
+                    _is_schedule_kicker(b.split(":", 1)[0]) for b in bodies):
                 runs.update(cur)
         cur = []
     return runs
@@ -454,7 +473,7 @@ def clean_text(
             drop("teaser_heading", stripped)
             in_teaser = True
             continue
-        if _TEASER_LINE.match(body) and len(body) <= 300:
+        if _TEASER_LINE.match(body) and len(body) <= 300 and not _is_sentence(body):
             drop("teaser_line", stripped)
             continue
         if _TEASER_PREFIX.match(body) and _is_headline_like(body) and len(words) >= 3:
@@ -463,7 +482,8 @@ def clean_text(
         # a short line may be a notice anywhere; a longer one only if it starts as one
         # (searching just its head also keeps this big alternation cheap)
         if len(body) <= _NOTICE_MAX_CHARS and (
-            _NOTICE.search(body) if len(body) <= 160 else _NOTICE_HEAD.match(body[:90])
+            _NOTICE.search(body) if len(body) <= (160 if idx < 8 or idx >= n - 4 else _NOTICE_ANYWHERE_CHARS)
+            else _NOTICE_HEAD.match(body[:90])
         ):
             drop("notice", stripped)
             continue
