@@ -89,3 +89,16 @@ def test_a_schedule_list_is_not_a_teaser_list():
     out = clean_text("\n".join([SENTENCES[0], *schedule, SENTENCES[1], *teasers, SENTENCES[2]])).text
     assert all(item in out for item in schedule)
     assert not any(item in out for item in teasers)
+
+
+@pytest.mark.parametrize("line", [
+    "Lea más: El Gobierno aprueba el plan de carreteras", "Mire: El alcalde inaugura el puente",
+    "LE PUEDE INTERESAR: La ficha del nuevo contrato", "Notas relacionadas", "Dowiedz się więcej",
+    "Lesen Sie auch die folgenden Beiträge:", "Das Thema könnte dich auch interessieren:", "Mehr Themen:",
+    "Pour lire la suite de cet article, abonnez-vous", "To view the full story, please subscribe to The Daily",
+    "Follow The Gazette on Twitter and Instagram", "ANZEIGE - Heute mal ausgehen? Wie wäre es mit:",
+    "Sie sind aktuell nicht eingeloggt.", "Hazte miembro y disfruta de beneficios exclusivos",
+])
+def test_multilingual_teasers_and_notices_removed(line):
+    out = clean_text(f"{SENTENCES[0]}\n{line}\n{SENTENCES[1]}").text
+    assert line not in out and SENTENCES[1] in out

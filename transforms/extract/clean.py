@@ -74,12 +74,22 @@ _TEASER_WORDS = (
     r"lee tambi[ée]n|leer tambi[ée]n|lea tambi[ée]n|te puede interesar|(?:tambi[ée]n )?te puede interesar|"
     r"noticias? relacionadas?|m[áa]s informaci[óo]n|contenido relacionado|"
     r"leggi anche|potrebbe interessarti|les ogs[åa]|l[äa]s (?:ocks[åa]|mer)|l[æa]s ogs[åa]|lees ook|"
-    r"czytaj (?:te[żz]|tak[żz]e|wi[ęe]cej)|funda olunye udaba lapha|関連記事|関連キーワード|おすすめ情報|관련 기사"
+    r"czytaj (?:te[żz]|tak[żz]e|wi[ęe]cej)|funda olunye udaba lapha|関連記事|関連キーワード|おすすめ情報|관련 기사|"
+    r"schon gelesen|auch lesen|mehr themen|weitere themen|top-themen|empfohlene (?:beitr[äa]ge|artikel)|"
+    r"das (?:thema )?k[öo]nnte (?:sie|dich) (?:auch )?interessieren|vorschau auf den n[äa]chsten artikel|"
+    r"n[äa]chster artikel|vorheriger artikel|notas relacionadas|temas relacionados|te recomendamos|"
+    r"lee m[áa]s|lea m[áa]s|tambi[ée]n te puede interesar|le puede interesar|dowiedz si[ęe] wi[ęe]cej|"
+    r"zobacz (?:te[żz]|tak[żz]e|r[óo]wnie[żz])|przeczytaj (?:te[żz]|tak[żz]e|r[óo]wnie[żz])"
 )
+# short imperatives that are teasers only as "Word: <headline>" ("Lea: ...", "Mire: ...", "Puedes ver: ...")
+_TEASER_COLON = r"lea|mire|vea|puedes ver|ver|ver tambi[ée]n|see|watch|listen|also|more|mehr|auch"
 _TEASER_HEADING = re.compile(rf"^(?:{_TEASER_WORDS})\s*[:.]?\s*$", re.IGNORECASE)
+# "Lesen Sie auch die folgenden Beiträge:", "Weitere Beiträge aus der Kolumne:": a short heading
+# that starts with teaser words and announces a list
+_TEASER_ANNOUNCE = re.compile(rf"^(?:{_TEASER_WORDS}|weitere beitr[äa]ge)\b[^.!?]{{0,40}}:\s*$", re.IGNORECASE)
 # "Read more: <headline>", "READ MORE - <headline>", "MORE: <headline>", ">> <link text>"
 _TEASER_LINE = re.compile(
-    rf"^(?:(?:{_TEASER_WORDS})\s*(?::|\||–|—|-|»|>|\.\.\.)|MORE ?:|>>)\s*\S", re.IGNORECASE
+    rf"^(?:(?:{_TEASER_WORDS})\s*(?::|\||–|—|-|»|>|\.\.\.)|(?:{_TEASER_COLON})\s*:|>>)\s*\S", re.IGNORECASE
 )
 # "À lire aussi La natalité russe ..." (no separator): only if the rest is a headline
 _TEASER_PREFIX = re.compile(rf"^(?:{_TEASER_WORDS})\s+\S", re.IGNORECASE)
@@ -107,7 +117,10 @@ _NOTICE = re.compile(
     r"for the latest (?:breaking )?news and|enjoying our latest content|"
     r"you are using a browser version|browser (?:is|version is) (?:not supported|outdated)|"
     r"this (?:content|video|embed) (?:is not available|cannot be (?:displayed|shown))|"
-    r"this is a breaking news? story|^more to follow\b|"
+    r"this is a breaking news? story|^more to follow\b|if you['’]re seeing this message|"
+    r"to (?:view|read) the full (?:story|article),? (?:please )?(?:subscribe|log ?in|sign in)|"
+    r"follow (?:the )?[\w.]{2,30}(?: [\w.]{2,30})? on (?:twitter|x|facebook|instagram|threads|bluesky)\b|"
+    r"^(?:advertisement|anzeige|werbung|sponsored|publicidad|publicit[ée])\s*[-–—:|]\s|"
     # German
     r"newsletter (?:abonnieren|bestellen|anmelden)|(?:jetzt|gratis|kostenlos) (?:abonnieren|testen|registrieren|anmelden)|"
     r"zum newsletter|abonnieren sie|unterst[üu]tzen sie (?:uns|unseren journalismus)|"
@@ -120,17 +133,21 @@ _NOTICE = re.compile(
     r"dieser (?:artikel|beitrag|inhalt) ist (?:nur )?(?:f[üu]r )?(?:abonnenten|abonnentinnen|plus-?(?:kunden|leser))|"
     r"(?:e-paper|app) (?:und|&) news|push-nachrichten|hat ihnen (?:dieser|der) artikel gefallen|"
     r"wie hat ihnen (?:dieser|der) artikel gefallen|folgst du (?:schon|uns)|folgen sie uns|"
+    r"sie sind (?:aktuell |derzeit |noch )?nicht (?:eingeloggt|angemeldet)|verraten sie (?:uns )?(?:gerne )?in den kommentaren|"
+    r"mit unserem newsletter|(?:dieser|der) (?:beitrag|artikel) enth[äa]lt (?:werbung|affiliate)|"
+    r"^teilen mit\s*:|^wird geladen\b|um kommentare zu schreiben|"
     # French
     r"abonnez-vous|inscrivez-vous (?:[àa]|pour)|d[ée]j[àa] abonn[ée]|r[ée]serv[ée] aux abonn[ée]s|"
     r"(?:cet|l['’])article (?:est )?r[ée]serv[ée]|connectez-vous pour|accepter les cookies|"
     r"politique de confidentialit[ée]|g[ée]rer (?:mes|vos) (?:choix|pr[ée]f[ée]rences)|"
     r"recevez (?:notre|nos) newsletters?|il vous reste [\d.,]+ ?% de cet article|"
+    r"pour lire la suite|pour acc[ée]der en illimit[ée]|la suite de cet article est|"
 
     # Spanish
     r"suscr[ií]bete|suscr[ií]base|hazte (?:socio|suscriptor)|(?:ya eres|eres) suscriptor|"
     r"(?:s[óo]lo|exclusivo) para (?:suscriptores|socios|abonados)|tu suscripci[óo]n|"
     r"inicia sesi[óo]n (?:para|con)|reg[ií]strate (?:gratis|para)|pol[ií]tica de (?:privacidad|cookies)|"
-    r"recibe (?:nuestra|nuestro|las) (?:newsletter|bolet[ií]n)|"
+    r"recibe (?:nuestra|nuestro|las) (?:newsletter|bolet[ií]n)|hazte miembro|cancela cuando quieras|"
 
     # Italian / Nordic / Dutch (cheap additions of the same kind)
     r"abbonati|iscriviti (?:alla|alle) newsletter|prenumerera|abonner p[åa]|abonneer|"
@@ -469,7 +486,7 @@ def clean_text(
         if _ADS.match(body):
             drop("ads", stripped)
             continue
-        if _TEASER_HEADING.match(body):
+        if _TEASER_HEADING.match(body) or (len(body) <= 80 and _TEASER_ANNOUNCE.match(body)):
             drop("teaser_heading", stripped)
             in_teaser = True
             continue
