@@ -19,7 +19,7 @@ SENTENCES = [
     "Opposition members argued that the plan ignored the needs of the eastern districts entirely.",
     "A final vote on the details of the bridge contract is expected before the end of the year.",
 ]
-STORY = "".join(f"<p>{s} {s}</p>" for s in SENTENCES)
+STORY = "".join(f"<p>{s} {SENTENCES[(k + 1) % 5]}</p>" for k, s in enumerate(SENTENCES))
 
 
 def page(body: str, title: str = "Council approves budget", head: str = "") -> str:
@@ -102,3 +102,96 @@ def test_a_schedule_list_is_not_a_teaser_list():
 def test_multilingual_teasers_and_notices_removed(line):
     out = clean_text(f"{SENTENCES[0]}\n{line}\n{SENTENCES[1]}").text
     assert line not in out and SENTENCES[1] in out
+
+
+# --- recovery prefers a plausible short body (or the headline) over a page dump --------------
+
+NAV = "<nav><ul>" + "".join(f"<li><a href='/s{i}'>Section number {i} of the site</a></li>" for i in range(30)) + "</ul></nav>"
+FOOT = "<footer><p>© 2025 Daily Pictures</p><ul>" + "".join(
+    f"<li><a href='/f{i}'>Legal page {i}</a></li>" for i in range(10)) + "</ul></footer>"
+
+
+def test_headline_only_picture_post_keeps_its_headline_not_a_page_dump():
+    html = page(NAV + "<main><article><h1>Sunset over the harbour</h1><figure><img src='a.jpg'>"
+                "<figcaption>Photo: Jane Roe</figcaption></figure></article></main>" + FOOT,
+                title="Sunset over the harbour | Daily Pictures",
+                head="<meta property='og:title' content='Sunset over the harbour'>")
+    out = extract_article(html, "https://example.com/pic").text
+    assert out == "Sunset over the harbour"
+
+
+def test_short_body_is_kept_over_a_link_list_rescue():
+    short = "The bridge opens on Monday, the council said."
+    html = page(NAV + f"<main><article><h1>Bridge opens</h1><p>{short}</p></article></main>" + FOOT,
+                title="Bridge opens")
+    out = extract_article(html, "https://example.com/short").text
+    assert short in out
+    assert "Section number 7 of the site" not in out
+
+
+# --- the quick (main extractor) result is checked before it is trusted ----------------------
+
+def _quick(html: str):
+    tree = lxml.html.fromstring(html)
+    from trafilatura.core import _prepare_tree
+    from trafilatura.main_extractor import extract_content
+
+    opts = extractor_options()
+    cleaned, backup = _prepare_tree(tree, opts, None)
+    body, text = extract_content(cleaned, opts)
+    return body, text, backup
+
+
+def test_a_long_story_extracted_whole_is_trusted():
+    body, text, backup = _quick(page(f"<article><h1>Budget</h1>{STORY}{STORY}</article>"))
+    assert not looks_wrong(body, text, backup)
+
+
+@pytest.mark.parametrize("why,html", [
+    ("short", page(f"<article><p>{SENTENCES[0]}</p></article>")),
+    ("much shorter than the largest paragraph block",
+     page(f"<div class='main'><article>{STORY}</article></div>"
+          f"<div>{''.join(f'<p>{s} {s} {s}</p>' for s in SENTENCES * 3)}</div>")),
+])
+def test_a_suspect_quick_result_is_checked(why, html):
+    body, text, backup = _quick(html)
+    if why.startswith("much shorter"):
+        # the main extractor took the <article>; the page's largest paragraph block is elsewhere
+        assert SENTENCES[0] in text and len(text) < 0.5 * len(backup.text_content())
+    assert looks_wrong(body, text, backup), why
+
+
+def test_auto_runs_the_comparison_only_when_the_quick_result_looks_wrong():
+    good = lxml.html.fromstring(page(f"<article><h1>Budget</h1>{STORY}{STORY}</article>"))
+    short = lxml.html.fromstring(page(f"<article><p>{SENTENCES[0]}</p></article>"))
+    assert not run_cascade(good, extractor_options()).compared
+    assert run_cascade(short, extractor_options()).compared
+    good = lxml.html.fromstring(page(f"<article><h1>Budget</h1>{STORY}{STORY}</article>"))
+    assert run_cascade(good, extractor_options(), gate=False).compared  # "always"
+
+
+# --- damaged HTML is repaired before the page is given up (issue 16) ------------------------
+
+BODY_HTML = f"<article><h1>Budget</h1>{STORY}</article>"
+
+
+@pytest.mark.parametrize("damaged", [
+    f"<html><head><title>Council approves budget</head><body>{BODY_HTML}</body></html>",  # unclosed title
+    f"<html lang='en'\n<img src='t.gif' alt='\n<head><title>T</title></head><body>{BODY_HTML}</body></html>",
+])
+def test_damaged_page_is_repaired_not_dead_lettered(damaged):
+    out = extract_article(damaged, "https://example.com/damaged").text
+    assert SENTENCES[2] in out
+
+
+def test_repair_leaves_a_sound_page_alone_and_a_page_without_text_is_still_empty():
+    sound = page(BODY_HTML)
+    assert repair_html(sound) == sound
+    with pytest.raises(ExtractionError) as err:
+        extract_article("<html><head><title>Nothing</title></head><body><div></div></body></html>")
+    assert err.value.reason == "empty"
+
+
+def test_repair_closes_a_runaway_title_and_ends_run_in_tags():
+    assert "</title><meta" in repair_html("<html><head><title>T<meta charset='utf-8'></head><body></body></html>")
+    assert repair_html('<html lang="en"<img src="a.gif"><body>x</body></html>').startswith('<html lang="en"><img')

@@ -10,7 +10,9 @@ Stages, as in trafilatura:
 1. main extractor (``extract_content``, with its wild-text recovery for short results);
 2. comparison with readability/justext (``compare_extraction``): **gated** by :func:`looks_wrong`
    (trafilatura runs it on every page unless ``fast``);
-3. baseline rescue on the uncleaned tree when the body is under ``min_extracted_size``;
+3. baseline rescue on the uncleaned tree when the body is under ``min_extracted_size`` -- but not
+   its whole-page dump or a link list (:func:`is_page_dump`): the caller decides what a page
+   with no body gets (copydesk: its headline, the dump only as a last resort);
 4. recall escalation when the body is short and covers little of the page.
 
 Uses trafilatura internals (pinned to 2.3.1 in pyproject); a change in them fails the unit
@@ -39,7 +41,7 @@ from trafilatura.settings import Extractor
 from trafilatura.xml import xmltotxt
 from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
 
-__all__ = ["Cascade", "extractor_options", "looks_wrong", "run_cascade"]
+__all__ = ["Cascade", "extractor_options", "is_page_dump", "looks_wrong", "run_cascade"]
 
 
 def extractor_options(*, fast: bool = False, favor_recall: bool = False, favor_precision: bool = False,
@@ -62,6 +64,7 @@ SHORT_BODY = 1000  # characters: the wrong blocks fast mode picks are 300-1,300 
 SHORT_LINE = 60  # characters: a link, a table cell, a teaser title
 SHORT_LINE_SHARE = 0.5  # of the body's characters in short lines
 BLOCK_SHARE = 0.5  # of the largest block of <p> text (one parent's paragraphs) on the page
+DUMP_SHARE = 0.7  # of the page's text: a rescue candidate this long is the page, not a story
 
 
 def _text_len(el) -> int:
@@ -77,6 +80,21 @@ def _page_text_bound(tree: HtmlElement) -> int:
     return len(" ".join(body.text_content().split())) + int(body.xpath("count(.//*)")) + 1
 
 
+def _short_line_chars(text: str) -> int:
+    return sum(len(ln) for ln in text.split("\n") if 0 < len(ln.strip()) < SHORT_LINE)
+
+
+def is_page_dump(text: str, tree: HtmlElement) -> bool:
+    """``text`` (a rescue candidate) is the page rather than a story: about as long as the page's
+    whole visible text, or mostly short lines (navigation, link lists). trafilatura's baseline rescue falls
+    back to the whole page's text; a plausible short body is kept over such a candidate."""
+    if _short_line_chars(text) > SHORT_LINE_SHARE * len(text):
+        return True
+    page = len(html2txt(tree))
+    # about as long as the page's visible text (a JSON-LD articleBody longer than it is not the page)
+    return DUMP_SHARE * page <= len(text) <= page / DUMP_SHARE
+
+
 def looks_wrong(body, text: str, cleaned: HtmlElement) -> bool:
     """True when the main extractor's quick result should be checked against readability/justext.
 
@@ -88,8 +106,7 @@ def looks_wrong(body, text: str, cleaned: HtmlElement) -> bool:
     n = len(text)
     if n < SHORT_BODY:
         return True
-    lines = xmltotxt(body, False).split("\n")
-    if sum(len(ln) for ln in lines if 0 < len(ln.strip()) < SHORT_LINE) > SHORT_LINE_SHARE * n:
+    if _short_line_chars(xmltotxt(body, False)) > SHORT_LINE_SHARE * n:
         return True
     blocks: dict = {}
     for p in cleaned.iter("p"):
@@ -119,7 +136,7 @@ def run_cascade(tree: HtmlElement, options: Extractor, *, gate: bool = True) -> 
         compared, route = True, ("main" if body is before else "compare")
     if len(text) < options.min_extracted_size and options.focus != "precision":
         b_body, b_text, b_len = baseline(tree)
-        if b_len > len(text):
+        if b_len > len(text) and not is_page_dump(b_text, tree):
             body, text, route = b_body, b_text, "baseline"
     if (options.focus == "balanced" and 0 < len(text) < ESCALATION_MAX_LENGTH
             and len(text) < ESCALATION_PAGE_SHARE * _page_text_bound(tree)

@@ -5,12 +5,12 @@ recovers it:
 
 * an unclosed ``<title>``: the parser reads the rest of the document as the title's text,
   so the page has no body;
-* a tag run into another (``<html lang="en"<img ...>``, ``<body<div ...>``): the start tag
-  has no ``>``, the tags after it are read as its attributes, and a stray quote in them
-  can swallow the document.
+* a tag run into another (``<html lang="en"<img src="t.gif" alt='<head>``): the start tag
+  has no ``>``, and an attribute quote left open swallows the document up to the next quote.
 
 :func:`repair_html` closes a title that runs into markup and ends a start tag where the next
-tag begins. It runs only on pages whose first parse gave no text, never on every page.
+tag begins (closing a quote left open there). It runs only on pages whose first parse gave
+no text, never on every page.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ _TITLE_CLOSE = re.compile(r"</title\s*>", re.IGNORECASE)
 _MARKUP = re.compile(r"<(?:/?[a-zA-Z][\w:-]*[\s>/]|!--)")
 # a start tag with no ">" before the next tag: "<html lang="en"<img" -> "<html lang="en"><img"
 _RUN_IN = re.compile(r"(<[a-zA-Z][\w:-]*(?:\s[^<>]*?)?)(?=<[a-zA-Z/!])")
+# an attribute quote still open where the next tag begins: alt='<head> -> alt=''><head>
+_OPEN_QUOTE = re.compile(r"""(=\s*(["'])[^"'<>]*)(?=<[a-zA-Z/!])""")
 _TITLE_MAX = 1000  # a real title is short; more text before markup means a swallowed page
 
 
@@ -43,4 +45,4 @@ def _close_title(html: str) -> str:
 
 def repair_html(html: str) -> str:
     """``html`` with an unclosed title closed and run-in start tags ended (unchanged if sound)."""
-    return _RUN_IN.sub(r"\1>", _close_title(html))
+    return _RUN_IN.sub(r"\1>", _OPEN_QUOTE.sub(r"\1\2>", _close_title(html)))

@@ -13,12 +13,12 @@ import unicodedata
 from dataclasses import dataclass, field
 
 import apache_beam as beam
-from trafilatura.baseline import baseline, html2txt
+from trafilatura.baseline import baseline
 from trafilatura.utils import load_html
 
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, DeadLetter, FetchedPage, WireInfo
-from copydesk.transforms.extract.cascade import extractor_options, run_cascade
+from copydesk.transforms.extract.cascade import extractor_options, is_page_dump, run_cascade
 from copydesk.transforms.extract.clean import clean_authors, clean_text
 from copydesk.transforms.extract.meta import read_metadata
 from copydesk.transforms.extract.prune import embedded_body_html, page_headlines, prune_tree
@@ -145,33 +145,30 @@ def _options(config: ExtractConfig, url: str | None, *, favor_recall: bool | Non
         favor_recall=config.favor_recall if favor_recall is None else favor_recall, deduplicate=config.deduplicate)
 
 
-def _looks_like_dump(text: str, tree) -> bool:
-    """``text`` is (most of) the page's whole text: trafilatura.baseline's last resort."""
-    page = html2txt(tree)
-    return bool(page) and len(text) >= 0.7 * len(page)
-
-
-def _recover(tree, url: str | None, config: ExtractConfig, raw: str) -> str:
+def _recover(tree, url: str | None, config: ExtractConfig, raw: str, headlines: list[str]) -> str:
     """A body for a page whose extraction came out short (under ``recover_below_chars``).
 
     Candidates: trafilatura in recall mode, ``trafilatura.baseline`` (JSON-LD articleBody,
     ``<article>``, paragraphs, else the whole page's text) and a body in script data
-    (client-rendered pages). The longest wins, except that a whole-page dump never replaces
-    a plausible short body (one of at least ``min_text_chars``... and a full sentence or line).
+    (client-rendered pages); the longest wins. A whole-page dump or a link list
+    (:func:`cascade.is_page_dump`) never replaces a plausible short body, nor the headline of
+    a page that has nothing else (a picture or video post): it is only the last resort.
     """
-    alt = run_cascade(tree, _options(config, url, favor_recall=True), gate=config.compare == "auto").text
-    alt = _nfc(alt)
+    alt = _nfc(run_cascade(tree, _options(config, url, favor_recall=True), gate=config.compare == "auto").text)
     if len(alt) > len(raw):
         raw = alt
+    dump = ""
     if len(raw) < config.recover_below_chars:
         try:
             _, base_text, _ = baseline(tree)  # copies the tree
         except Exception:  # the fallback must never turn a short page into an error
             base_text = ""
         base_text = _nfc(base_text)
-        if len(base_text) > max(len(raw), 2 * config.min_text_chars) and not (
-                len(raw) >= config.min_text_chars and _looks_like_dump(base_text, tree)):
-            raw = base_text
+        if len(base_text) > max(len(raw), 2 * config.min_text_chars):
+            if is_page_dump(base_text, tree):
+                dump = base_text
+            else:
+                raw = base_text
     if len(raw) < config.recover_below_chars:  # client-rendered: the body is in script data
         embedded = embedded_body_html(tree)
         if embedded:
@@ -179,6 +176,8 @@ def _recover(tree, url: str | None, config: ExtractConfig, raw: str) -> str:
             hydrated = run_cascade(page, _options(config, url, favor_recall=True), gate=False).text if page is not None else ""
             if len(_nfc(hydrated)) > len(raw):
                 raw = _nfc(hydrated)
+    if len(raw) < config.min_text_chars:
+        raw = headlines[0] if headlines else dump
     return raw
 
 
@@ -224,7 +223,7 @@ def _extract_tree(tree, html: str, url: str | None, config: ExtractConfig) -> Ex
     result = run_cascade(tree, _options(config, url), gate=config.compare == "auto")  # prunes comments only
     raw = _nfc(result.text)
     if len(raw) < config.recover_below_chars:
-        raw = _recover(tree, url, config, raw)
+        raw = _recover(tree, url, config, raw, headlines)
     if len(raw) < config.min_text_chars:
         raise ExtractionError(Reason.EMPTY, "no article text found")
 
@@ -242,6 +241,10 @@ def _extract_tree(tree, html: str, url: str | None, config: ExtractConfig) -> Ex
         cleaned = clean_text(raw, title=title, authors=authors, headlines=headlines)
         if len(cleaned.text) >= config.min_text_chars:
             text, credits = cleaned.text, cleaned.photo_credits
+        else:  # a headline-only post (a picture, a video): its headline is its text
+            heads = [line for rule, line in cleaned.removed if rule in ("title", "before_title")]
+            if heads:
+                text, credits = "\n".join(heads), cleaned.photo_credits
     return Extracted(
         text=text,
         title=title,
