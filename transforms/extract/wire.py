@@ -135,8 +135,6 @@ _JSONLD_AUTHOR = re.compile(
 # A page element whose whole text is an agency byline: <div class="author">Von DPA</div>,
 # <p>AFP, MANILA</p>. Elements that are photo captions/credits are skipped by class name.
 _BYLINE_TAGS = ("div", "span", "p", "address", "dd", "strong", "b")
-_BYLINE_LEAVES = XPath(
-    "//body//*[" + " or ".join(f"self::{t}" for t in _BYLINE_TAGS) + "][not(*)][string-length(.) < 90]")
 _ELEMENT_BYLINE = re.compile(
     rf"^\s*(?:(?:by|von|por|par)\s+)?(?P<txt>{_AG}(?:\s*,\s*[A-ZÀ-Ý][A-ZÀ-Ý .'-]{{2,40}})?)\s*$",
     re.IGNORECASE,
@@ -219,17 +217,20 @@ def page_agencies(tree, text: str = "") -> tuple[list[str], str | None]:
     prefixes = _story_prefixes(text) if text else []
     if not prefixes:
         return found, attribution
-    for el in _BYLINE_LEAVES(tree):
-        m = _ELEMENT_BYLINE.match(el.text or "")
+    body = tree.find(".//body")
+    for el in (body.iter(*_BYLINE_TAGS) if body is not None else ()):
+        txt = el.text
+        if not txt or len(txt) >= 90 or len(el):
+            continue  # a byline element holds only its short text
+        m = _ELEMENT_BYLINE.match(txt)
         if not m or len(m.group("txt").split(",")[0].strip()) <= 2:
             continue  # two-letter codes (AP, PA, AA, TT) in page chrome are too ambiguous
         if _in_photo_context(el):
             continue  # a credit inside a figure/caption, an avatar, navigation
-        if m.group("txt").strip() == (el.text or "").strip() and _AFTER_IMAGE(el):
+        if m.group("txt").strip() == txt.strip() and _AFTER_IMAGE(el):
             continue  # a bare agency name just after a picture (class names obfuscated): its credit
         if _before_story(el, prefixes):
             add(_codes_in(m.group("txt")), m.group("txt"))
-    body = tree.find(".//body")
     for a in (body.iter("a") if body is not None else ()):
         tail = a.tail
         if not tail or len(tail) > 40:
