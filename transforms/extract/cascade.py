@@ -21,6 +21,7 @@ tests, not silently.
 
 from __future__ import annotations
 
+import re
 from copy import copy
 from dataclasses import dataclass
 
@@ -35,11 +36,9 @@ from trafilatura.core import (
     _prepare_tree,
 )
 from trafilatura.external import compare_extraction, justext_rescue
-from trafilatura.htmlprocessing import prune_unwanted_nodes
 from trafilatura.main_extractor import extract_content
 from trafilatura.settings import Extractor
-from trafilatura.xml import xmltotxt
-from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
+from trafilatura.xml import delete_element, xmltotxt
 
 __all__ = ["Cascade", "extractor_options", "is_page_dump", "looks_wrong", "run_cascade"]
 
@@ -69,6 +68,51 @@ DUMP_SHARE = 0.7  # of the page's text: a rescue candidate this long is the page
 
 def _text_len(el) -> int:
     return sum(len(t) for t in el.itertext())
+
+
+# trafilatura 2.3.1 RAW_TREE_PRUNE_XPATH and REMOVE_COMMENTS_AND_LISTS_XPATH as Python predicates:
+# lxml runs their re:test() by calling back into Python for every element; one pass does it all
+_SCROLL = re.compile("mvp-post-add-(?:box|wrap)|infinite-?scroll")
+_MVP = re.compile("mvp-post-add-(?:box|wrap)")
+_COMMENT_ID = re.compile("^(?:[Cc]omment(?!ary)|comol|disqus_thread|dsq-comments)")
+_COMMENT_LIST_ID = re.compile("^(?:[Cc]omment(?!ary)|comol)")
+_COMMENT_CLASS = re.compile("^[Cc]omment(?!ary)|(?:article|post)-comments")
+_RAW_TAGS = frozenset(("div", "section", "aside"))
+
+
+def _doomed(el) -> bool:
+    tag, ident, cls = el.tag, el.get("id") or "", el.get("class") or ""
+    if tag in _RAW_TAGS and (_SCROLL.search(ident) or _SCROLL.search(cls)):
+        if el.find(".//h1") is None or _MVP.search(ident) or _MVP.search(cls):
+            return True  # an infinite-scroll container of follow-up articles
+    if tag in _RAW_TAGS and "elementor-share-buttons" in cls:
+        return True
+    return False
+
+
+def _comment_section(el) -> bool:
+    ident, cls = el.get("id") or "", el.get("class") or ""
+    if not (_COMMENT_ID.search(ident) or _COMMENT_CLASS.search(cls)):
+        return False
+    return el.tag not in ("ol", "ul") or bool(_COMMENT_LIST_ID.search(ident) or _COMMENT_CLASS.search(cls))
+
+
+def prune_raw_tree(tree: HtmlElement, *, comments: bool) -> None:
+    """trafilatura's raw-tree prune (infinite-scroll follow-ups, share-button blocks) and, with
+    ``comments``, its comment-section prune, in one pass (same elements; their tails are kept)."""
+    raw, com = [], []
+    for el in tree.iter("div", "section", "aside", "details", "ol", "ul", "list"):
+        if not (el.get("class") or el.get("id")):
+            continue
+        if _doomed(el):
+            raw.append(el)
+        elif comments and el.tag in _COMMENT_TAGS and _comment_section(el):
+            com.append(el)
+    for el in raw + com:
+        delete_element(el)
+
+
+_COMMENT_TAGS = frozenset(("div", "list", "section", "details", "ol", "ul"))
 
 
 def _page_text_bound(tree: HtmlElement) -> int:
@@ -124,9 +168,7 @@ def run_cascade(tree: HtmlElement, options: Extractor, *, gate: bool = True) -> 
     """
     url = options.url
     is_forum = _forum_thread_page(tree)
-    tree = prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH)
-    if not is_forum or options.focus == "precision":
-        tree = prune_unwanted_nodes(tree, REMOVE_COMMENTS_AND_LISTS_XPATH)
+    prune_raw_tree(tree, comments=not is_forum or options.focus == "precision")
     cleaned, backup = _prepare_tree(tree, options, url)
     body, text = extract_content(cleaned, options)
     compared, route = False, "main"
