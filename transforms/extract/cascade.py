@@ -66,10 +66,6 @@ BLOCK_SHARE = 0.5  # of the largest block of <p> text (one parent's paragraphs) 
 DUMP_SHARE = 0.7  # of the page's text: a rescue candidate this long is the page, not a story
 
 
-def _text_len(el) -> int:
-    return sum(len(t) for t in el.itertext())
-
-
 # trafilatura 2.3.1 RAW_TREE_PRUNE_XPATH and REMOVE_COMMENTS_AND_LISTS_XPATH as Python predicates:
 # lxml runs their re:test() by calling back into Python for every element; one pass does it all
 _SCROLL = re.compile("mvp-post-add-(?:box|wrap)|infinite-?scroll")
@@ -116,12 +112,14 @@ _COMMENT_TAGS = frozenset(("div", "list", "section", "details", "ol", "ul"))
 
 
 def _page_text_bound(tree: HtmlElement) -> int:
-    """An upper bound of ``len(html2txt(tree))``, cheap (two C-level passes): the body's text
-    with whitespace collapsed, plus one space per element (html2txt spaces block boundaries).
+    """An upper bound of ``len(html2txt(tree))``, cheap: the body's text with whitespace
+    collapsed, less its scripts and styles (html2txt drops them), plus two characters per
+    element (html2txt spaces block boundaries).
     trafilatura's escalation test needs the exact length only when the bound lets it pass."""
     body = tree.find(".//body")
     body = tree if body is None else body
-    return len(" ".join(body.text_content().split())) + int(body.xpath("count(.//*)")) + 1
+    code = sum(len(" ".join((el.text or "").split())) for el in body.iter("script", "style"))
+    return len(" ".join(body.text_content().split())) - code + 2 * int(body.xpath("count(.//*)")) + 1
 
 
 def _short_line_chars(text: str) -> int:
@@ -139,24 +137,25 @@ def is_page_dump(text: str, tree: HtmlElement) -> bool:
     return DUMP_SHARE * page <= len(text) <= page / DUMP_SHARE
 
 
-def looks_wrong(body, text: str, cleaned: HtmlElement) -> bool:
+def looks_wrong(body, text: str, cleaned: HtmlElement, rendered: str | None = None) -> bool:
     """True when the main extractor's quick result should be checked against readability/justext.
 
     The quick result is suspect when it is short, when it is made of short lines (link lists,
     layout-table cells and teaser blocks render as many short lines), or when it is much
     shorter than the largest block of paragraph text on the page (the main extractor took a
-    side block). ``cleaned``: trafilatura's cleaned tree (before tag conversion).
+    side block). ``cleaned``: trafilatura's cleaned tree (before tag conversion);
+    ``rendered``: the body as text (``xmltotxt``), when the caller has it.
     """
     n = len(text)
     if n < SHORT_BODY:
         return True
-    if _short_line_chars(xmltotxt(body, False)) > SHORT_LINE_SHARE * n:
+    if _short_line_chars(xmltotxt(body, False) if rendered is None else rendered) > SHORT_LINE_SHARE * n:
         return True
     blocks: dict = {}
     for p in cleaned.iter("p"):
         parent = p.getparent()
         if parent is not None:
-            blocks[parent] = blocks.get(parent, 0) + _text_len(p)
+            blocks[parent] = blocks.get(parent, 0) + len(p.text_content())
     return n < BLOCK_SHARE * max(blocks.values(), default=0)
 
 
@@ -172,7 +171,8 @@ def run_cascade(tree: HtmlElement, options: Extractor, *, gate: bool = True) -> 
     cleaned, backup = _prepare_tree(tree, options, url)
     body, text = extract_content(cleaned, options)
     compared, route = False, "main"
-    if not options.fast and (not gate or looks_wrong(body, text, backup)):
+    quick, rendered = body, xmltotxt(body, options.formatting) if gate and not options.fast else None
+    if not options.fast and (not gate or looks_wrong(body, text, backup, rendered if not options.formatting else None)):
         before = body
         body, text = compare_extraction(backup, copy(tree), body, text, options)
         compared, route = True, ("main" if body is before else "compare")
@@ -204,4 +204,5 @@ def run_cascade(tree: HtmlElement, options: Extractor, *, gate: bool = True) -> 
             body, text, route = r_body, r_text, "recall"
     if len(text) < options.min_output_size:
         return Cascade("", compared, route)
-    return Cascade(xmltotxt(body, options.formatting), compared, route)
+    return Cascade(rendered if body is quick and rendered is not None else xmltotxt(body, options.formatting),
+                   compared, route)
