@@ -45,7 +45,7 @@ _SPLIT = re.compile(r"[^a-z]+")
 _TAXONOMY = re.compile(r"^(?:category|categories|cat|tag|tags|topic|topics|term|terms|label|labels|keyword|keywords|"
                        r"rubrik|ressort|format|type)$")
 # cheap prefilter: a box's class/id contains one of these stems (one C-level search per element)
-_STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok")
+_STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok", re.IGNORECASE)
 _SKIP_TAGS = {"html", "body", "main", "head"}
 _MAX_SHARE = 0.5  # never prune an element holding this share of the page's paragraph text
 
@@ -96,18 +96,18 @@ def prune_tree(tree: HtmlElement) -> int:
     body = tree.find(".//body")
     if body is None:
         body = tree
-    total = _para_chars(body)
     doomed: list[HtmlElement] = []
     for el in body.iter():
         if not isinstance(el.tag, str) or el.tag in _SKIP_TAGS:
             continue
         cls, ident = el.get("class"), el.get("id")
         if (
-            (cls and _STEMS.search(cls.lower())) or (ident and _STEMS.search(ident.lower()))
+            (cls and _STEMS.search(cls)) or (ident and _STEMS.search(ident))
             or el.get("aria-label")
         ) and _is_box(el):
             doomed.append(el)
     removed = 0
+    total = _para_chars(body) if doomed else 0
     for el in doomed:
         parent = el.getparent()
         if parent is None:
