@@ -109,7 +109,8 @@ def test_multilingual_teasers_and_notices_removed(line):
 
 # --- recovery prefers a plausible short body (or the headline) over a page dump --------------
 
-NAV = "<nav><ul>" + "".join(f"<li><a href='/s{i}'>Section number {i} of the site</a></li>" for i in range(30)) + "</ul></nav>"
+NAV = "<nav><ul>" + "".join(
+    f"<li><a href='/s{i}'>Section number {i} of the site</a></li>" for i in range(30)) + "</ul></nav>"
 FOOT = "<footer><p>© 2025 Daily Pictures</p><ul>" + "".join(
     f"<li><a href='/f{i}'>Legal page {i}</a></li>" for i in range(10)) + "</ul></footer>"
 
