@@ -25,6 +25,7 @@ from copy import deepcopy
 
 from courlan import extract_domain
 from htmldate import find_date
+from lxml.etree import Element
 from lxml.html import HtmlElement
 from trafilatura.htmlprocessing import prune_unwanted_nodes
 from trafilatura.json_metadata import extract_json, extract_json_parse_error, normalize_authors, normalize_json
@@ -82,7 +83,7 @@ _ID_KEYS = re.compile("uthor|zuozhe|bianji|xiaobian")
 
 def _candidates(tree: HtmlElement) -> list:
     out = []
-    for el in tree.iter():
+    for el in tree.iter(Element):  # elements only, filtered in C
         get = el.get
         cls, ident = get("class"), get("id")
         if ((cls and _CLASS_KEYS.search(cls)) or (ident and _ID_KEYS.search(ident)) or el.tag == "author"
@@ -133,9 +134,9 @@ def _author(tree: HtmlElement) -> str | None:
     ranked = sorted(((k, n, el) for n, el in enumerate(_candidates(tree)) if (k := _kind(el))),
                     key=lambda t: (t[0], t[1]))
     for _, _, el in ranked:
-        if not isinstance(el.tag, str) or _discarded(el) or any(_discarded(a) for a in el.iterancestors()):
+        if _discarded(el) or any(_discarded(a) for a in el.iterancestors()):
             continue
-        if any(_discarded(d) for d in el.iterdescendants() if isinstance(d.tag, str)):
+        if any(_discarded(d) for d in el.iterdescendants(Element)):
             el = prune_unwanted_nodes(deepcopy(el), AUTHOR_DISCARD_XPATHS)
         content = trim(" ".join(el.itertext()))
         if content and 2 < len(content) < 120:

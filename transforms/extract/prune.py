@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from lxml.etree import Element
 from lxml.html import HtmlElement
 
 __all__ = ["embedded_body_html", "page_headlines", "prune_tree"]
@@ -44,8 +45,9 @@ _SPLIT = re.compile(r"[^a-z]+")
 # a class name holding one of these tokens is a taxonomy label (WordPress post_class(), CMS tags)
 _TAXONOMY = re.compile(r"^(?:category|categories|cat|tag|tags|topic|topics|term|terms|label|labels|keyword|keywords|"
                        r"rubrik|ressort|format|type)$")
-# cheap prefilter: a box's class/id contains one of these stems (one C-level search per element)
-_STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok", re.IGNORECASE)
+# cheap prefilter: a box's class/id contains one of these stems (one C-level search per element;
+# lower() then a plain search is twice as fast as IGNORECASE)
+_STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok")
 _SKIP_TAGS = {"html", "body", "main", "head"}
 _MAX_SHARE = 0.5  # never prune an element holding this share of the page's paragraph text
 
@@ -97,12 +99,12 @@ def prune_tree(tree: HtmlElement) -> int:
     if body is None:
         body = tree
     doomed: list[HtmlElement] = []
-    for el in body.iter():
-        if not isinstance(el.tag, str) or el.tag in _SKIP_TAGS:
+    for el in body.iter(Element):  # elements only (no comments), filtered in C
+        if el.tag in _SKIP_TAGS:
             continue
         cls, ident = el.get("class"), el.get("id")
         if (
-            (cls and _STEMS.search(cls)) or (ident and _STEMS.search(ident))
+            (cls and _STEMS.search(cls.lower())) or (ident and _STEMS.search(ident.lower()))
             or el.get("aria-label")
         ) and _is_box(el):
             doomed.append(el)
