@@ -189,7 +189,7 @@ def run_cascade(tree: HtmlElement, options: Extractor, *, gate: bool = True) -> 
         try:
             r_cleaned, r_backup = _prepare_tree(tree, r_options, url)
             r_body, r_text = extract_content(r_cleaned, r_options)
-            if not r_options.fast:
+            if not r_options.fast and (not gate or looks_wrong(r_body, r_text, r_backup)):
                 r_body, r_text = compare_extraction(r_backup, copy(tree), r_body, r_text, r_options)
         except Exception:  # pragma: no cover  (as trafilatura: a failed retry keeps the first answer)
             r_text = ""
