@@ -65,6 +65,7 @@ def fetch_config(o: CopydeskOptions) -> FetchConfig:
         "per_host_delay": o.per_host_delay,
         "user_agent": o.fetch_user_agent,
         "total_timeout": o.fetch_timeout,
+        "deadline": o.fetch_deadline,
         "max_page_bytes": o.max_page_bytes,
         "max_redirects": o.max_redirects,
         "respect_robots": not o.ignore_robots,
@@ -90,6 +91,7 @@ def extract_config(o: CopydeskOptions) -> ExtractConfig:
     return ExtractConfig(**_only_known(ExtractConfig, {
         "fast": o.fast_extraction or None,  # None: ExtractConfig's measured default, as `copydesk extract`
         "timeout_s": o.extract_timeout,
+        "memory_mb": o.extract_memory_mb,
     }))
 
 
