@@ -97,11 +97,13 @@ def parse_url(url: object) -> CheckedURL:
         port = parts.port
     except ValueError as exc:
         raise InvalidURL("bad_url", f"bad port: {exc}") from exc
-    try:
-        httpx.URL(url).host  # noqa: B018 - what the fetcher will send: its parser has the last word
+    try:  # what the fetcher will send: its parser has the last word, and its host is connected to
+        host = httpx.URL(url).host
     except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
         raise InvalidURL("bad_url", f"unusable URL: {exc}") from exc
-    return CheckedURL(url, scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80))
+    if not host:
+        raise InvalidURL("bad_url", "URL has no host")
+    return CheckedURL(url, scheme, host.lower(), port or (443 if scheme == "https" else 80))
 
 
 def check_url(url: object) -> str:

@@ -43,7 +43,10 @@ BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
         "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
         "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated, RFC 7526)
         "::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8", "2001:db8::/32",
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translated inside the network, wherever the IPv4 sits
+        "100::/64", "2001::/23",  # discard-only; IETF protocol assignments (Teredo, benchmarking, ORCHID ...)
     )
 )
 _DNS_CACHE_MAX = 10_000
@@ -57,7 +60,6 @@ _EMBEDDING: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("::ffff:0:0:0/96", "low32"),  # SIIT-translated ::ffff:0:a.b.c.d (RFC 6145)
         ("::/96", "low32"),  # IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks)
         ("64:ff9b::/96", "low32"),  # well-known NAT64 prefix (RFC 6052)
-        ("64:ff9b:1::/48", "low32"),  # local-use NAT64 (RFC 8215); not global, so refused anyway
         ("2002::/16", "6to4"),  # 6to4: bits 16-48 (RFC 3056)
         ("2001::/32", "teredo"),  # Teredo: server and (obfuscated) client (RFC 4380)
     )
@@ -128,11 +130,11 @@ class AddressGuard:
         self._pending: dict[tuple[str, int], asyncio.Future[tuple[str, ...]]] = {}
 
     def is_allowed(self, ip: IPAddress) -> bool:
-        """Public, or inside ``allowed_networks`` (an IPv6 form of an allowed IPv4 address too)."""
+        """Public, or inside ``allowed_networks`` as written (127.0.0.1/32 does not let
+        ::ffff:127.0.0.1 through: list an IPv6 form to allow it)."""
         if self.allow_private or is_public_ip(ip):
             return True
-        return any(a in net for a in (ip, *embedded_ipv4(ip)) for net in self.allowed_networks
-                   if net.version == a.version)
+        return any(ip in net for net in self.allowed_networks if net.version == ip.version)
 
     def check_ip(self, ip: IPAddress, host: str) -> None:
         """Raise ``blocked_address`` unless ``ip`` may be contacted."""

@@ -787,12 +787,21 @@ class _FetchDoFn(beam.DoFn):
             value = WindowedValue(result, ts, [window])
             yield beam.pvalue.TaggedOutput(self.DEAD, value) if isinstance(result, DeadLetter) else value
 
+    async def _close(self) -> None:
+        """Cancel what is still in flight (a bundle that failed elsewhere), then close the client."""
+        assert self._fetcher is not None
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._fetcher.aclose()
+
     def teardown(self) -> None:
         if self._loop is None:
             return
         try:
             if self._fetcher is not None:
-                self._on_loop(self._fetcher.aclose())
+                self._on_loop(self._close())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:

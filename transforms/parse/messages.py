@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import apache_beam as beam
@@ -32,6 +33,7 @@ _OPTIONAL_STR = ("source", "discovered_at", "id", "html")
 
 
 _JSON_SCALAR_START = frozenset("-0123456789tfn")  # how null, true, false and numbers begin
+_JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 
 
 def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
@@ -65,7 +67,7 @@ def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
         try:
             doc = orjson.loads(stripped)
         except orjson.JSONDecodeError as exc:
-            if stripped[0] in "{[\"":
+            if stripped[0] in "{[\"" or _JSON_NUMBER.fullmatch(stripped):  # (a number too big for orjson)
                 return dead(Reason.MALFORMED, f"invalid JSON: {exc}")
             doc = stripped  # not a JSON literal after all: a bare URL (or garbage) string
         if isinstance(doc, str):
