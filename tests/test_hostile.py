@@ -218,11 +218,11 @@ def test_every_hostile_message_through_a_real_job_on_kafka(broker, topics, produ
     cases = message_cases(site.url, bad.url, robots.url, slow.url, observer.port)
     assert len(cases) >= 80
     t = topics("in", "out", "dead")
-    futures = [producer.send(t["in"], c.value) for c in cases]
+    futures = [producer.send(t["in"], c.value, key=b"k%d" % i) for i, c in enumerate(cases)]
     producer.flush()
     assert [f.get(timeout=30).offset for f in futures] == list(range(len(cases)))
     cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers", broker.bootstrap,
-           "--input-topic", t["in"], "--group-id", f"g-{t['in']}", "--start-from", "earliest",
+           "--input-topic", t["in"], "--group-id", f"g-{t['in']}",
            "--output-topic", t["out"], "--dead-letter-topic", t["dead"], "--batch-seconds", "4",
            *_job_args(observer.port)]
     proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -240,6 +240,21 @@ def _on_headers_sent(sent: Callable[[], None]) -> Callable[[str, dict[str, Any]]
     return trace
 
 
+_LOCATION = "copydesk.location"
+
+
+async def _take_location(response: httpx.Response) -> None:
+    """httpx response hook: take the ``Location`` header away before httpx reads it.
+
+    httpx builds the next request from ``Location`` even with redirects off, and raises on one
+    it cannot parse (``javascript:alert(1)``) before the fetcher sees it. The fetcher follows
+    redirects itself and checks the target like any other URL (``parse_url``), so the header
+    waits in ``response.extensions`` instead."""
+    if "location" in response.headers:
+        response.extensions[_LOCATION] = response.headers["location"]
+        del response.headers["location"]
+
+
 def _strip_fragment(url: str) -> str:
     return urlunsplit(urlsplit(url)._replace(fragment="")) if "#" in url else url
 
@@ -304,6 +319,7 @@ class Fetcher:
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: a proxy would bypass the address guard
             cookies=_no_cookies(),
+            event_hooks={"response": [_take_location]},
             headers={
                 "User-Agent": cfg.user_agent,
                 "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
@@ -545,7 +561,7 @@ class Fetcher:
         cfg = self.config
         status = response.status_code
         headers = _kept_headers(response.headers)
-        location = response.headers.get("location") if status in REDIRECT_STATUSES else None
+        location = response.extensions.get(_LOCATION) if status in REDIRECT_STATUSES else None
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after:
