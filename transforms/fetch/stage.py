@@ -370,7 +370,8 @@ class Fetcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must cost one message, not the bundle
-            log.exception("unexpected error fetching %s", msg.url,
+            log.exception("unexpected error fetching %s (%s:%s offset %s)", msg.url, msg.ref.topic,
+                          msg.ref.partition, msg.ref.offset,
                           extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.INTERNAL), stage="fetch"))
             return self._dead(msg, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", state, {})
 
@@ -795,7 +796,8 @@ class _FetchDoFn(beam.DoFn):
             try:
                 result = fut.result()
             except Exception as exc:  # Fetcher.fetch never raises per message: this is a bug
-                log.exception("fetch of %s failed", msg.url,
+                log.exception("fetch of %s failed (%s:%s offset %s)", msg.url, msg.ref.topic, msg.ref.partition,
+                              msg.ref.offset,
                               extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.INTERNAL), stage="fetch"))
                 result = dead_letter(Stage.FETCH, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=msg.ref,
                                      raw=msg.raw, url=msg.url)

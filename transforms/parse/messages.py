@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from copydesk.schemas.codec import dead_letter
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import DeadLetter, InputMessage, SourceRef
+from copydesk.transforms.stage_metrics import log_fields
 from copydesk.transforms.urls import InvalidURL, parse_url
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -127,7 +128,13 @@ class _ParseFn(beam.DoFn):
             logging.getLogger(__name__).critical("%s test hook: ending the process on %s:%s offset %s",
                                                  TEST_CRASH_ENV, ref.topic, ref.partition, ref.offset)
             os._exit(TEST_CRASH_EXIT_CODE)
-        out = parse_message(value, ref, self.max_bytes)
+        try:
+            out = parse_message(value, ref, self.max_bytes)
+        except Exception as exc:  # a bug: it costs this message (kept, with its offset), not the bundle
+            logging.getLogger(__name__).exception(
+                "parsing the message at %s:%s offset %s failed", ref.topic, ref.partition, ref.offset,
+                extra=log_fields(ref, reason=str(Reason.INTERNAL), stage="parse"))
+            out = dead_letter(Stage.PARSE, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=ref, raw=value)
         if isinstance(out, DeadLetter):
             self.rejected.inc()
             yield beam.pvalue.TaggedOutput(self.DEAD, out)
