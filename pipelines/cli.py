@@ -106,7 +106,7 @@ def cmd_top(argv: list[str]) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     parser.add_argument("--once", action="store_true", help="print one screen (rates over --interval) and exit")
     args = parser.parse_args(argv)
-    from copydesk.pipelines.metrics import top
+    from copydesk.pipelines.top import top
 
     try:
         return top(args.url, interval=args.interval, once=args.once)
