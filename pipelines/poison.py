@@ -53,9 +53,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
 
-from copydesk.schemas.codec import dead_letter, encode
+from copydesk.schemas.codec import dead_letter, decode, encode, encode_doc
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, _partitions_for, _tp, resolve_partitions
@@ -74,11 +73,11 @@ class Marker:
     c: int = 0  # process deaths in this incident (the dead letter's ``attempts``)
 
     def dumps(self) -> bytes:
-        return orjson.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+        return encode_doc({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
 
     @classmethod
     def loads(cls, data: bytes) -> "Marker":
-        d = orjson.loads(data)
+        d = decode(data)
         return cls(o=int(d["o"]), n=int(d.get("n", 0)), hi=d.get("hi"), m=d.get("m"), c=int(d.get("c", 0)))
 
 
