@@ -58,7 +58,7 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     # extract
     ("extract_workers", int, None, "extraction worker processes (default: one per core; 0 = in-process)"),
     ("extract_timeout", float, None, "per-page extraction time limit, seconds"),
-    ("extract_memory_mb", int, None, "address space an extraction worker may add for one page, MiB (default 1024; "
+    ("extract_memory_mb", int, None, "address space an extraction worker may add for one page, MiB (default 512; "
                                      "0 = no limit); a page past it is too_large and the worker is replaced"),
     ("fast_extraction", bool, False, "trafilatura's fast=True: ~17%% more pages/s, recall 0.960 instead of 0.971 "
      "on the fundus pages (docs/extract.md)"),

@@ -180,7 +180,7 @@ def test_a_page_past_the_memory_cap_is_too_large_and_its_worker_replaced() -> No
 
 def _job_args(observer_port: int) -> list[str]:
     return ["--allow-networks", "127.0.0.1/32", "--resolve", "observer.test=127.0.0.2",
-            "--per-host-delay", "0", "--per-host-concurrency", "8", "--fetch-timeout", "2", "--fetch-deadline", "3",
+            "--per-host-delay", "0", "--per-host-concurrency", "8", "--fetch-timeout", "5", "--fetch-deadline", "8",
             "--max-message-bytes", str(MAX_MESSAGE_BYTES), "--extract-workers", "1"]
 
 

@@ -50,7 +50,7 @@ class ExtractConfig:
     recover_below_chars: int = 250  # retry with favor_recall, then trafilatura.baseline
     prune: bool = True  # HTML-level pruning before trafilatura (copydesk.transforms.extract.prune)
     timeout_s: float = 10.0  # per page, enforced by the extraction pool (not in-process)
-    memory_mb: int = 1024  # address space a worker may add for one page (pool workers only; 0 = no limit)
+    memory_mb: int = 512  # address space a worker may add for one page (pool workers only; 0 = no limit)
 
 
 @dataclass(slots=True)
