@@ -1,8 +1,10 @@
 """The fetch stage: polite, safe, bounded HTTP fetching of input URLs (issue #4).
 
 ``Fetcher`` is an asyncio fetcher over one ``httpx.AsyncClient``; ``FetchPages`` is the
-Beam stage that runs it on an event loop owned by the DoFn. Every failure becomes a
-``DeadLetter`` with a reason from the closed list in :mod:`copydesk.schemas.reasons`.
+Beam stage that runs it on an event loop of the DoFn's own thread and emits each result as
+it completes. Every failure becomes a ``DeadLetter`` with a reason from the closed list in
+:mod:`copydesk.schemas.reasons`. A message's URL was checked once by the parse stage
+(``InputMessage.checked``); redirect targets are checked here, by the same ``parse_url``.
 
 One request ("hop") goes through, in order:
 
@@ -17,7 +19,9 @@ One request ("hop") goes through, in order:
    at ``max_page_bytes`` raw *and* decompressed.
 
 Redirects are followed by hand so that every hop gets all of the above. Retries (timeouts,
-connection errors, 429, 5xx) retry the failing hop, not the whole chain.
+connection errors, 429, 5xx) retry the failing hop, not the whole chain. One deadline per
+message (``FetchConfig.deadline``) covers every hop, attempt and backoff wait; its clock
+stops only while the message queues for its polite turn at the host.
 """
 
 from __future__ import annotations
