@@ -3,7 +3,7 @@ the same consumer group, and account for every input offset; SIGTERM exits clean
 bounded time, with committed offsets covering what was written.
 
 Everything is real: ``copydesk run`` in its own process group (killed as a whole, extraction
-workers included, like a container being killed), a Tansu broker, an HTTP server.
+workers included, like a container being killed), an Apache Kafka broker, an HTTP server.
 """
 
 from __future__ import annotations

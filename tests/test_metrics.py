@@ -1,5 +1,5 @@
-"""The Prometheus endpoint of ``copydesk run --metrics-port`` on real parts: a real Tansu
-broker, the sample site on 127.0.0.1, ``copydesk run`` in its own process, its real HTTP
+"""The Prometheus endpoint of ``copydesk run --metrics-port`` on real parts: a real Apache
+Kafka broker, the sample site on 127.0.0.1, ``copydesk run`` in its own process, its real HTTP
 server scraped over TCP; and ``copydesk top --once`` against that endpoint."""
 
 from __future__ import annotations
