@@ -95,13 +95,14 @@ def _wait_for(what, check, timeout: float = 60.0):
 
 def test_cluster_survives_sigkill_of_the_partition_leader(kafka_cluster):
     from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-    from kafka.admin import NewTopic
+
+    from copydesk.pipelines.demo.broker import create_topics
 
     cluster = kafka_cluster
     topic = f"rk3-{uuid.uuid4().hex[:10]}"
+    create_topics(cluster.bootstrap, [topic], partitions=2)  # RF: the cluster's default, 3
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
     try:
-        admin.create_topics([NewTopic(topic, 2, 3)])
 
         def isr():
             (t,) = admin.describe_topics([topic])

@@ -251,8 +251,10 @@ class EmbeddedBroker:
         self.close()
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int = 1) -> None:
-    """Create topics (idempotent)."""
+def create_topics(bootstrap: str, topics: list[str], partitions: int = 1, replication_factor: int = -1) -> None:
+    """Create topics (idempotent). ``replication_factor=-1`` takes the broker's
+    ``default.replication.factor`` (1 on Tansu and a single Kafka node, 3 on the tests'
+    three-node cluster, where ``min.insync.replicas=2`` refuses acks=all writes to RF=1)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -260,7 +262,7 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int = 1) -> Non
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="copydesk-admin")
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        new = [NewTopic(t, partitions, replication_factor) for t in topics if t not in existing]
         if new:
             try:
                 admin.create_topics(new)
