@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -71,15 +71,24 @@ def java_binary() -> str:
 
 
 def ensure_jars(version: str = VERSION, quiet: bool = True) -> Path:
-    """The folder of Kafka's jars (``.cache/kafka/<version>/libs``), resolved by Maven once."""
+    """The folder of Kafka's jars (``.cache/kafka/<version>/libs``), resolved by Maven once
+    (again when ``deploy/kafka/pom.xml`` changes)."""
     libs = CACHE / version / "libs"
-    done = libs / ".complete"
-    if done.exists():
+    done = libs / ".complete"  # written last: the pom's hash, then the jars' names
+    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
+
+    def complete() -> bool:
+        try:
+            return done.read_text().split("\n", 1)[0] == pom_hash
+        except OSError:
+            return False
+
+    if complete():
         return libs
     libs.parent.mkdir(parents=True, exist_ok=True)
     with open(libs.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one resolution at a time, others wait for it
-        if done.exists():
+        if complete():
             return libs
         mvn = shutil.which("mvn")
         if not mvn:
@@ -98,7 +107,7 @@ def ensure_jars(version: str = VERSION, quiet: bool = True) -> Path:
         if libs.exists():
             shutil.rmtree(libs)
         tmp.rename(libs)
-        done.write_text(" ".join(sorted(p.name for p in libs.glob("*.jar"))) + "\n")
+        done.write_text(pom_hash + "\n" + "\n".join(sorted(p.name for p in libs.glob("*.jar"))) + "\n")
     return libs
 
 
@@ -394,7 +403,7 @@ class KafkaBroker:
 
     def close(self) -> None:
         """Stop the node; a temporary work directory is removed with its data."""
-        self.node.kill() if not self.node.running else self.node.stop()
+        self.node.stop()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
