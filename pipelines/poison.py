@@ -255,7 +255,11 @@ class PoisonGuard:
         self.window = key
         log.warning("poison guard: %s: suspect range [%d, %d) (%d process death(s) so far); reading [%d, %d) "
                     "alone (other partitions wait)", key, mk.o, mk.hi, mk.c, mk.o, mk.o + width)
-        return replace(rc, start_offsets=tuple(starts.items()),
+        # A window is bounded by its stop offsets, not by the micro-batch deadline: that deadline
+        # was set before this bookkeeping and Beam's start, and a window it cut short before it
+        # read anything would be taken for one that completed (seen on Apache Kafka, where
+        # loading the markers and finding the suspect range take a few seconds).
+        return replace(rc, deadline=None, start_offsets=tuple(starts.items()),
                        stop_offsets=tuple((k, mk.o + width if k == key else s) for k, s in starts.items()))
 
     def _after_restart(self, key: str, lo: int, m: Marker | None) -> Marker:
