@@ -239,7 +239,9 @@ def test_horizon_expiry_and_pruning() -> None:
     late = idx.process(mem("c", s, 3, ts=1800.0 + 3601.0, cfg=cfg))
     assert late.cluster_id == "id-c" and late.is_canonical and late.duplicate_kind is None
     assert len(idx) == 1  # a and b released
-    assert not any(m.token in ("a", "b") for lst in idx._buckets.values() for m in lst)
+    assert idx.tokens() == ["c"]
+    assert decide(mem("d", s, 4, ts=1800.0 + 3602.0, cfg=cfg), idx.lookup(mem("d", s, 4, ts=1800.0 + 3602.0, cfg=cfg)),
+                  cfg).cluster_id == "id-c"  # only c is found under the shared keys
 
 
 def test_index_memory_follows_horizon() -> None:
@@ -258,10 +260,13 @@ def test_fingerprint_entry_restores_index() -> None:
     m = member_for(r, CFG, stamp=1)
     annotated = annotate(r, m, decide(m, {}, CFG))
     entry = fingerprint_entry(annotated)
-    assert set(entry) == {"v", "id", "cluster_id", "canonical", "fp", "domain", "ts", "agency", "content_hash"}
+    assert set(entry) == {"v", "id", "cluster_id", "canonical", "fp", "domain", "ts", "agency", "content_hash", "n",
+                          "ents"}
     assert entry["agency"] and entry["cluster_id"] == r.id and len(entry["fp"]) < 400
     seed = member_from_entry(entry)
-    assert seed.sig == m.sig and seed.ts == m.ts
+    assert seed.sig == m.sig and seed.ts == m.ts and seed.nsh == m.nsh > 0 and seed.ents == m.ents
+    old_entry = {k: v for k, v in entry.items() if k not in ("n", "ents")}  # format 1: still restores
+    assert member_from_entry(old_entry).nsh == 0 and member_from_entry(old_entry).sig == m.sig
     idx = DedupIndex(CFG)
     idx.add_seed(seed._replace(cluster_id="cluster-before-restart"))
     copy = rec("copy", "x.com", wrap(s), minute=30)

@@ -8,8 +8,9 @@ member and once per stored entry. These coders write a member as one ``struct`` 
 the raw fields (signature as raw bytes, strings as UTF-8):
 
 ``MemberCoder``
-    ``Member`` -> ``<B q d I I I I I I I`` (flags, stamp, ts, the lengths of token, id, sig,
-    domain, content_hash, cluster_id, canonical) followed by the fields. Flags: bit 0
+    ``Member`` -> ``<B q d I I I I I I I i I`` (flags, stamp, ts, the lengths of token, id,
+    sig, domain, content_hash, cluster_id, canonical, the shingle count, the length of the
+    entity sketch) followed by the fields. Flags: bit 0
     ``agency``, bit 1 ``cluster_id`` present, bit 2 ``canonical`` present, bit 3 the stamp does
     not fit in 64 bits (it then follows as decimal text, and the ``q`` field is 0).
 ``EntryCoder``
@@ -57,7 +58,7 @@ __all__ = [
     "member_ts_token",
 ]
 
-_HDR = struct.Struct("<BqdIIIIIII")
+_HDR = struct.Struct("<BqdIIIIIIIiI")
 _ENTRY = struct.Struct("<Qd")
 _HDR_HEAD = struct.Struct("<BqdI")
 _LOOKUP = struct.Struct("<IQI")
@@ -81,14 +82,16 @@ def encode_member(m: Member) -> bytes:
         extra = str(stamp).encode("ascii")
         stamp = 0
     sig = bytes(m.sig)
+    ents = bytes(m.ents)
     return b"".join((
-        _HDR.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can)),
-        tok, mid, sig, dom, ch, cid, can, extra,
+        _HDR.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can),
+                  int(m.nsh), len(ents)),
+        tok, mid, sig, dom, ch, cid, can, ents, extra,
     ))
 
 
 def decode_member(b: bytes | memoryview, pos: int = 0, end: int | None = None) -> Member:
-    flags, stamp, ts, lt, li, ls, ld, lc, lk, ln = _HDR.unpack_from(b, pos)
+    flags, stamp, ts, lt, li, ls, ld, lc, lk, ln, nsh, le = _HDR.unpack_from(b, pos)
     p = pos + _HDR.size
     mv = memoryview(b)
     tok = str(mv[p:p + lt], "utf-8"); p += lt
@@ -98,10 +101,11 @@ def decode_member(b: bytes | memoryview, pos: int = 0, end: int | None = None) -
     ch = str(mv[p:p + lc], "utf-8"); p += lc
     cid = str(mv[p:p + lk], "utf-8") if flags & 2 else None; p += lk
     can = str(mv[p:p + ln], "utf-8") if flags & 4 else None; p += ln
+    ents = bytes(mv[p:p + le]); p += le
     if flags & 8:
         stamp = int(str(mv[p:len(b) if end is None else end], "ascii"))
     return Member(token=tok, id=mid, stamp=stamp, ts=ts, sig=sig, domain=dom, agency=bool(flags & 1),
-                  content_hash=ch, cluster_id=cid, canonical=can)
+                  content_hash=ch, cluster_id=cid, canonical=can, nsh=nsh, ents=ents)
 
 
 class _Base(coders.Coder):

@@ -25,6 +25,7 @@ Decision rule (see :func:`decide`)
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import heapq
@@ -34,11 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from copydesk.transforms import agencies
+import numpy as np
+
 from copydesk.transforms.dedup.minhash import (
     EMPTY_SIGNATURE,
     band_values,
     decode_signature,
     encode_signature,
+    entity_containment,
+    overlap,
     similarity,
 )
 
@@ -54,6 +59,8 @@ __all__ = [
     "is_agency_domain",
     "key_values",
     "member_from_entry",
+    "relation",
+    "resolve",
 ]
 
 DEFAULT_AGENCY_DOMAINS: tuple[str, ...] = agencies.DOMAINS
@@ -67,7 +74,19 @@ class DedupConfig:
     """Settings of the de-duplication stage (frozen, picklable).
 
     threshold: estimated Jaccard similarity of word shingles at or above which two bodies
-        are near-duplicates (chosen from ``benchmarks/bench_dedup.py``).
+        are copies (chosen from ``benchmarks/bench_dedup.py``, as are the next six).
+    containment / min_cover: two bodies are also copies when the intersection of their
+        shingle sets (estimated from the MinHash and both set sizes) covers at least
+        ``containment`` of the smaller and ``min_cover`` of the larger: a truncated copy or
+        an excerpt, not a short item quoted inside a long page.
+    version_overlap / version_entities: the second signal, for versions (write-thrus): the
+        intersection covers at least ``version_overlap`` of the smaller body and at least
+        ``version_entities`` of the smaller body's names and quotes
+        (:func:`~copydesk.transforms.dedup.minhash.entity_sketch`) are in the other's.
+    roundup_cover / roundup_extra: two bodies of one site where one carries at least
+        ``roundup_cover`` of the other verbatim and at least ``roundup_extra`` of its own
+        text besides are different pages (a roundup, a compilation), never a match.
+    entity_k: size of the entity sketch (bottom-k of 16-bit hashes).
     num_perm / bands / rows: MinHash permutations and LSH banding (``bands * rows <= num_perm``).
     shingle_size: words per shingle.
     min_words: bodies with fewer tokens get no near-duplicate matching (exact only): short
@@ -81,8 +100,7 @@ class DedupConfig:
         (``--force``; a single message asks for the same with ``"force": true``). The
         record is still annotated (``duplicate_of``, ``duplicate_kind`` ...).
     agency_domains: domains whose copy is the canonical member of a cluster.
-    shard_bits: the key space per lookup kind is ``2**shard_bits`` keys (Beam stage only);
-        bounded so that every key is touched often and lazily pruned.
+    shard_bits: unused since the stage keeps one index (kept so that existing options parse).
     prune_seeds: drop seeds (fingerprint entries read on start-up) older than the newest
         seed's event time minus ``horizon_seconds`` before they are expanded into keyed
         entries (Beam stage only; see ``docs/dedup.md``, "Restart on the local runner").
@@ -91,9 +109,16 @@ class DedupConfig:
     """
 
     threshold: float = 0.5
+    containment: float = 0.8
+    min_cover: float = 0.2
+    version_overlap: float = 0.3
+    version_entities: float = 0.8
+    roundup_cover: float = 0.9
+    roundup_extra: float = 0.2
+    entity_k: int = 48
     num_perm: int = 128
-    bands: int = 32
-    rows: int = 4
+    bands: int = 64
+    rows: int = 2
     shingle_size: int = 5
     min_words: int = 30
     horizon_seconds: float = 7 * 24 * 3600.0
@@ -112,6 +137,8 @@ class DedupConfig:
             raise ValueError("threshold must be in (0, 1]")
         if self.horizon_seconds <= 0:
             raise ValueError("horizon_seconds must be positive")
+        if self.rows not in (1, 2, 4):
+            raise ValueError("rows must be 1, 2 or 4 (a band value is at most 64 bits)")
 
     @property
     def url_key(self) -> int:
@@ -139,6 +166,8 @@ class Member(NamedTuple):
     ts: event time in epoch seconds (the horizon is measured on it).
     sig: MinHash signature (may be empty: exact matching only).
     cluster_id / canonical: known for seeds (restored state); ``None`` for live members.
+    nsh / ents: the number of distinct shingles and the entity sketch (containment and the
+        version signal; 0 and empty in fingerprint entries written before they existed).
     """
 
     token: str
@@ -151,6 +180,8 @@ class Member(NamedTuple):
     content_hash: str
     cluster_id: str | None = None
     canonical: str | None = None
+    nsh: int = 0  # distinct shingles of the body (0: unknown, e.g. an old fingerprint entry)
+    ents: bytes = b""  # entity sketch (names and quotes)
 
     @property
     def order(self) -> tuple[int, str]:
@@ -191,11 +222,35 @@ def shard_key(index: int, value: int, shard_bits: int) -> int:
     return (index << shard_bits) | shard
 
 
-def _matches(r: Member, m: Member, cfg: DedupConfig) -> tuple[bool, float]:
-    if m.id == r.id or (r.content_hash and m.content_hash == r.content_hash):
-        return True, 1.0
-    s = similarity(r.sig, m.sig)
-    return s >= cfg.threshold, s
+def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -> str | None:
+    """How member ``m`` matches record ``r``: ``"exact_url"`` / ``"update_url"`` (same id, same
+    or new text), ``"exact"`` (same content hash), ``"update"`` (a copy or a version from the
+    same site), ``"near"`` (a copy or a version from another site), or ``None``.
+
+    Copy: estimated Jaccard ``>= threshold``, or the shingle intersection covers
+    ``containment`` of the smaller body and ``min_cover`` of the larger. Version: it covers
+    ``version_overlap`` of the smaller body and ``version_entities`` of the smaller body's
+    names and quotes are in the other's. Two bodies of one site where one carries
+    ``roundup_cover`` of the other plus ``roundup_extra`` of its own text never match (a
+    roundup quoting a story is not that story's update). ``sim``: the Jaccard estimate when
+    the caller has computed it already."""
+    if m.id == r.id:
+        return "exact_url" if m.content_hash == r.content_hash else "update_url"
+    if r.content_hash and m.content_hash == r.content_hash:
+        return "exact"
+    if not r.sig or not m.sig:
+        return None
+    j = similarity(r.sig, m.sig) if sim is None else sim
+    cs, cl = overlap(j, r.nsh, m.nsh)
+    same_site = bool(r.domain) and r.domain == m.domain
+    if same_site and cs >= cfg.roundup_cover and cl <= 1.0 - cfg.roundup_extra:
+        return None
+    ok = j >= cfg.threshold or (cs >= cfg.containment and cl >= cfg.min_cover)
+    if not ok and cs >= cfg.version_overlap:
+        ok = entity_containment(r.ents, m.ents, cfg.entity_k) >= cfg.version_entities
+    if not ok:
+        return None
+    return "update" if same_site else "near"
 
 
 def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig) -> Decision:
@@ -218,8 +273,8 @@ def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig)
     preceding: list[tuple[Member, str]] = []  # (member, relation)
     concurrent_later: list[Member] = []
     for tok, m in cands.items():
-        ok, _sim = _matches(r, m, cfg)
-        if not ok:
+        rel = relation(r, m, cfg)
+        if rel is None:
             continue
         # keys the two share: if r did not see m under one of them, m was inserted after r
         # there (processed concurrently elsewhere), so m also sees r: order them by stamp.
@@ -228,16 +283,13 @@ def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig)
         if mutual and m.order > r.order:
             concurrent_later.append(m)
             continue
-        if m.id == r.id:
-            rel = "exact_url" if (m.content_hash == r.content_hash) else "update_url"
-        elif r.content_hash and m.content_hash == r.content_hash:
-            rel = "exact"
-        elif m.domain == r.domain:
-            rel = "update"
-        else:
-            rel = "near"
         preceding.append((m, rel))
+    return resolve(r, preceding, concurrent_later)
 
+
+def resolve(r: Member, preceding: Sequence[tuple[Member, str]], concurrent_later: Sequence[Member] = ()) -> Decision:
+    """The decision of ``r`` from its matching members that precede it (with their
+    :func:`relation`) and the matching ones processed concurrently that order after it."""
     if preceding:
         root = min((m for m, _ in preceding), key=lambda m: m.order)
         cluster_id = root.cluster_id or root.id
@@ -247,7 +299,7 @@ def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig)
         cluster_id = r.id
         root_canonical = r.id
 
-    everyone = sorted([m for m, _ in preceding] + concurrent_later + [r], key=lambda m: m.order)
+    everyone = sorted([m for m, _ in preceding] + list(concurrent_later) + [r], key=lambda m: m.order)
     agencies = [m for m in everyone if m.agency]
     if agencies:
         canon = agencies[0]
@@ -289,59 +341,191 @@ def visible_for(r: Member, entries: Iterable[tuple[int, Member]], value: int, ho
     return [m for v, m in entries if v == value and m.ts >= lo and m.token != r.token]
 
 
-class DedupIndex:
-    """Serial index with the same semantics as the Beam stage (one process, one key space).
+_NIL = np.uint32(0xFFFFFFFF)
 
-    Memory is proportional to the members inside the horizon: every :meth:`process` call
-    first releases members whose event time is older than ``max event time seen - horizon``.
+
+def _index_keys(kv: Sequence[tuple[int, int]]) -> np.ndarray:
+    """32-bit hash-table keys of a member's (key index, value) pairs (a candidate filter:
+    every candidate is verified, so a collision costs one comparison)."""
+    idx = np.fromiter((i for i, _ in kv), dtype=np.uint64, count=len(kv))
+    val = np.fromiter((v & _MASK64 for _, v in kv), dtype=np.uint64, count=len(kv))
+    with np.errstate(over="ignore"):
+        h = (val ^ (idx * np.uint64(0xD6E8FEB86659FD93))) * np.uint64(_GOLDEN)
+    return (h >> np.uint64(32)).astype(np.uint32)
+
+
+class DedupIndex:
+    """The index of the members inside the horizon, in compact numpy arrays, and the serial
+    decision (the Beam stage keeps one of these as its state; see ``docs/dedup.md``).
+
+    Members live in a ring of slots (columns: signature, shingle count, entity sketch, event
+    time, stamp, flags, and the strings), in arrival order. The keys of a member (its LSH
+    bands, id and content hash, as 32-bit hashes) are entries of a chained hash table kept in
+    arrays: ``head[bucket]`` is the newest entry of a bucket, ``nxt[entry]`` the next older
+    one, each entry is ``bands + 2`` slots of its member's. Chains run newest to oldest and
+    the ring releases the oldest members first, so an expired entry ends a chain: nothing is
+    unlinked. A member is released when its event time is older than the newest event time
+    seen minus the horizon (and everything inserted before it is released too; a backfilled
+    record with an old event time is released when the ring reaches it). The ring grows
+    (doubling, the table rebuilt) when it is full of members inside the horizon.
+
+    About 1.2 KiB per member inside the horizon (signature 256 bytes, ``66 x 8`` bytes of
+    entries, the table, the entity sketch, the strings).
     """
 
-    def __init__(self, cfg: DedupConfig) -> None:
+    def __init__(self, cfg: DedupConfig, capacity: int = 1024) -> None:
         self.cfg = cfg
-        self._buckets: dict[tuple[int, int], list[Member]] = {}
-        self._expiry: list[tuple[float, str, tuple[tuple[int, int], ...]]] = []
-        self._members: dict[str, Member] = {}
+        self._k = cfg.bands + 2
         self._now = -math.inf
+        self._alloc(max(16, capacity))
+        self._start = 0  # sequence number of the oldest member kept
+        self._end = 0  # next sequence number
+
+    def _alloc(self, cap: int) -> None:
+        cfg = self.cfg
+        self._cap = cap
+        self._sig = np.zeros((cap, cfg.num_perm), dtype=np.uint16)
+        self._has_sig = np.zeros(cap, dtype=bool)
+        self._nsh = np.zeros(cap, dtype=np.int32)
+        self._ts = np.zeros(cap, dtype=np.float64)
+        self._keys = np.zeros((cap, self._k), dtype=np.uint32)
+        self._nxt = np.zeros((cap, self._k), dtype=np.int64)  # sequence number * k + column, -1: end
+        self._obj: list[Member | None] = [None] * cap  # the member without its signature
+        nb = 1
+        while nb < cap * self._k // 2:
+            nb <<= 1
+        self._mask = nb - 1
+        self._head = np.full(nb, -1, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self._members)
+        return self._end - self._start
+
+    def tokens(self) -> list[str]:
+        """Tokens of the members kept (tests, diagnostics)."""
+        return [self._obj[s % self._cap].token for s in range(self._start, self._end)]  # type: ignore[union-attr]
 
     def _prune(self) -> None:
         lo = self._now - self.cfg.horizon_seconds
-        while self._expiry and self._expiry[0][0] < lo:
-            _, tok, keys = heapq.heappop(self._expiry)
-            self._members.pop(tok, None)
-            for k in keys:
-                lst = self._buckets.get(k)
-                if lst is None:
-                    continue
-                lst[:] = [m for m in lst if m.token != tok]
-                if not lst:
-                    del self._buckets[k]
+        cap = self._cap
+        while self._start < self._end and self._ts[self._start % cap] < lo:
+            self._obj[self._start % cap] = None
+            self._start += 1
 
-    def _insert(self, m: Member, kv: list[tuple[int, int]]) -> None:
-        keys = tuple(kv)
-        for k in keys:
-            self._buckets.setdefault(k, []).append(m)
-        self._members[m.token] = m
-        heapq.heappush(self._expiry, (m.ts, m.token, keys))
+    def _grow(self) -> None:
+        live = [self._member(s) for s in range(self._start, self._end)]
+        self._alloc(self._cap * 2)
+        self._start = self._end = 0
+        for m in live:
+            self._insert(m, key_values(m, self.cfg))
+
+    def _member(self, seq: int) -> Member:
+        p = seq % self._cap
+        m = self._obj[p]
+        assert m is not None
+        return m._replace(sig=self._sig[p].tobytes() if self._has_sig[p] else EMPTY_SIGNATURE)
+
+    def _insert(self, m: Member, kv: Sequence[tuple[int, int]]) -> None:
+        if self._end - self._start >= self._cap:
+            self._grow()
+        seq = self._end
+        p = seq % self._cap
+        self._end += 1
+        if m.sig:
+            self._sig[p] = np.frombuffer(m.sig, dtype="<u2")
+        self._has_sig[p] = bool(m.sig)
+        self._nsh[p] = m.nsh
+        self._ts[p] = m.ts
+        self._obj[p] = m._replace(sig=b"")
+        keys = _index_keys(kv)
+        n = keys.size
+        self._keys[p, :n] = keys
+        buckets = (keys & np.uint32(self._mask)).astype(np.int64)
+        ids = seq * self._k + np.arange(n, dtype=np.int64)
+        # a member's keys may share a bucket: link them in order
+        for col in range(n):
+            b = buckets[col]
+            self._nxt[p, col] = self._head[b]
+            self._head[b] = ids[col]
+        if n < self._k:
+            self._keys[p, n:] = 0
+            self._nxt[p, n:] = -1
 
     def add_seed(self, m: Member) -> None:
         """Insert a restored member without deciding anything for it."""
-        self._now = max(self._now, m.ts)
+        if m.ts > self._now:
+            self._now = m.ts
+            self._prune()
         self._insert(m, key_values(m, self.cfg))
 
-    def lookup(self, m: Member, kv: list[tuple[int, int]] | None = None) -> dict[int, list[Member]]:
-        """What each of ``m``'s keys returns (visible members per key index)."""
-        kv = key_values(m, self.cfg) if kv is None else kv
+    def candidates(self, m: Member, kv: Sequence[tuple[int, int]]) -> list[int]:
+        """Sequence numbers of the kept members sharing a key with ``m`` and inside its
+        horizon, oldest first."""
+        keys = _index_keys(kv)
+        cur = self._head[(keys & np.uint32(self._mask)).astype(np.int64)]
+        first = self._start * self._k
+        k, cap = self._k, self._cap
+        found: set[int] = set()
+        while True:
+            alive = cur >= first
+            if not alive.any():
+                break
+            cur, keys = cur[alive], keys[alive]
+            seq, col = np.divmod(cur, k)
+            p = seq % cap
+            hit = self._keys[p, col] == keys
+            if hit.any():
+                found.update(seq[hit].tolist())
+            cur = self._nxt[p, col]
+        if not found:
+            return []
         lo = m.ts - self.cfg.horizon_seconds
+        seqs = np.fromiter(sorted(found), dtype=np.int64, count=len(found))
+        return seqs[self._ts[seqs % cap] >= lo].tolist()
+
+    def matches(self, m: Member, kv: Sequence[tuple[int, int]] | None = None) -> list[tuple[Member, str]]:
+        """The kept members that match ``m`` (:func:`relation`), oldest first."""
+        kv = key_values(m, self.cfg) if kv is None else kv
+        seqs = self.candidates(m, kv)
+        if not seqs:
+            return []
+        cfg = self.cfg
+        ps = np.asarray(seqs, dtype=np.int64) % self._cap
+        if m.sig:
+            sims = (self._sig[ps] == np.frombuffer(m.sig, dtype="<u2")).sum(axis=1) / cfg.num_perm
+            sims = np.where(self._has_sig[ps], sims, 0.0)
+        else:
+            sims = np.zeros(len(seqs))
+        # a cheap bound first: the share of the smaller body the intersection can cover
+        n_c = self._nsh[ps].astype(np.float64)
+        inter = sims / (1.0 + sims) * (n_c + m.nsh)
+        small = np.minimum(n_c, m.nsh)
+        cover = np.where((n_c > 0) & (m.nsh > 0), inter / np.maximum(small, 1.0), sims)
+        maybe = (sims >= cfg.threshold) | (cover >= min(cfg.containment, cfg.version_overlap))
+        out = []
+        for seq, p, sim, ok in zip(seqs, ps.tolist(), sims.tolist(), maybe.tolist()):
+            o = self._obj[p]
+            assert o is not None
+            if not ok and o.id != m.id and (not m.content_hash or o.content_hash != m.content_hash):
+                continue  # no rule can accept it
+            c = self._member(seq)
+            rel = relation(m, c, cfg, sim if m.sig and c.sig else 0.0)
+            if rel is not None:
+                out.append((c, rel))
+        return out
+
+    def lookup(self, m: Member, kv: list[tuple[int, int]] | None = None) -> dict[int, list[Member]]:
+        """What each of ``m``'s keys returns (visible members per key index; for tests of
+        :func:`decide` against the serial index)."""
+        kv = key_values(m, self.cfg) if kv is None else kv
         out: dict[int, list[Member]] = {}
-        for k in kv:
-            lst = self._buckets.get(k)
-            if lst:
-                vis = [x for x in lst if x.ts >= lo and x.token != m.token]
-                if vis:
-                    out[k[0]] = vis
+        mine = dict(kv)
+        for seq in self.candidates(m, kv):
+            c = self._member(seq)
+            if c.token == m.token:
+                continue
+            for i, v in key_values(c, self.cfg):
+                if mine.get(i) == v:
+                    out.setdefault(i, []).append(c)
         return out
 
     def process(self, m: Member) -> Decision:
@@ -350,7 +534,7 @@ class DedupIndex:
             self._now = m.ts
             self._prune()
         kv = key_values(m, self.cfg)
-        d = decide(m, self.lookup(m, kv), self.cfg)
+        d = resolve(m, [(c, rel) for c, rel in self.matches(m, kv) if c.token != m.token])
         self._insert(m, kv)
         return d
 
@@ -390,12 +574,18 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
     ``fingerprint`` is the MinHash fingerprint set by the dedup stage). Keys: ``v`` (format
     version), ``id``, ``cluster_id``, ``canonical`` (the cluster's canonical id as decided),
     ``fp`` (the fingerprint string), ``domain``, ``ts`` (event time, epoch s), ``agency``,
-    ``content_hash``. Key it by ``id`` in a compacted topic.
+    ``content_hash``, and since format 2 ``n`` (distinct shingles) and ``ents`` (the entity
+    sketch, URL-safe base64), both recomputed from the record's text. Key it by ``id`` in a
+    compacted topic.
     """
+    from copydesk.transforms.dedup.minhash import features  # noqa: PLC0415 (minhash imports nothing of core)
+
     cfg = cfg or DedupConfig()
     domain = record.source_domain or ""
+    _sig, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
+                               cfg.entity_k, signature=False)
     return {
-        "v": 1,
+        "v": 2,
         "id": record.id,
         "cluster_id": record.cluster_id or record.id,
         "canonical": record.duplicate_of or record.id,
@@ -404,6 +594,8 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
         "ts": event_time(record),
         "agency": is_agency_domain(domain, cfg.agency_domains),
         "content_hash": record.content_hash or "",
+        "n": nsh,
+        "ents": base64.urlsafe_b64encode(ents).decode("ascii"),
     }
 
 
@@ -422,4 +614,6 @@ def member_from_entry(entry: Mapping[str, Any]) -> Member:
         content_hash=entry.get("content_hash") or "",
         cluster_id=entry.get("cluster_id") or entry["id"],
         canonical=entry.get("canonical") or entry["id"],
+        nsh=int(entry.get("n") or 0),
+        ents=base64.urlsafe_b64decode(entry.get("ents") or ""),
     )

@@ -69,7 +69,7 @@ from copydesk.transforms.dedup.core import (
     member_from_entry,
     shard_key,
 )
-from copydesk.transforms.dedup.minhash import EMPTY_SIGNATURE, encode_signature, minhasher, shingle_hashes, tokens
+from copydesk.transforms.dedup.minhash import encode_signature, features
 from copydesk.transforms.stage_metrics import DedupMetrics
 
 __all__ = [
@@ -92,10 +92,13 @@ _ANS = 1
 def signature_for(text: str, cfg: DedupConfig) -> bytes:
     """The MinHash signature of a body, or an empty one when it has fewer than
     ``cfg.min_words`` tokens (such records are matched exactly only)."""
-    toks = tokens(text or "")
-    if len(toks) < cfg.min_words:
-        return EMPTY_SIGNATURE
-    return minhasher(cfg.num_perm, cfg.seed).signature(shingle_hashes(toks, cfg.shingle_size))
+    return features_for(text, cfg)[0]
+
+
+def features_for(text: str, cfg: DedupConfig) -> tuple[bytes, int, bytes]:
+    """Signature, distinct shingle count and entity sketch of a body
+    (:func:`copydesk.transforms.dedup.minhash.features`)."""
+    return features(text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k)
 
 
 _counter = itertools.count()
@@ -106,7 +109,11 @@ def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None
                element_ts: float | None = None) -> Member:
     """The index member of a live record: signature, arrival stamp (``time.time_ns()``) and a
     token unique to this delivery."""
-    sig = signature_for(record.text, cfg) if sig is None else sig
+    if sig is None:
+        sig, nsh, ents = features_for(record.text, cfg)
+    else:
+        _, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
+                                cfg.entity_k, signature=False)
     n = next(_counter)
     return Member(
         token=f"{record.id}:{_WORKER}:{os.getpid()}:{n}",
@@ -117,6 +124,8 @@ def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None
         domain=record.source_domain or "",
         agency=is_agency_domain(record.source_domain or "", cfg.agency_domains),
         content_hash=record.content_hash or "",
+        nsh=nsh,
+        ents=ents,
     )
 
 
