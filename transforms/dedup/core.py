@@ -114,7 +114,7 @@ class DedupConfig:
     version_overlap: float = 0.3
     version_entities: float = 0.8
     roundup_cover: float = 0.9
-    roundup_extra: float = 0.2
+    roundup_extra: float = 0.1
     entity_k: int = 48
     num_perm: int = 128
     bands: int = 64
