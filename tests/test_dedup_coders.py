@@ -73,13 +73,14 @@ def test_member_ts_token_reads_the_header_only() -> None:
 
 def test_batch_round_trip() -> None:
     r = rec("a", "apnews.com", story(1), 0, 0)
-    blobs = [encode_member(m) for m in members()]
+    ms = members()
+    blobs = [encode_member(m) for m in ms]
     c = BatchCoder()
     for items in ([], [(r, blobs[0])], [(r, b) for b in blobs]):
         got = c.decode(c.encode(items))
-        assert got == items and [decode_member(b) for _, b in got] == members()[:len(items)]
+        assert got == items and [decode_member(b) for _, b in got] == ms[:len(items)]
     with pytest.raises(TypeError):
-        c.encode([(r, members()[0])])  # a decoded member is a bug: members travel encoded
+        c.encode([(r, ms[0])])  # a decoded member is a bug: members travel encoded
     with pytest.raises(Exception):
         c.decode(c.encode([(r, blobs[0])])[:-3])
     # nested (as in a KV), several in one stream
