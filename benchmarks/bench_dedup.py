@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 import random
 import resource
 import sys
@@ -154,6 +155,7 @@ SWEEP = (
     ("version_entities", (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01)),
     ("roundup_cover", (0.8, 0.85, 0.9, 0.95, 1.01)),
     ("roundup_extra", (0.05, 0.1, 0.15, 0.2)),
+    ("roundup_share", (0.3, 0.4, 0.5, 0.6)),
 )
 
 
@@ -322,31 +324,77 @@ def _beam_seeds(n: int, cfg: DedupConfig, stale: int = 0) -> list[dict]:
     return out
 
 
-def _beam_run(recs: list, cfg: DedupConfig | None, seeds: list[dict] | None = None) -> tuple[float, float, int]:
-    """(wall s, CPU s, -1) of Create -> [Deduplicate] -> Count on the FnApiRunner."""
-    import apache_beam as beam
+def _baseline(ref: str) -> Any:
+    """The ``Deduplicate`` of git ``ref`` (its transforms/dedup modules, extracted into a
+    temporary package ``baseline_dedup``), to time the previous stage in the same run."""
+    import importlib
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    d = Path(tempfile.mkdtemp(prefix="dedup-baseline-")) / "baseline_dedup"
+    d.mkdir()
+    (d / "__init__.py").write_text("")
+    for mod in ("core", "coders", "minhash", "stage"):
+        src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:transforms/dedup/{mod}.py"],
+                             capture_output=True, text=True, check=True).stdout
+        (d / f"{mod}.py").write_text(src.replace("copydesk.transforms.dedup.", "baseline_dedup."))
+    sys.path.insert(0, str(d.parent))
+    return importlib.import_module("baseline_dedup.stage")
+
+
+def _runner_options(runner: str) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from copydesk.transforms.dedup.stage import Deduplicate
+    if runner == "prism":
+        return "PrismRunner", PipelineOptions(["--prism_location", PRISM, "--environment_type", "LOOPBACK"])
+    return "apache_beam.runners.portability.fn_api_runner.FnApiRunner", PipelineOptions([])
 
-    counts: dict[str, int] = {}  # the Map runs on a pickled copy: not read back
+
+PRISM = "/root/go/bin/prism"
+
+
+def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
+              runner: str = "fnapi") -> tuple[float, float, dict[str, float]]:
+    """(wall s, CPU s of this process, gauges) of Create -> [Deduplicate] -> Count;
+    ``stage`` is the module holding ``Deduplicate`` (None: a pass-through Map)."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    name, opts = _runner_options(runner)
     t0, c0 = time.perf_counter(), time.process_time()
-    with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
-                       options=PipelineOptions([])) as p:
-        pc = p | beam.Create(recs, reshuffle=False)
-        seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
-        out = (pc | Deduplicate(cfg, seed=seed))[0] if cfg is not None else pc | "Pass" >> beam.Map(lambda r: r)
-        _ = out | "c" >> beam.combiners.Count.Globally() | beam.Map(lambda c: counts.__setitem__("out", c))
-    return time.perf_counter() - t0, time.process_time() - c0, counts.get("out", -1)
+    p = beam.Pipeline(runner=name, options=opts)
+    pc = p | beam.Create(recs, reshuffle=False)
+    seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
+    out = (pc | stage.Deduplicate(cfg, seed=seed))[0] if stage is not None else pc | "Pass" >> beam.Map(lambda r: r)
+    _ = out | "c" >> beam.combiners.Count.Globally()
+    res = p.run()
+    res.wait_until_finish()
+    gauges: dict[str, float] = {}
+    try:
+        q = res.metrics().query(MetricsFilter().with_namespace("copydesk.dedup"))
+        for g in q["gauges"]:
+            gauges[g.key.metric.name] = g.committed.value if g.committed else g.attempted.value
+        for c in q["counters"]:
+            if c.key.metric.name.startswith("index_"):
+                gauges[c.key.metric.name] = gauges.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    except Exception:  # a runner without gauge support: no state figure
+        pass
+    return time.perf_counter() - t0, time.process_time() - c0, gauges
 
 
 def bench_beam(args: argparse.Namespace) -> None:
-    """Records through ``Deduplicate`` on the FnApiRunner. By default with the state cache off,
-    as the job runs it (``pipelines.pipeline.configure_local_runner``); ``--state-cache`` keeps
-    Beam's default 100 MB cache (whose per-access object sizing dominates then). The same
-    records through a pass-through pipeline (Create -> Map -> Count) are timed too and
-    subtracted: the rest is the cost of the stage itself."""
+    """Records through ``Deduplicate`` on the local runners (``--runners fnapi,prism``). On the
+    FnApiRunner the state cache is off, as the job runs it
+    (``pipelines.pipeline.configure_local_runner``; ``--state-cache`` keeps Beam's default).
+    The same records through a pass-through pipeline (Create -> Map -> Count) are timed too
+    and subtracted: the rest is the cost of the stage itself. ``--baseline REF`` times the
+    stage of git ``REF`` on the same records in the same run. The state figure is the
+    ``Index`` step's log (gauge ``index_log_bytes``) over the members it holds
+    (``index_members``)."""
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from copydesk.transforms.dedup import stage as new_stage
 
     if not args.state_cache:
         worker_handlers.STATE_CACHE_SIZE_MB = 0
@@ -354,15 +402,28 @@ def bench_beam(args: argparse.Namespace) -> None:
     recs = _beam_records(n)
     cfg = DedupConfig()
     seeds = _beam_seeds(args.beam_seeds, cfg, args.beam_stale_seeds) if args.beam_seeds >= 0 else None
-    _beam_run(recs[:50], cfg, seeds)  # warm-up: imports, numpy, first pipeline
-    bw, bc, _ = _beam_run(recs, None)
-    dw, dc, _ = _beam_run(recs, cfg, seeds)
-    sw, sc = dw - bw, dc - bc
-    print(f"beam: {n:,} records through Deduplicate on FnApiRunner (state cache "
-          f"{'on' if args.state_cache else 'off'}, {'no seed input' if seeds is None else f'{len(seeds):,} seeds'}): {dw:.1f} s wall ({dc:.1f} s CPU) = {n / dw:,.0f} records/s; "
-          f"pass-through pipeline {bw:.1f} s ({bc:.1f} s CPU); stage alone {sw:.1f} s = {n / sw:,.0f} records/s, "
-          f"{1000 * sw / n:.2f} ms/record ({1000 * sc / n:.2f} ms CPU); "
-          f"{cfg.bands + 3} keyed elements per record; peak RSS {peak_rss_mb():.0f} MiB")
+    stages = [("this stage", new_stage)]
+    if args.baseline:
+        old = _baseline(args.baseline)
+        stages.append((f"the stage of {args.baseline}", old))
+    for runner in args.runners.split(","):
+        _beam_run(recs[:50], new_stage, cfg, seeds, runner)  # warm-up: imports, numpy, first pipeline
+        bw, bc, _ = _beam_run(recs, None, None, None, runner)
+        print(f"beam on {runner}: {n:,} records (state cache {'on' if args.state_cache else 'off'}, "
+              f"{'no seed input' if seeds is None else f'{len(seeds):,} seeds'}); pass-through pipeline {bw:.1f} s "
+              f"({bc:.1f} s CPU here)")
+        for label, mod in stages:
+            c = mod.DedupConfig() if mod is not new_stage else cfg
+            dw, dc, g = _beam_run(recs, mod, c, seeds, runner)
+            sw, sc = dw - bw, dc - bc
+            state = ""
+            if g.get("index_members"):
+                state = (f"; state {g['index_log_bytes'] / g['index_members']:,.0f} bytes per member held "
+                         f"({g['index_members']:,.0f} members, {g['index_log_bytes'] / 2**20:.1f} MiB); "
+                         f"{g.get('index_batches', 0):,.0f} batches, index built {g.get('index_loads', 0):,.0f} times")
+            print(f"  {label}: {dw:.1f} s wall ({dc:.1f} s CPU here) = {n / dw:,.0f} records/s end to end; "
+                  f"stage alone {sw:.1f} s = {1000 * sw / n:.2f} ms/record ({1000 * sc / n:.2f} ms CPU here){state}; "
+                  f"peak RSS so far {peak_rss_mb():.0f} MiB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -373,6 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="synthetic records per second of event time (core)")
     ap.add_argument("--dup-every", type=int, default=4, help="every n-th record is a copy (core)")
     ap.add_argument("--beam-records", type=int, default=20_000)
+    ap.add_argument("--runners", default="fnapi,prism", help="beam: fnapi and/or prism (" + PRISM + ")")
+    ap.add_argument("--baseline", default="d844a8f", help="beam: also time the stage of this git ref ('' for none)")
     ap.add_argument("--state-cache", action="store_true",
                     help="beam: keep Beam's state cache (the job turns it off on the FnApiRunner)")
     ap.add_argument("--beam-stale-seeds", type=int, default=0,

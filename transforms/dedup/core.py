@@ -53,11 +53,13 @@ __all__ = [
     "DedupConfig",
     "DedupIndex",
     "Member",
+    "VETO",
     "decide",
     "event_time",
     "fingerprint_entry",
     "is_agency_domain",
     "key_values",
+    "index_keys",
     "member_from_entry",
     "relation",
     "resolve",
@@ -83,9 +85,12 @@ class DedupConfig:
         intersection covers at least ``version_overlap`` of the smaller body and at least
         ``version_entities`` of the smaller body's names and quotes
         (:func:`~copydesk.transforms.dedup.minhash.entity_sketch`) are in the other's.
-    roundup_cover / roundup_extra: two bodies of one site where one carries at least
-        ``roundup_cover`` of the other verbatim and at least ``roundup_extra`` of its own
-        text besides are different pages (a roundup, a compilation), never a match.
+    roundup_cover / roundup_extra / roundup_share: two bodies of one site where one
+        carries at least ``roundup_cover`` of the other verbatim, and that is more than
+        ``roundup_share`` of it but at least ``roundup_extra`` of it is its own text, are
+        different pages (a roundup, a compilation), never a match. A page where the quoted
+        body is at most ``roundup_share`` is the expansion of a short first item (the
+        agency's pattern), matched as an update.
     entity_k: size of the entity sketch (bottom-k of 16-bit hashes).
     num_perm / bands / rows: MinHash permutations and LSH banding (``bands * rows <= num_perm``).
     shingle_size: words per shingle.
@@ -115,6 +120,7 @@ class DedupConfig:
     version_entities: float = 0.8
     roundup_cover: float = 0.9
     roundup_extra: float = 0.15
+    roundup_share: float = 0.5
     entity_k: int = 48
     num_perm: int = 128
     bands: int = 64
@@ -222,17 +228,31 @@ def shard_key(index: int, value: int, shard_bits: int) -> int:
     return (index << shard_bits) | shard
 
 
+VETO = "veto"
+
+
+def _vetoed(pairs: Sequence[tuple[Member, str]]) -> list[tuple[Member, str]]:
+    """The matches left once the clusters that vetoed the record are taken out: a record that
+    is a roundup of one member (:data:`VETO`) joins none of that member's cluster, however
+    it matches the others (e.g. the short first item of the story it quotes whole): no chain
+    through a roundup."""
+    banned = {m.cluster_id or m.id for m, rel in pairs if rel == VETO}
+    return [(m, rel) for m, rel in pairs if rel != VETO and (m.cluster_id or m.id) not in banned]
+
+
 def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -> str | None:
     """How member ``m`` matches record ``r``: ``"exact_url"`` / ``"update_url"`` (same id, same
     or new text), ``"exact"`` (same content hash), ``"update"`` (a copy or a version from the
-    same site), ``"near"`` (a copy or a version from another site), or ``None``.
+    same site), ``"near"`` (a copy or a version from another site), :data:`VETO` (a roundup:
+    no match, and none with ``m``'s cluster), or ``None``.
 
     Copy: estimated Jaccard ``>= threshold``, or the shingle intersection covers
     ``containment`` of the smaller body and ``min_cover`` of the larger. Version: it covers
     ``version_overlap`` of the smaller body and ``version_entities`` of the smaller body's
     names and quotes are in the other's. Two bodies of one site where one carries
-    ``roundup_cover`` of the other plus ``roundup_extra`` of its own text never match (a
-    roundup quoting a story is not that story's update). ``sim``: the Jaccard estimate when
+    ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
+    ``1 - roundup_extra`` of its own text, never match (a roundup quoting a story is not
+    that story's update; a full story expanding its short first item is). ``sim``: the Jaccard estimate when
     the caller has computed it already."""
     if m.id == r.id:
         return "exact_url" if m.content_hash == r.content_hash else "update_url"
@@ -243,8 +263,8 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
     j = similarity(r.sig, m.sig) if sim is None else sim
     cs, cl = overlap(j, r.nsh, m.nsh)
     same_site = bool(r.domain) and r.domain == m.domain
-    if same_site and cs >= cfg.roundup_cover and cl <= 1.0 - cfg.roundup_extra:
-        return None
+    if same_site and cs >= cfg.roundup_cover and cfg.roundup_share < cl <= 1.0 - cfg.roundup_extra:
+        return VETO
     ok = j >= cfg.threshold or (cs >= cfg.containment and cl >= cfg.min_cover)
     if not ok and cs >= cfg.version_overlap:
         ok = entity_containment(r.ents, m.ents, cfg.entity_k) >= cfg.version_entities
@@ -281,10 +301,11 @@ def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig)
         shared = {i for i, v in key_values(m, cfg) if r_vals.get(i) == v}
         mutual = bool(shared - seen_in[tok])
         if mutual and m.order > r.order:
-            concurrent_later.append(m)
+            if rel != VETO:
+                concurrent_later.append(m)
             continue
         preceding.append((m, rel))
-    return resolve(r, preceding, concurrent_later)
+    return resolve(r, _vetoed(preceding), concurrent_later)
 
 
 def resolve(r: Member, preceding: Sequence[tuple[Member, str]], concurrent_later: Sequence[Member] = ()) -> Decision:
@@ -341,91 +362,107 @@ def visible_for(r: Member, entries: Iterable[tuple[int, Member]], value: int, ho
     return [m for v, m in entries if v == value and m.ts >= lo and m.token != r.token]
 
 
-_NIL = np.uint32(0xFFFFFFFF)
+_KEY_MUL = np.uint64(0xD6E8FEB86659FD93)
 
 
-def _index_keys(kv: Sequence[tuple[int, int]]) -> np.ndarray:
-    """32-bit hash-table keys of a member's (key index, value) pairs (a candidate filter:
-    every candidate is verified, so a collision costs one comparison)."""
-    idx = np.fromiter((i for i, _ in kv), dtype=np.uint64, count=len(kv))
-    val = np.fromiter((v & _MASK64 for _, v in kv), dtype=np.uint64, count=len(kv))
+def index_keys(m: Member, cfg: DedupConfig) -> np.ndarray:
+    """32-bit hash-table keys of a member: one per LSH band (none without a signature), then
+    the id and the content hash (a candidate filter: every candidate is verified, so a
+    collision costs one comparison). Vectorised equivalent of hashing :func:`key_values`."""
+    n_b = cfg.bands if m.sig else 0
+    vals = np.empty(n_b + 2, dtype=np.uint64)
+    if n_b:
+        vals[:n_b] = np.asarray(band_values(m.sig, cfg.bands, cfg.rows), dtype=np.uint64) if cfg.rows not in (
+            1, 2, 4) else np.frombuffer(m.sig, dtype={1: "<u2", 2: "<u4", 4: "<u8"}[cfg.rows], count=n_b)
+    vals[n_b] = _value_of_str(m.id)
+    vals[n_b + 1] = _value_of_str(m.content_hash) if m.content_hash else 0
+    idx = np.arange(n_b + 2, dtype=np.uint64)
+    if not n_b:
+        idx += np.uint64(cfg.bands)
     with np.errstate(over="ignore"):
-        h = (val ^ (idx * np.uint64(0xD6E8FEB86659FD93))) * np.uint64(_GOLDEN)
-    return (h >> np.uint64(32)).astype(np.uint32)
+        h = (vals ^ (idx * _KEY_MUL)) * np.uint64(_GOLDEN)
+    keys = (h >> np.uint64(32)).astype(np.uint32)
+    return keys if m.content_hash else keys[:-1]
 
 
 class DedupIndex:
     """The index of the members inside the horizon, in compact numpy arrays, and the serial
-    decision (the Beam stage keeps one of these as its state; see ``docs/dedup.md``).
+    decision (the Beam stage keeps one of these in its ``Index`` step; see ``docs/dedup.md``).
 
-    Members live in a ring of slots (columns: signature, shingle count, entity sketch, event
-    time, stamp, flags, and the strings), in arrival order. The keys of a member (its LSH
-    bands, id and content hash, as 32-bit hashes) are entries of a chained hash table kept in
-    arrays: ``head[bucket]`` is the newest entry of a bucket, ``nxt[entry]`` the next older
-    one, each entry is ``bands + 2`` slots of its member's. Chains run newest to oldest and
-    the ring releases the oldest members first, so an expired entry ends a chain: nothing is
-    unlinked. A member is released when its event time is older than the newest event time
-    seen minus the horizon (and everything inserted before it is released too; a backfilled
-    record with an old event time is released when the ring reaches it). The ring grows
-    (doubling, the table rebuilt) when it is full of members inside the horizon.
+    Members live in a ring of ``capacity`` positions (columns: signature, shingle count,
+    event time, sequence number, and the member without its signature), in arrival order.
+    A member's keys (:func:`index_keys`: its LSH bands, id and content hash as 32-bit hashes)
+    are entries of a chained hash table kept in arrays: ``head[bucket]`` is the newest entry
+    of a bucket, ``nxt[entry]`` the next older one, an entry being ``position * k + column``.
+    Chains run strictly from newer to older members, so a link to a position that was
+    reused by a newer member, or to one released, ends the chain: nothing is ever unlinked.
+    A member is released when its event time is older than the newest event time seen minus
+    the horizon (the ring releases in arrival order, so one with a later event time holds
+    the ones behind it for a while). The ring grows (doubling, entries relinked) when it is
+    full of members inside the horizon.
 
-    About 1.2 KiB per member inside the horizon (signature 256 bytes, ``66 x 8`` bytes of
-    entries, the table, the entity sketch, the strings).
+    Per member inside the horizon: the signature (256 bytes), ``3 x 4 x (bands + 2)`` bytes
+    of keys, links and table (~790 bytes), the entity sketch and the strings (~1.6 KiB in
+    all, measured by ``benchmarks/bench_dedup.py --part core``).
     """
 
-    def __init__(self, cfg: DedupConfig, capacity: int = 1024) -> None:
+    MAX_CHAIN = 64  # entries walked per key at most: a key shared by very many members (boilerplate) is capped
+
+    def __init__(self, cfg: DedupConfig, capacity: int = 4096) -> None:
         self.cfg = cfg
         self._k = cfg.bands + 2
         self._now = -math.inf
-        self._alloc(max(16, capacity))
         self._start = 0  # sequence number of the oldest member kept
         self._end = 0  # next sequence number
         self.last: Member | None = None  # the member :meth:`process` inserted last
+        self._alloc(max(16, capacity))
 
     def _alloc(self, cap: int) -> None:
-        cfg = self.cfg
+        if cap * self._k >= 2**31:
+            raise MemoryError("dedup index: more than 2**31 entries")
         self._cap = cap
-        self._sig = np.zeros((cap, cfg.num_perm), dtype=np.uint16)
-        self._has_sig = np.zeros(cap, dtype=bool)
+        self._sig = np.zeros((cap, self.cfg.num_perm), dtype=np.uint16)
         self._nsh = np.zeros(cap, dtype=np.int32)
         self._ts = np.zeros(cap, dtype=np.float64)
-        self._keys = np.zeros((cap, self._k), dtype=np.uint32)
-        self._nxt = np.zeros((cap, self._k), dtype=np.int64)  # sequence number * k + column, -1: end
+        self._seq = np.full(cap, -1, dtype=np.int64)  # sequence number of the member at a position
+        self._keys = np.zeros(cap * self._k, dtype=np.uint32)
+        self._nxt = np.full(cap * self._k, -1, dtype=np.int32)
         self._obj: list[Member | None] = [None] * cap  # the member without its signature
         nb = 1
-        while nb < cap * self._k // 2:
+        while nb < cap * self._k:
             nb <<= 1
-        self._mask = nb - 1
-        self._head = np.full(nb, -1, dtype=np.int64)
+        self._mask = np.uint32(nb - 1)
+        self._head = np.full(nb, -1, dtype=np.int32)
 
     def __len__(self) -> int:
         return self._end - self._start
 
     def tokens(self) -> list[str]:
         """Tokens of the members kept (tests, diagnostics)."""
-        return [self._obj[s % self._cap].token for s in range(self._start, self._end)]  # type: ignore[union-attr]
+        return [m.token for m in self.members()]
 
     def _prune(self) -> None:
         lo = self._now - self.cfg.horizon_seconds
         cap = self._cap
         while self._start < self._end and self._ts[self._start % cap] < lo:
-            self._obj[self._start % cap] = None
+            p = self._start % cap
+            self._obj[p] = None
+            self._seq[p] = -1
             self._start += 1
 
     def _grow(self) -> None:
-        live = [self._member(s) for s in range(self._start, self._end)]
+        live = self.members()
         self._alloc(self._cap * 2)
         self._start = self._end = 0
         for m in live:
-            self._insert(m, key_values(m, self.cfg))
+            self._insert(m, index_keys(m, self.cfg))
 
-    def _member(self, seq: int) -> Member:
-        p = seq % self._cap
+    def _member(self, p: int) -> Member:
         m = self._obj[p]
         assert m is not None
-        return m._replace(sig=self._sig[p].tobytes() if self._has_sig[p] else EMPTY_SIGNATURE)
+        return m._replace(sig=self._sig[p].tobytes()) if m.sig else m
 
-    def _insert(self, m: Member, kv: Sequence[tuple[int, int]]) -> None:
+    def _insert(self, m: Member, keys: np.ndarray) -> None:
         if self._end - self._start >= self._cap:
             self._grow()
         seq = self._end
@@ -433,95 +470,100 @@ class DedupIndex:
         self._end += 1
         if m.sig:
             self._sig[p] = np.frombuffer(m.sig, dtype="<u2")
-        self._has_sig[p] = bool(m.sig)
         self._nsh[p] = m.nsh
         self._ts[p] = m.ts
-        self._obj[p] = m._replace(sig=b"")
-        keys = _index_keys(kv)
+        self._seq[p] = seq
+        self._obj[p] = m._replace(sig=b"\x01") if m.sig else m  # b"\x01": the signature is in the array
         n = keys.size
-        self._keys[p, :n] = keys
-        buckets = (keys & np.uint32(self._mask)).astype(np.int64)
-        ids = seq * self._k + np.arange(n, dtype=np.int64)
-        # a member's keys may share a bucket: link them in order
-        for col in range(n):
-            b = buckets[col]
-            self._nxt[p, col] = self._head[b]
-            self._head[b] = ids[col]
-        if n < self._k:
-            self._keys[p, n:] = 0
-            self._nxt[p, n:] = -1
+        base = p * self._k
+        self._keys[base:base + n] = keys
+        buckets = keys & self._mask
+        ids = np.arange(base, base + n, dtype=np.int32)
+        if np.unique(buckets).size == n:
+            self._nxt[base:base + n] = self._head[buckets]
+            self._head[buckets] = ids
+        else:  # two keys of one member in one bucket: link them in order
+            for b, e in zip(buckets.tolist(), ids.tolist()):
+                self._nxt[e] = self._head[b]
+                self._head[b] = e
+        self._nxt[base + n:base + self._k] = -1
 
     def add_seed(self, m: Member) -> None:
         """Insert a restored member without deciding anything for it."""
         if m.ts > self._now:
             self._now = m.ts
             self._prune()
-        self._insert(m, key_values(m, self.cfg))
+        self._insert(m, index_keys(m, self.cfg))
 
-    def candidates(self, m: Member, kv: Sequence[tuple[int, int]]) -> list[int]:
-        """Sequence numbers of the kept members sharing a key with ``m`` and inside its
+    def candidates(self, m: Member, keys: np.ndarray | None = None) -> np.ndarray:
+        """Ring positions of the kept members sharing a key with ``m`` and inside its
         horizon, oldest first."""
-        keys = _index_keys(kv)
-        cur = self._head[(keys & np.uint32(self._mask)).astype(np.int64)]
-        first = self._start * self._k
-        k, cap = self._k, self._cap
-        found: set[int] = set()
-        while True:
-            alive = cur >= first
-            if not alive.any():
+        keys = index_keys(m, self.cfg) if keys is None else keys
+        cur = self._head[keys & self._mask]
+        live = cur >= 0
+        if not live.all():
+            cur, keys = cur[live], keys[live]
+        prev = np.full(cur.size, self._end, dtype=np.int64)  # chains must go to older members
+        k, start, seq_of, nxt, ekeys = self._k, self._start, self._seq, self._nxt, self._keys
+        found = []
+        for _ in range(self.MAX_CHAIN):
+            if not cur.size:
                 break
-            cur, keys = cur[alive], keys[alive]
-            seq, col = np.divmod(cur, k)
-            p = seq % cap
-            hit = self._keys[p, col] == keys
-            if hit.any():
-                found.update(seq[hit].tolist())
-            cur = self._nxt[p, col]
-        if not found:
-            return []
-        lo = m.ts - self.cfg.horizon_seconds
-        seqs = np.fromiter(sorted(found), dtype=np.int64, count=len(found))
-        return seqs[self._ts[seqs % cap] >= lo].tolist()
+            p = cur // k
+            s = seq_of[p]
+            ok = (s >= start) & (s < prev)
+            if not ok.all():
+                cur, keys, p, s = cur[ok], keys[ok], p[ok], s[ok]
+            hit = ekeys[cur] == keys
+            found.append(p[hit])
+            cur = nxt[cur]
+            live = cur >= 0
+            if not live.all():
+                cur, keys, s = cur[live], keys[live], s[live]
+            prev = s
+        ps = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+        if not ps.size:
+            return ps
+        ps = ps[self._ts[ps] >= m.ts - self.cfg.horizon_seconds]
+        return ps[np.argsort(self._seq[ps], kind="stable")]
 
-    def matches(self, m: Member, kv: Sequence[tuple[int, int]] | None = None) -> list[tuple[Member, str]]:
-        """The kept members that match ``m`` (:func:`relation`), oldest first."""
-        kv = key_values(m, self.cfg) if kv is None else kv
-        seqs = self.candidates(m, kv)
-        if not seqs:
+    def matches(self, m: Member, keys: np.ndarray | None = None) -> list[tuple[Member, str]]:
+        """The kept members that match ``m`` (:func:`relation`, :data:`VETO` included), oldest
+        first."""
+        ps = self.candidates(m, keys)
+        if not ps.size:
             return []
         cfg = self.cfg
-        ps = np.asarray(seqs, dtype=np.int64) % self._cap
         if m.sig:
             sims = (self._sig[ps] == np.frombuffer(m.sig, dtype="<u2")).sum(axis=1) / cfg.num_perm
-            sims = np.where(self._has_sig[ps], sims, 0.0)
         else:
-            sims = np.zeros(len(seqs))
+            sims = np.zeros(ps.size)
         # a cheap bound first: the share of the smaller body the intersection can cover
         n_c = self._nsh[ps].astype(np.float64)
         inter = sims / (1.0 + sims) * (n_c + m.nsh)
-        small = np.minimum(n_c, m.nsh)
-        cover = np.where((n_c > 0) & (m.nsh > 0), inter / np.maximum(small, 1.0), sims)
+        cover = np.where((n_c > 0) & (m.nsh > 0), inter / np.maximum(np.minimum(n_c, m.nsh), 1.0), sims)
         maybe = (sims >= cfg.threshold) | (cover >= min(cfg.containment, cfg.version_overlap))
         out = []
-        for seq, p, sim, ok in zip(seqs, ps.tolist(), sims.tolist(), maybe.tolist()):
+        for p, sim, ok in zip(ps.tolist(), sims.tolist(), maybe.tolist()):
             o = self._obj[p]
             assert o is not None
+            if o.token == m.token:
+                continue
             if not ok and o.id != m.id and (not m.content_hash or o.content_hash != m.content_hash):
                 continue  # no rule can accept it
-            c = self._member(seq)
+            c = self._member(p)
             rel = relation(m, c, cfg, sim if m.sig and c.sig else 0.0)
             if rel is not None:
                 out.append((c, rel))
         return out
 
-    def lookup(self, m: Member, kv: list[tuple[int, int]] | None = None) -> dict[int, list[Member]]:
+    def lookup(self, m: Member) -> dict[int, list[Member]]:
         """What each of ``m``'s keys returns (visible members per key index; for tests of
         :func:`decide` against the serial index)."""
-        kv = key_values(m, self.cfg) if kv is None else kv
         out: dict[int, list[Member]] = {}
-        mine = dict(kv)
-        for seq in self.candidates(m, kv):
-            c = self._member(seq)
+        mine = dict(key_values(m, self.cfg))
+        for p in self.candidates(m).tolist():
+            c = self._member(p)
             if c.token == m.token:
                 continue
             for i, v in key_values(c, self.cfg):
@@ -534,16 +576,16 @@ class DedupIndex:
         if m.ts > self._now:
             self._now = m.ts
             self._prune()
-        kv = key_values(m, self.cfg)
-        d = resolve(m, [(c, rel) for c, rel in self.matches(m, kv) if c.token != m.token])
+        keys = index_keys(m, self.cfg)
+        d = resolve(m, _vetoed(self.matches(m, keys)))
         # kept with its decision: a later copy that matches only this one joins its cluster
         self.last = m._replace(cluster_id=d.cluster_id, canonical=d.duplicate_of or m.id)
-        self._insert(self.last, kv)
+        self._insert(self.last, keys)
         return d
 
     def members(self) -> list[Member]:
         """The members kept, oldest first (with their signatures)."""
-        return [self._member(s) for s in range(self._start, self._end)]
+        return [self._member(s % self._cap) for s in range(self._start, self._end)]
 
 
 # --- event time, fingerprint entries -------------------------------------------------------

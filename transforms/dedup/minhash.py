@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import re
 import hashlib
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -204,28 +205,24 @@ def overlap(sim: float, n_a: int, n_b: int) -> tuple[float, float]:
     return min(1.0, inter / min(n_a, n_b)), min(1.0, inter / max(n_a, n_b))
 
 
-_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+# a word that follows whitespace after a character that does not end a sentence (so not the
+# first word of a sentence or of a line)
+_UPPER = "".join(chr(i) for i in range(0x10000) if chr(i).isupper())
+_INNER_WORD = re.compile(r"(?<=[^.!?\s])[ \t]+([" + re.escape(_UPPER) + r"]\w+)")
 _QUOTE = re.compile(r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})[\"\u201d\u201c\u00bb\u00ab\u2019]")
-_CAP_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def entity_sketch(text: str, k: int = 48) -> bytes:
     """Bottom-``k`` sketch of a body's names and quotes: capitalised words that do not start
-    a sentence (names and places; in German all nouns) and quoted spans of 20-400
-    characters, case-folded, hashed to 16 bits (BLAKE2b), the ``k`` smallest distinct values
+    a sentence or a line (names and places; in German all nouns) and quoted spans of 20-400
+    characters, case-folded, hashed to 16 bits (CRC-32), the ``k`` smallest distinct values
     as sorted little-endian uint16 (at most ``2 * k`` bytes; empty for caseless scripts)."""
-    items: set[str] = set()
-    for sent in _SENT_SPLIT.split(text):
-        ws = _CAP_WORD.findall(sent)
-        for w in ws[1:]:
-            if len(w) > 1 and w[0].isupper():
-                items.add(w.casefold())
+    items = {w.casefold() for w in _INNER_WORD.findall(text)}
     for q in _QUOTE.findall(text):
         items.add("\x00" + " ".join(normalized_words(q)))
     if not items:
         return b""
-    hs = np.fromiter((int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=2).digest(), "little")
-                      for i in items), dtype=np.uint16, count=len(items))
+    hs = np.fromiter((zlib.crc32(i.encode("utf-8")) & 0xFFFF for i in items), dtype=np.uint16, count=len(items))
     return np.unique(hs)[:k].astype("<u2").tobytes()
 
 

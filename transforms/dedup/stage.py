@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.coders import BytesCoder, StrUtf8Coder
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 from apache_beam.typehints import KV
@@ -54,7 +55,7 @@ from copydesk.transforms.dedup.core import (
     member_from_entry,
 )
 from copydesk.transforms.dedup.minhash import encode_signature, features
-from copydesk.transforms.stage_metrics import DedupMetrics
+from copydesk.transforms.stage_metrics import DEDUP_NS as METRICS_NS, DedupMetrics
 
 __all__ = [
     "DEFAULT_AGENCY_DOMAINS",
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 DROPPED = "dropped"
+
 
 
 def signature_for(text: str, cfg: DedupConfig) -> bytes:
@@ -222,29 +224,38 @@ class _Index(beam.DoFn):
         self._index: DedupIndex | None = None
         self._ver: str | None = None
         self._logged = 0
+        self._log_bytes = 0
         self._writes = 0
 
     def setup(self) -> None:
         self._metrics = DedupMetrics()
         self._tag = f"{_WORKER}:{os.getpid()}:{id(self):x}"
+        self._g_members = Metrics.gauge(METRICS_NS, "index_members")
+        self._g_bytes = Metrics.gauge(METRICS_NS, "index_log_bytes")
+        self._c_loads = Metrics.counter(METRICS_NS, "index_loads")  # index rebuilt from the log (or seeds)
+        self._c_batches = Metrics.counter(METRICS_NS, "index_batches")
 
     def _load(self, ver: str | None, log: Any, seeds: list[dict[str, Any]] | None) -> None:
         idx = DedupIndex(self.cfg)
         n = 0
+        size = 0
         if ver is None:
             log.clear()
             ms = seed_members(seeds or [], self.cfg)
             for m in ms:
                 idx.add_seed(m)
             if ms:
-                log.add(_chunk([encode_member(m) for m in ms]))
+                chunk = _chunk([encode_member(m) for m in ms])
+                log.add(chunk)
+                size = len(chunk)
             n = len(ms)
         else:
             for chunk in log.read():
+                size += len(chunk)
                 for b in _unchunk(chunk):
                     idx.add_seed(decode_member(b))
                     n += 1
-        self._index, self._logged = idx, n
+        self._index, self._logged, self._log_bytes = idx, n, size
 
     def process(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]],
                 log=beam.DoFn.StateParam(LOG), ver=beam.DoFn.StateParam(VER)) -> Iterator[Any]:
@@ -257,6 +268,8 @@ class _Index(beam.DoFn):
         v = ver.read()
         if self._index is None or v != self._ver:
             self._load(v, log, seeds)
+            self._c_loads.inc()
+        self._c_batches.inc()
         idx = self._index
         assert idx is not None
         cfg = self.cfg
@@ -275,10 +288,14 @@ class _Index(beam.DoFn):
         if self._logged > 2 * len(idx) + 1024:  # compaction: keep the live members only
             log.clear()
             live = idx.members()
-            log.add(_chunk([encode_member(x) for x in live]))
-            self._logged = len(live)
+            chunk = _chunk([encode_member(x) for x in live])
+            self._logged, self._log_bytes = len(live), 0
         else:
-            log.add(_chunk(logged))
+            chunk = _chunk(logged)
+        log.add(chunk)
+        self._log_bytes += len(chunk)
+        self._g_members.set(len(idx))
+        self._g_bytes.set(self._log_bytes)
         self._writes += 1
         self._ver = f"{self._tag}:{self._writes}"
         ver.write(self._ver)
