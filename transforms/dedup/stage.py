@@ -24,11 +24,13 @@ exactly one of the two outputs, with its ``ref``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import math
 import os
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -202,43 +204,61 @@ def _unchunk(chunk: bytes) -> Iterator[bytes]:
         p += 4 + k
 
 
+class _Cached:
+    """The index of one ``Index`` step in this process and the state versions it wrote."""
+
+    __slots__ = ("cur", "vers", "index", "logged", "log_bytes", "writes", "lock")
+
+    def __init__(self, index: DedupIndex, logged: int, log_bytes: int) -> None:
+        self.cur: str | None = None  # the version written last
+        self.vers: collections.deque[str] = collections.deque(maxlen=1024)  # all written recently
+        self.index, self.logged, self.log_bytes, self.writes = index, logged, log_bytes, 0
+        self.lock = threading.Lock()
+
+
+# uid of an Index step -> its index in this process, shared by the step's DoFn instances. A
+# runner may run bundles of one key concurrently on several threads, each with a snapshot of
+# the state as it was when the bundle started (Prism does when it splits a slow bundle: see
+# docs/dedup.md), so the index is the authority while the state holds a version this process
+# wrote, and a batch is decided under the index's lock.
+_CACHE: dict[str, _Cached] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_MAX = 8  # steps kept per process (pipelines built one after another in one process)
+
+
 class _Index(beam.DoFn):
     """The one index key: decide every batch's records in order against the index, emit them.
 
     State: ``log``, a bag of chunks of encoded members (the decided members, with their
     cluster id and canonical), and ``ver``, a version string. The index itself
-    (:class:`~copydesk.transforms.dedup.core.DedupIndex`) is kept in the DoFn between
-    bundles; it is rebuilt from the log only when ``ver`` is not the one this instance wrote
-    last (first touch, another worker took the key over, a restart). So a batch costs one
-    small read (``ver``), one blind append to ``log`` and one small write. The log is
-    rewritten with the live members only when it holds more than twice as many (state
-    bounded by the horizon). On first touch ever (``ver`` empty) the seeds, a side input of
-    fingerprint entries, are merged and logged."""
+    (:class:`~copydesk.transforms.dedup.core.DedupIndex`) lives in the process between
+    bundles (shared by the step's DoFn instances); it is rebuilt from the log only when
+    ``ver`` is not the version this process wrote last (first touch, another worker took the
+    key over, a restart, a failed bundle). So a batch costs one small read (``ver``), one
+    blind append to ``log`` and one small write. The log is rewritten with the live members
+    only when it holds more than twice as many (state bounded by the horizon). On first
+    touch ever (``ver`` empty) the seeds, a side input of fingerprint entries, are merged
+    and logged."""
 
     LOG = BagStateSpec("log", BytesCoder())
     VER = ReadModifyWriteStateSpec("ver", StrUtf8Coder())
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
+        self._uid = uuid.uuid4().hex  # one per step, kept through pickling
         self._metrics: DedupMetrics | None = None
-        self._index: DedupIndex | None = None
-        self._ver: str | None = None
-        self._logged = 0
-        self._log_bytes = 0
-        self._writes = 0
 
     def setup(self) -> None:
         self._metrics = DedupMetrics()
-        self._tag = f"{_WORKER}:{os.getpid()}:{id(self):x}"
+        self._tag = f"{_WORKER}:{os.getpid()}:{self._uid[:8]}"
         self._g_members = Metrics.gauge(METRICS_NS, "index_members")
         self._g_bytes = Metrics.gauge(METRICS_NS, "index_log_bytes")
         self._c_loads = Metrics.counter(METRICS_NS, "index_loads")  # index rebuilt from the log (or seeds)
         self._c_batches = Metrics.counter(METRICS_NS, "index_batches")
 
-    def _load(self, ver: str | None, log: Any, seeds: list[dict[str, Any]] | None) -> None:
+    def _load(self, ver: str | None, log: Any, seeds: list[dict[str, Any]] | None) -> _Cached:
         idx = DedupIndex(self.cfg)
-        n = 0
-        size = 0
+        n = size = 0
         if ver is None:
             log.clear()
             ms = seed_members(seeds or [], self.cfg)
@@ -255,7 +275,8 @@ class _Index(beam.DoFn):
                 for b in _unchunk(chunk):
                     idx.add_seed(decode_member(b))
                     n += 1
-        self._index, self._logged, self._log_bytes = idx, n, size
+        self._c_loads.inc()
+        return _Cached(idx, n, size)
 
     def process(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]],
                 log=beam.DoFn.StateParam(LOG), ver=beam.DoFn.StateParam(VER)) -> Iterator[Any]:
@@ -266,15 +287,31 @@ class _Index(beam.DoFn):
         if self._metrics is None:
             self.setup()
         v = ver.read()
-        if self._index is None or v != self._ver:
-            self._load(v, log, seeds)
-            self._c_loads.inc()
+        with _CACHE_LOCK:
+            c = _CACHE.get(self._uid)
+            if c is not None and not (v is None or v in c.vers):
+                c = None  # the state moved on elsewhere (another worker, a restart): rebuild
+            if c is None:
+                c = self._load(v, log, seeds)
+                _CACHE.pop(self._uid, None)
+                while len(_CACHE) >= _CACHE_MAX:
+                    _CACHE.pop(next(iter(_CACHE)))
+                _CACHE[self._uid] = c
+        with c.lock:
+            try:
+                yield from self._decide(element[1], c, log, ver, fresh=(v == c.cur))
+            except BaseException:
+                with _CACHE_LOCK:  # half a batch is in the index: rebuild from the state next time
+                    if _CACHE.get(self._uid) is c:
+                        del _CACHE[self._uid]
+                raise
+
+    def _decide(self, items: list[tuple[ArticleRecord, bytes]], c: _Cached, log: Any, ver: Any,
+                fresh: bool) -> Iterator[Any]:
         self._c_batches.inc()
-        idx = self._index
-        assert idx is not None
-        cfg = self.cfg
+        idx, cfg = c.index, self.cfg
         logged = []
-        for record, blob in element[1]:
+        for record, blob in items:
             m = decode_member(blob)
             d = idx.process(m)
             logged.append(encode_member(idx.last))
@@ -284,21 +321,27 @@ class _Index(beam.DoFn):
                 drop = False  # --force / "force": true: reprocess what dedup would skip (still annotated)
             self._metrics.decided(record.id, d, drop)
             yield beam.pvalue.TaggedOutput(DROPPED, out) if drop else out
-        self._logged += len(logged)
-        if self._logged > 2 * len(idx) + 1024:  # compaction: keep the live members only
+        c.logged += len(logged)
+        if fresh and c.logged > 2 * len(idx) + 1024:
+            # compaction, only from a current snapshot of the state (a stale one appends only)
             log.clear()
             live = idx.members()
             chunk = _chunk([encode_member(x) for x in live])
-            self._logged, self._log_bytes = len(live), 0
+            c.logged, c.log_bytes = len(live), 0
         else:
             chunk = _chunk(logged)
         log.add(chunk)
-        self._log_bytes += len(chunk)
+        c.log_bytes += len(chunk)
         self._g_members.set(len(idx))
-        self._g_bytes.set(self._log_bytes)
-        self._writes += 1
-        self._ver = f"{self._tag}:{self._writes}"
-        ver.write(self._ver)
+        self._g_bytes.set(c.log_bytes)
+        c.writes += 1
+        c.cur = f"{self._tag}:{c.writes}"
+        c.vers.append(c.cur)
+        ver.write(c.cur)
+
+    def teardown(self) -> None:
+        with _CACHE_LOCK:
+            _CACHE.pop(self._uid, None)
 
 
 class _SeededIndex(_Index):
