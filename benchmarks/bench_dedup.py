@@ -149,10 +149,12 @@ def _stream(vs: list[Variant], base: dict[str, Member], cfg: DedupConfig, order:
 
 SWEEP = (
     ("threshold", (0.4, 0.45, 0.5, 0.55, 0.6)),
+    ("same_site_threshold", (0.5, 0.55, 0.6, 0.65, 0.7)),
     ("containment", (0.65, 0.7, 0.75, 0.8, 0.85, 0.9)),
     ("min_cover", (0.1, 0.15, 0.2, 0.25, 0.3)),
     ("version_overlap", (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)),
     ("version_entities", (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01)),
+    ("version_sum", (0.0, 1.3, 1.4, 1.5)),
     ("roundup_cover", (0.8, 0.85, 0.9, 0.95, 1.01)),
     ("roundup_extra", (0.05, 0.1, 0.15, 0.2)),
     ("roundup_share", (0.3, 0.4, 0.5, 0.6)),

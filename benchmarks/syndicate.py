@@ -33,8 +33,11 @@ Negative kinds (must not match the paired document)
                      the other stories' originals: a chain through it would join them)
     weekly_list      same site: a list of six stories' titles and first sentences
                      (paired with each of them)
-    template_post    two posts of one site built on the same template paragraphs (40-65%
-                     of each post), with their own specifics (paired with each other)
+    template_post    two posts of one site sharing text (paired with each other): for half
+                     the stories a template (40-65% of each post; fixed wording whose names
+                     are generic, as in automated posts) around each post's own specifics,
+                     for the other half one or two shared background paragraphs (15-35%,
+                     names and all) in two otherwise different stories
     same_event       an independent report of the story's event by another outlet: the
                      story's named entities and one quote in independent text, the lead
                      fact reworded
@@ -174,6 +177,13 @@ def _caps(text: str) -> list[str]:
         ws = s.split()
         out += [w.strip(".,;:!?\"'()“”„«»") for w in ws[1:] if w[:1].isupper()]
     return [w for w in out if len(w) > 1]
+
+
+def _generic(s: str) -> str:
+    """A sentence with its names made generic (template wording: capitalised words inside the
+    sentence lower-cased)."""
+    ws = s.split()
+    return " ".join(ws[:1] + [w.lower() if w[:1].isupper() else w for w in ws[1:]])
 
 
 def _reword(rng: random.Random, s: str) -> str:
@@ -357,16 +367,18 @@ def generate(bodies: list[tuple[str, str, str]], seed: int = 7, held_out: float 
 
         # --- negatives
         others = [s for s in rng.sample(sids, k=min(len(sids), 8)) if s != story]
-        # roundup on the story's own site: the story verbatim, then two short items on others
+        # roundup on the story's own site: the story verbatim as ~3/4, then two items on
+        # other stories (their leads, each ~1/6 of the story's length, topped up from the pool)
+        body_words = len(body.split())
         items = []
         for o in others[:2]:
-            items.append(" ".join(" ".join(_sentences(" ".join(para_of[o]))[:3]).split()[:rng.randint(40, 90)]))
-        body_words = len(body.split())
-        while sum(len(i.split()) for i in items) < body_words / 3 and len(items) < 6:  # story: ~3/4
-            extra = pool.words(rng.randint(40, 90), lang)
-            if not extra:
-                break
-            items.append(" ".join(extra))
+            want = max(40, body_words // 6)
+            item = " ".join(" ".join(para_of[o]).split()[:want])
+            short = want - len(item.split())
+            if short > 10:
+                extra = pool.words(short, lang)
+                item += " " + " ".join(extra or [])
+            items.append(item)
         text = "\n".join(ps + items)
         yield Variant(f"{story}-roundup", f"{story}-n1", "roundup", AGENCY, "Roundup", text, story,
                       rng.uniform(3600, 7200), orig, False, tuple(f"{o}-orig" for o in others[:2]))
@@ -378,11 +390,20 @@ def generate(bodies: list[tuple[str, str, str]], seed: int = 7, held_out: float 
         lines.append("Sign up to get the weekly list in your inbox.")
         yield Variant(f"{story}-weekly_list", f"{story}-n2", "weekly_list", AGENCY, "Weekly", "\n".join(lines), story,
                       rng.uniform(7200, 20000), orig, False, tuple(f"{o}-orig" for o in listed[1:]))
-        # template posts: two posts of one site on the same template paragraphs
-        tpl = pool.words(rng.randint(80, 160), lang)
-        own_a, own_b = pool.words(rng.randint(70, 160), lang), pool.words(rng.randint(70, 160), lang)
+        # template posts: two posts of one site sharing text. Every other story: a template
+        # (40-65% of each post: fixed wording, its names made generic as in an automated post,
+        # the site's name kept) around each post's own specifics; otherwise two stories that
+        # share one or two background paragraphs (names and all, 15-35% of each)
+        site = f"site{si % 23:02d}.example"
+        if si % 2 == 0:
+            tpl = pool.words(rng.randint(80, 160), lang)
+            own_a, own_b = pool.words(rng.randint(60, 140), lang), pool.words(rng.randint(60, 140), lang)
+            if tpl and own_a and own_b:
+                tpl = [_generic(s) + (" (Site Desk)" if i == 0 else "") for i, s in enumerate(tpl)]
+        else:
+            tpl = pool.words(rng.randint(50, 110), lang)
+            own_a, own_b = pool.words(rng.randint(200, 320), lang), pool.words(rng.randint(200, 320), lang)
         if tpl and own_a and own_b:
-            site = f"site{si % 23:02d}.example"
             ta = [" ".join(tpl[i:i + 3]) for i in range(0, len(tpl), 3)]
             k = rng.randrange(len(ta) + 1)
             post_a = "\n".join(ta[:k] + [" ".join(own_a)] + ta[k:])

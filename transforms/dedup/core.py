@@ -81,6 +81,9 @@ class DedupConfig:
         shingle sets (estimated from the MinHash and both set sizes) covers at least
         ``containment`` of the smaller and ``min_cover`` of the larger: a truncated copy or
         an excerpt, not a short item quoted inside a long page.
+    same_site_threshold: the Jaccard estimate above which two bodies of one site are copies
+        (shared templates make text overlap less telling within a site; a same-site version
+        below it needs the second signal).
     version_overlap / version_entities: the second signal, for versions (write-thrus): the
         intersection covers at least ``version_overlap`` of the smaller body and at least
         ``version_entities`` of the smaller body's names and quotes
@@ -116,8 +119,10 @@ class DedupConfig:
     threshold: float = 0.5
     containment: float = 0.8
     min_cover: float = 0.2
+    same_site_threshold: float = 0.6
     version_overlap: float = 0.3
     version_entities: float = 0.8
+    version_sum: float = 0.0
     roundup_cover: float = 0.9
     roundup_extra: float = 0.15
     roundup_share: float = 0.5
@@ -231,20 +236,24 @@ def shard_key(index: int, value: int, shard_bits: int) -> int:
 VETO = "veto"
 
 
+_SAME_TEXT = ("exact_url", "update_url", "exact")
+
+
 def _vetoed(pairs: Sequence[tuple[Member, str]]) -> list[tuple[Member, str]]:
-    """The matches left once the clusters that vetoed the record are taken out: a record that
-    is a roundup of one member (:data:`VETO`) joins none of that member's cluster, however
-    it matches the others (e.g. the short first item of the story it quotes whole): no chain
-    through a roundup."""
-    banned = {m.cluster_id or m.id for m, rel in pairs if rel == VETO}
-    return [(m, rel) for m, rel in pairs if rel != VETO and (m.cluster_id or m.id) not in banned]
+    """The matches left when the record is a roundup of some member (:data:`VETO`): then it
+    is a page of its own, the version of no story (it matches the short first item of the
+    story it quotes whole, or another story it quotes a part of, as an expansion would):
+    only the same URL or the same text still join it. No chain through a roundup."""
+    if not any(rel == VETO for _, rel in pairs):
+        return list(pairs)
+    return [(m, rel) for m, rel in pairs if rel in _SAME_TEXT]
 
 
 def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -> str | None:
     """How member ``m`` matches record ``r``: ``"exact_url"`` / ``"update_url"`` (same id, same
     or new text), ``"exact"`` (same content hash), ``"update"`` (a copy or a version from the
-    same site), ``"near"`` (a copy or a version from another site), :data:`VETO` (a roundup:
-    no match, and none with ``m``'s cluster), or ``None``.
+    same site), ``"near"`` (a copy or a version from another site), :data:`VETO` (``r`` is a
+    roundup of ``m``: no match, nor any but same-text ones for ``r``), or ``None``.
 
     Copy: estimated Jaccard ``>= threshold``, or the shingle intersection covers
     ``containment`` of the smaller body and ``min_cover`` of the larger. Version: it covers
@@ -263,11 +272,20 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
     j = similarity(r.sig, m.sig) if sim is None else sim
     cs, cl = overlap(j, r.nsh, m.nsh)
     same_site = bool(r.domain) and r.domain == m.domain
-    if same_site and cs >= cfg.roundup_cover and cfg.roundup_share < cl <= 1.0 - cfg.roundup_extra:
-        return VETO
-    ok = j >= cfg.threshold or (cs >= cfg.containment and cl >= cfg.min_cover)
+    if same_site and cs >= cfg.roundup_cover and cl <= 1.0 - cfg.roundup_extra:
+        # one carries the other whole plus text of its own: the record is a roundup when it is
+        # the larger and the quoted body is most of it (a larger record where it is not is the
+        # full story after its short first item); a record quoted whole by an earlier page
+        # of its site is not that page's version
+        if r.nsh <= m.nsh:
+            return None
+        if cl > cfg.roundup_share:
+            return VETO
+    ok = j >= (cfg.same_site_threshold if same_site else cfg.threshold) or (
+        cs >= cfg.containment and cl >= cfg.min_cover)
     if not ok and cs >= cfg.version_overlap:
-        ok = entity_containment(r.ents, m.ents, cfg.entity_k) >= cfg.version_entities
+        e = entity_containment(r.ents, m.ents, cfg.entity_k)
+        ok = e >= cfg.version_entities and cs + e >= cfg.version_sum
     if not ok:
         return None
     return "update" if same_site else "near"
