@@ -94,7 +94,8 @@ class DedupConfig:
         different pages (a roundup, a compilation), never a match. A page where the quoted
         body is at most ``roundup_share`` is the expansion of a short first item (the
         agency's pattern), matched as an update.
-    entity_k: size of the entity sketch (bottom-k of 16-bit hashes).
+    entity_k / min_entities: size of the entity sketch (bottom-k of 16-bit hashes); the
+        version signal needs at least ``min_entities`` names in both bodies.
     num_perm / bands / rows: MinHash permutations and LSH banding (``bands * rows <= num_perm``).
     shingle_size: words per shingle.
     min_words: bodies with fewer tokens get no near-duplicate matching (exact only): short
@@ -127,6 +128,7 @@ class DedupConfig:
     roundup_extra: float = 0.15
     roundup_share: float = 0.5
     entity_k: int = 48
+    min_entities: int = 5
     num_perm: int = 128
     bands: int = 64
     rows: int = 2
@@ -283,7 +285,7 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
             return VETO
     ok = j >= (cfg.same_site_threshold if same_site else cfg.threshold) or (
         cs >= cfg.containment and cl >= cfg.min_cover)
-    if not ok and cs >= cfg.version_overlap:
+    if not ok and cs >= cfg.version_overlap and min(len(r.ents), len(m.ents)) >= 2 * cfg.min_entities:
         e = entity_containment(r.ents, m.ents, cfg.entity_k)
         ok = e >= cfg.version_entities and cs + e >= cfg.version_sum
     if not ok:
