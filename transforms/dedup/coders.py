@@ -25,7 +25,8 @@ from typing import Any
 
 from apache_beam import coders
 
-from copydesk.transforms.dedup.core import Member
+from copydesk.transforms.dedup.core import _HDR, Member, decode_member, encode_member
+_HDR_HEAD = struct.Struct("<BqdI")
 
 __all__ = [
     "BatchCoder",
@@ -35,52 +36,6 @@ __all__ = [
     "encode_member",
     "member_ts_token",
 ]
-
-_HDR = struct.Struct("<BqdIIIIIIIiI")
-_HDR_HEAD = struct.Struct("<BqdI")
-_I64 = (-(1 << 63), (1 << 63) - 1)
-
-
-def encode_member(m: Member) -> bytes:
-    tok = m.token.encode("utf-8")
-    mid = m.id.encode("utf-8")
-    dom = m.domain.encode("utf-8")
-    ch = m.content_hash.encode("utf-8")
-    cid = b"" if m.cluster_id is None else m.cluster_id.encode("utf-8")
-    can = b"" if m.canonical is None else m.canonical.encode("utf-8")
-    flags = (1 if m.agency else 0) | (2 if m.cluster_id is not None else 0) | (4 if m.canonical is not None else 0)
-    stamp = int(m.stamp)
-    extra = b""
-    if not _I64[0] <= stamp <= _I64[1]:
-        flags |= 8
-        extra = str(stamp).encode("ascii")
-        stamp = 0
-    sig = bytes(m.sig)
-    ents = bytes(m.ents)
-    return b"".join((
-        _HDR.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can),
-                  int(m.nsh), len(ents)),
-        tok, mid, sig, dom, ch, cid, can, ents, extra,
-    ))
-
-
-def decode_member(b: bytes | memoryview, pos: int = 0, end: int | None = None) -> Member:
-    flags, stamp, ts, lt, li, ls, ld, lc, lk, ln, nsh, le = _HDR.unpack_from(b, pos)
-    p = pos + _HDR.size
-    mv = memoryview(b)
-    tok = str(mv[p:p + lt], "utf-8"); p += lt
-    mid = str(mv[p:p + li], "utf-8"); p += li
-    sig = bytes(mv[p:p + ls]); p += ls
-    dom = str(mv[p:p + ld], "utf-8"); p += ld
-    ch = str(mv[p:p + lc], "utf-8"); p += lc
-    cid = str(mv[p:p + lk], "utf-8") if flags & 2 else None; p += lk
-    can = str(mv[p:p + ln], "utf-8") if flags & 4 else None; p += ln
-    ents = bytes(mv[p:p + le]); p += le
-    if flags & 8:
-        stamp = int(str(mv[p:len(b) if end is None else end], "ascii"))
-    return Member(token=tok, id=mid, stamp=stamp, ts=ts, sig=sig, domain=dom, agency=bool(flags & 1),
-                  content_hash=ch, cluster_id=cid, canonical=can, nsh=nsh, ents=ents)
-
 
 class _Base(coders.Coder):
     def is_deterministic(self) -> bool:

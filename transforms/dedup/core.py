@@ -30,6 +30,7 @@ import datetime as _dt
 import hashlib
 import heapq
 import math
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -199,6 +200,54 @@ class Member(NamedTuple):
     @property
     def order(self) -> tuple[int, str]:
         return (self.stamp, self.token)
+
+
+# --- the member's compact encoding (state, the log, shuffled batches; copydesk.transforms.dedup.coders)
+
+_HDR = struct.Struct("<BqdIIIIIIIiI")
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def encode_member(m: Member) -> bytes:
+    tok = m.token.encode("utf-8")
+    mid = m.id.encode("utf-8")
+    dom = m.domain.encode("utf-8")
+    ch = m.content_hash.encode("utf-8")
+    cid = b"" if m.cluster_id is None else m.cluster_id.encode("utf-8")
+    can = b"" if m.canonical is None else m.canonical.encode("utf-8")
+    flags = (1 if m.agency else 0) | (2 if m.cluster_id is not None else 0) | (4 if m.canonical is not None else 0)
+    stamp = int(m.stamp)
+    extra = b""
+    if not _I64[0] <= stamp <= _I64[1]:
+        flags |= 8
+        extra = str(stamp).encode("ascii")
+        stamp = 0
+    sig = bytes(m.sig)
+    ents = bytes(m.ents)
+    return b"".join((
+        _HDR.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can),
+                  int(m.nsh), len(ents)),
+        tok, mid, sig, dom, ch, cid, can, ents, extra,
+    ))
+
+
+def decode_member(b: bytes | memoryview, pos: int = 0, end: int | None = None) -> Member:
+    flags, stamp, ts, lt, li, ls, ld, lc, lk, ln, nsh, le = _HDR.unpack_from(b, pos)
+    p = pos + _HDR.size
+    mv = memoryview(b)
+    tok = str(mv[p:p + lt], "utf-8"); p += lt
+    mid = str(mv[p:p + li], "utf-8"); p += li
+    sig = bytes(mv[p:p + ls]); p += ls
+    dom = str(mv[p:p + ld], "utf-8"); p += ld
+    ch = str(mv[p:p + lc], "utf-8"); p += lc
+    cid = str(mv[p:p + lk], "utf-8") if flags & 2 else None; p += lk
+    can = str(mv[p:p + ln], "utf-8") if flags & 4 else None; p += ln
+    ents = bytes(mv[p:p + le]); p += le
+    if flags & 8:
+        stamp = int(str(mv[p:len(b) if end is None else end], "ascii"))
+    return Member(token=tok, id=mid, stamp=stamp, ts=ts, sig=sig, domain=dom, agency=bool(flags & 1),
+                  content_hash=ch, cluster_id=cid, canonical=can, nsh=nsh, ents=ents)
+
 
 
 @dataclass(slots=True)
@@ -410,20 +459,22 @@ class DedupIndex:
     decision (the Beam stage keeps one of these in its ``Index`` step; see ``docs/dedup.md``).
 
     Members live in a ring of ``capacity`` positions (columns: signature, shingle count,
-    event time, sequence number, and the member without its signature), in arrival order.
-    A member's keys (:func:`index_keys`: its LSH bands, id and content hash as 32-bit hashes)
-    are entries of a chained hash table kept in arrays: ``head[bucket]`` is the newest entry
-    of a bucket, ``nxt[entry]`` the next older one, an entry being ``position * k + column``.
-    Chains run strictly from newer to older members, so a link to a position that was
-    reused by a newer member, or to one released, ends the chain: nothing is ever unlinked.
-    A member is released when its event time is older than the newest event time seen minus
-    the horizon (the ring releases in arrival order, so one with a later event time holds
-    the ones behind it for a while). The ring grows (doubling, entries relinked) when it is
-    full of members inside the horizon.
+    event time, sequence number, 64-bit hashes of id and content hash, and the member without
+    its signature in its compact encoding, :func:`encode_member`), in arrival order. A
+    member's keys (:func:`index_keys`: its LSH bands, id and content hash as 32-bit hashes)
+    are entries of a chained hash table kept in arrays: ``head[bucket]`` (the bucket is the
+    key's low bits) is the newest entry of a bucket, ``nxt[entry]`` the next older one, an
+    entry being ``position * k + column`` and holding the key's high 16 bits. Chains run
+    strictly from newer to older members, so a link to a position that was reused by a newer
+    member, or to one released, ends the chain: nothing is ever unlinked. A member is released
+    when its event time is older than the newest event time seen minus the horizon (the ring
+    releases in arrival order, so one with a later event time holds the ones behind it for a
+    while). The ring grows by half (entries relinked) when it is full of members inside the
+    horizon.
 
-    Per member inside the horizon: the signature (256 bytes), ``3 x 4 x (bands + 2)`` bytes
-    of keys, links and table (~790 bytes), the entity sketch and the strings (~1.6 KiB in
-    all, measured by ``benchmarks/bench_dedup.py --part core``).
+    Per position: the signature (256 bytes), ``(2 + 4 + 2) x (bands + 2)`` bytes of keys,
+    links and table (~530 bytes), ~40 bytes of columns and the encoded member (~330 bytes
+    with its entity sketch); ``benchmarks/bench_dedup.py --part core`` measures the RSS.
     """
 
     MAX_CHAIN = 64  # entries walked per key at most: a key shared by very many members (boilerplate) is capped
@@ -445,11 +496,14 @@ class DedupIndex:
         self._nsh = np.zeros(cap, dtype=np.int32)
         self._ts = np.zeros(cap, dtype=np.float64)
         self._seq = np.full(cap, -1, dtype=np.int64)  # sequence number of the member at a position
-        self._keys = np.zeros(cap * self._k, dtype=np.uint32)
+        self._keys = np.zeros(cap * self._k, dtype=np.uint16)  # high 16 bits of each key (the bucket has the low ones)
         self._nxt = np.full(cap * self._k, -1, dtype=np.int32)
-        self._obj: list[Member | None] = [None] * cap  # the member without its signature
+        self._blob: list[bytes | None] = [None] * cap  # the member without its signature, encoded
+        self._has_sig = np.zeros(cap, dtype=bool)
+        self._idh = np.zeros(cap, dtype=np.uint64)  # 64-bit hashes of the id and the content hash
+        self._chh = np.zeros(cap, dtype=np.uint64)
         nb = 1
-        while nb < cap * self._k:
+        while nb < cap * self._k // 2:
             nb <<= 1
         self._mask = np.uint32(nb - 1)
         self._head = np.full(nb, -1, dtype=np.int32)
@@ -466,21 +520,22 @@ class DedupIndex:
         cap = self._cap
         while self._start < self._end and self._ts[self._start % cap] < lo:
             p = self._start % cap
-            self._obj[p] = None
+            self._blob[p] = None
             self._seq[p] = -1
             self._start += 1
 
     def _grow(self) -> None:
         live = self.members()
-        self._alloc(self._cap * 2)
+        self._alloc(self._cap * 3 // 2)
         self._start = self._end = 0
         for m in live:
             self._insert(m, index_keys(m, self.cfg))
 
     def _member(self, p: int) -> Member:
-        m = self._obj[p]
-        assert m is not None
-        return m._replace(sig=self._sig[p].tobytes()) if m.sig else m
+        b = self._blob[p]
+        assert b is not None
+        m = decode_member(b)
+        return m._replace(sig=self._sig[p].tobytes()) if self._has_sig[p] else m
 
     def _insert(self, m: Member, keys: np.ndarray) -> None:
         if self._end - self._start >= self._cap:
@@ -493,10 +548,13 @@ class DedupIndex:
         self._nsh[p] = m.nsh
         self._ts[p] = m.ts
         self._seq[p] = seq
-        self._obj[p] = m._replace(sig=b"\x01") if m.sig else m  # b"\x01": the signature is in the array
+        self._blob[p] = encode_member(m._replace(sig=b""))
+        self._has_sig[p] = bool(m.sig)
+        self._idh[p] = _value_of_str(m.id)
+        self._chh[p] = _value_of_str(m.content_hash) if m.content_hash else 0
         n = keys.size
         base = p * self._k
-        self._keys[base:base + n] = keys
+        self._keys[base:base + n] = keys >> np.uint32(16)
         buckets = keys & self._mask
         ids = np.arange(base, base + n, dtype=np.int32)
         if np.unique(buckets).size == n:
@@ -523,6 +581,7 @@ class DedupIndex:
         live = cur >= 0
         if not live.all():
             cur, keys = cur[live], keys[live]
+        hi = (keys >> np.uint32(16)).astype(np.uint16)
         prev = np.full(cur.size, self._end, dtype=np.int64)  # chains must go to older members
         k, start, seq_of, nxt, ekeys = self._k, self._start, self._seq, self._nxt, self._keys
         found = []
@@ -533,13 +592,13 @@ class DedupIndex:
             s = seq_of[p]
             ok = (s >= start) & (s < prev)
             if not ok.all():
-                cur, keys, p, s = cur[ok], keys[ok], p[ok], s[ok]
-            hit = ekeys[cur] == keys
+                cur, hi, p, s = cur[ok], hi[ok], p[ok], s[ok]
+            hit = ekeys[cur] == hi
             found.append(p[hit])
             cur = nxt[cur]
             live = cur >= 0
             if not live.all():
-                cur, keys, s = cur[live], keys[live], s[live]
+                cur, hi, s = cur[live], hi[live], s[live]
             prev = s
         ps = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
         if not ps.size:
@@ -554,8 +613,9 @@ class DedupIndex:
         if not ps.size:
             return []
         cfg = self.cfg
-        if m.sig:
+        if m.sig:  # a slot without a signature may hold an older member's: masked
             sims = (self._sig[ps] == np.frombuffer(m.sig, dtype="<u2")).sum(axis=1) / cfg.num_perm
+            sims = np.where(self._has_sig[ps], sims, 0.0)
         else:
             sims = np.zeros(ps.size)
         # a cheap bound first: the share of the smaller body the intersection can cover
@@ -563,15 +623,14 @@ class DedupIndex:
         inter = sims / (1.0 + sims) * (n_c + m.nsh)
         cover = np.where((n_c > 0) & (m.nsh > 0), inter / np.maximum(np.minimum(n_c, m.nsh), 1.0), sims)
         maybe = (sims >= cfg.threshold) | (cover >= min(cfg.containment, cfg.version_overlap))
+        maybe |= self._idh[ps] == np.uint64(_value_of_str(m.id))
+        if m.content_hash:
+            maybe |= self._chh[ps] == np.uint64(_value_of_str(m.content_hash))
         out = []
-        for p, sim, ok in zip(ps.tolist(), sims.tolist(), maybe.tolist()):
-            o = self._obj[p]
-            assert o is not None
-            if o.token == m.token:
-                continue
-            if not ok and o.id != m.id and (not m.content_hash or o.content_hash != m.content_hash):
-                continue  # no rule can accept it
+        for p, sim in zip(ps[maybe].tolist(), sims[maybe].tolist()):
             c = self._member(p)
+            if c.token == m.token:
+                continue
             rel = relation(m, c, cfg, sim if m.sig and c.sig else 0.0)
             if rel is not None:
                 out.append((c, rel))
