@@ -60,8 +60,9 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("extract_timeout", float, None, "per-page extraction time limit, seconds"),
     ("extract_memory_mb", int, None, "address space an extraction worker may add for one page, MiB (default 512; "
                                      "0 = no limit); a page past it is too_large and the worker is replaced"),
-    ("fast_extraction", bool, False, "trafilatura's fast=True: ~17%% more pages/s, recall 0.960 instead of 0.971 "
-     "on the fundus pages (docs/extract.md)"),
+    ("extract_compare", str, None, "when trafilatura's readability/justext comparison runs: auto (when the quick "
+     "result looks wrong; the default) or always (trafilatura's default mode; more CPU, lower F1 on both page "
+     "sets, docs/extract.md)"),
     # dedup
     ("drop_duplicates", bool, False, "emit only canonical records (duplicates are annotated by default)"),
     ("force", bool, False, "reprocess what dedup would skip: every record is emitted (still annotated) even "

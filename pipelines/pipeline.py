@@ -88,7 +88,7 @@ def parse_pins(text: str | None) -> tuple[tuple[str, str], ...]:
 
 def extract_config(o: CopydeskOptions) -> ExtractConfig:
     return ExtractConfig(**_only_known(ExtractConfig, {
-        "fast": o.fast_extraction or None,  # None: ExtractConfig's measured default, as `copydesk extract`
+        "compare": o.extract_compare,  # None: ExtractConfig's measured default, as `copydesk extract`
         "timeout_s": o.extract_timeout,
         "memory_mb": o.extract_memory_mb,
     }))
