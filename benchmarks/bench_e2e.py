@@ -19,7 +19,9 @@ rounds alternate (A B, B A, A B ...). Measured from outside, per round:
   its first output to its last ((n - 1) / (last - first)); first-output latency;
 * CPU seconds per page: the contender process and all its children (``RUSAGE_CHILDREN``,
   exact), split by a /proc sampler (10 Hz) into extraction workers and the rest;
-* workers' busy fraction: worker CPU / (workers x wall);
+* workers' busy fraction: worker CPU / (workers x wall); and (CPU + time runnable but waiting
+  for a core, /proc/PID/schedstat) / (workers x wall): the share of the time they had work,
+  which other load on the machine does not lower (the first figure it does);
 * overhead outside extraction, ms CPU per message: (all CPU - worker CPU) / n, and the
   steady part between first and last output (start-up imports excluded);
 * peak memory of the process tree: sum of RSS (fork-shared pages counted in every process) and
@@ -50,6 +52,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -291,6 +294,16 @@ def _stat(pid: int) -> tuple[float, int] | None:
     return (int(fields[11]) + int(fields[12])) / CLK, int(fields[21]) * PAGE
 
 
+def _schedstat(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a process's main thread."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            on_cpu, waiting, _ = f.read().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
 def _pss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -321,12 +334,13 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _tree(root: int) -> list[int]:
-    todo, seen = [root], []
+def _tree(root: int) -> list[tuple[int, int]]:
+    """(pid, parent pid) of a process and its descendants."""
+    todo, seen = [(root, 0)], []
     while todo:
-        pid = todo.pop()
-        seen.append(pid)
-        todo += _children(pid)
+        pid, ppid = todo.pop()
+        seen.append((pid, ppid))
+        todo += [(c, pid) for c in _children(pid)]
     return seen
 
 
@@ -341,25 +355,29 @@ class TreeSampler(threading.Thread):
         self.root_cmd = _cmdline(root)
         self.role: dict[int, str] = {}
         self.cpu: dict[int, float] = {}
+        self.waiting: dict[int, float] = {}  # workers: seconds runnable but without a core
         self.peak_rss = self.peak_pss = 0
         self.timeline: list[tuple[float, float, float]] = []  # (t, worker CPU, other CPU)
         self.stop = threading.Event()
 
-    def _role(self, pid: int) -> str:
+    def _role(self, pid: int, ppid: int) -> str:
+        """Workers: spawned children (``spawn_main``) and forked ones (a child with its parent's
+        command line: a fork ``Pool``'s workers, a forkserver's); the rest is the pipeline
+        (including a forkserver itself and the resource tracker)."""
         if pid not in self.role:
             cmd = _cmdline(pid)
-            # spawn/forkserver children (copydesk's pool), or fork children of the root (Pool())
-            worker = pid != self.root and ("spawn_main" in cmd or "forkserver" in cmd or cmd == self.root_cmd)
+            worker = pid != self.root and ("spawn_main" in cmd or cmd == _cmdline(ppid))
             self.role[pid] = "worker" if worker and "resource_tracker" not in cmd else "pipeline"
         return self.role[pid]
 
     def sample(self, with_pss: bool) -> None:
         rss = pss = 0
-        for pid in _tree(self.root):
+        for pid, ppid in _tree(self.root):
             st = _stat(pid)
             if st is None:
                 continue
-            self._role(pid)
+            if self._role(pid, ppid) == "worker":
+                self.waiting[pid] = _schedstat(pid)[1]
             self.cpu[pid] = st[0]
             rss += st[1]
             if with_pss:
@@ -401,7 +419,7 @@ def _tree_cpu(pids: list[int | None]) -> float:
     for root in pids:
         if root is None:
             continue
-        for pid in _tree(root):
+        for pid, _ in _tree(root):
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
@@ -411,10 +429,22 @@ def _tree_cpu(pids: list[int | None]) -> float:
     return total
 
 
+def _py_spy() -> str:
+    """py-spy on PATH, else next to the site-packages it was pip-installed into."""
+    found = shutil.which("py-spy")
+    for p in sys.path:
+        if not found and p.endswith("site-packages"):
+            found = shutil.which("py-spy", path=str(Path(p).parents[2] / "bin"))
+    if not found:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    return found
+
+
 # --------------------------------------------------------------------------- one contender
 
 def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[str], n: int, workers: int,
-                  stop_by_signal: bool, timeout: float, log_dir: Path, helpers: list[int | None]) -> dict:
+                  stop_by_signal: bool, timeout: float, log_dir: Path, helpers: list[int | None],
+                  profile: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COPYDESK_")}  # defaults only
     env["PYTHONUNBUFFERED"] = "1"
     watch = Outputs(bootstrap, out_topics, n)
@@ -427,6 +457,11 @@ def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[st
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     sampler = TreeSampler(proc.pid)
     sampler.start()
+    spy = None
+    if profile is not None:  # py-spy attached (it ends with the process); its CPU is not counted
+        spy = subprocess.Popen([_py_spy(), "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "50",
+                                "--format", "raw", "--nonblocking", "-o", str(profile)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finished = watch.done.wait(timeout)
     while not finished and proc.poll() is None and time.monotonic() - started < timeout:
         finished = watch.done.wait(1)
@@ -443,17 +478,21 @@ def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[st
     watch.stop.set()
     watch.join()
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if spy is not None:
+        spy.wait(60)
     busy = _machine_busy() - busy0
     helpers_cpu = _tree_cpu(helpers) - helpers0
     self_cpu = time.process_time() - self0
     cpu = (after_children.ru_utime + after_children.ru_stime) - (before_children.ru_utime + before_children.ru_stime)
     worker_cpu, _ = sampler.split()
+    worker_waiting = sum(sampler.waiting.values())
     times = watch.times
     res = {
         "name": name, "n": n, "outputs": len(times), "by_topic": dict(watch.by_topic), "notes": dict(watch.notes),
         "exit": proc.returncode, "complete": len(times) >= n, "log": str(log_path),
         "first": (times[0] - started) if times else None, "last": (times[-1] - started) if times else None,
-        "lifetime": ended - started, "cpu": cpu, "worker_cpu": worker_cpu, "workers": workers,
+        "lifetime": ended - started, "cpu": cpu, "worker_cpu": worker_cpu, "worker_waiting": worker_waiting,
+        "workers": workers,
         "peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss,
         "others_cores": max(0.0, busy - cpu - helpers_cpu - self_cpu) / (ended - started),
         "helpers_cpu": helpers_cpu,
@@ -478,6 +517,7 @@ def derived(r: dict) -> dict:
          "first": r["first"], "cpu_page": r["cpu"] / n,
          "busy": r["worker_cpu"] / (r["workers"] * wall) if wall else None,
          "steady_busy": r.get("steady_busy"),
+         "wanting": (r["worker_cpu"] + r.get("worker_waiting", 0)) / (r["workers"] * wall) if wall else None,
          "overhead_ms": 1000 * (r["cpu"] - r["worker_cpu"]) / n,
          "steady_overhead_ms": r.get("steady_overhead_ms"),
          "rss_mb": r["peak_rss"] / 1e6, "pss_mb": r["peak_pss"] / 1e6, "others": r["others_cores"]}
@@ -493,6 +533,7 @@ COLUMNS = [  # key, header, format
     ("cpu_page", "CPU s/page", "{:.3f}"),
     ("busy", "workers busy", "{:.0%}"),
     ("steady_busy", "busy first->last", "{:.0%}"),
+    ("wanting", "busy or waiting for a core", "{:.0%}"),
     ("overhead_ms", "overhead ms/page", "{:.1f}"),
     ("steady_overhead_ms", "steady overhead ms/page", "{:.1f}"),
     ("rss_mb", "peak RSS MB (sum)", "{:.0f}"),
@@ -538,6 +579,8 @@ def main() -> int:
     ap.add_argument("--only", choices=("loop", "copydesk"), default=None, help="run one contender")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds a contender may take")
     ap.add_argument("--json", default=None, help="also write every round's figures to this file")
+    ap.add_argument("--profile", default=None, help="folder: py-spy (raw stacks) of every copydesk round; "
+                                                    "slows copydesk a little, so not for the figures")
     args, extra = ap.parse_known_args()
     extra = [a for a in extra if a != "--"]
 
@@ -591,8 +634,12 @@ def main() -> int:
                 make, by_signal = contenders[name]
                 cmd, outs = make(r)
                 create_topics(bootstrap, outs)
+                prof = None
+                if args.profile and name == "copydesk run":
+                    Path(args.profile).mkdir(parents=True, exist_ok=True)
+                    prof = Path(args.profile) / f"copydesk-{mode}-r{r + 1}.txt"
                 res = run_contender(name, cmd, bootstrap, outs, n, args.workers, by_signal, args.timeout, log_dir,
-                                    [broker_pid, site_pid])
+                                    [broker_pid, site_pid], prof)
                 res["round"], res["committed"] = r, committed(bootstrap, cmd[cmd.index("--group-id") + 1]
                                                               if "--group-id" in cmd else "", in_topic)
                 results[name].append(res)
