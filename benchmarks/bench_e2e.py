@@ -39,7 +39,8 @@ broker (pipelines/demo/broker.py).
     .venv/bin/python benchmarks/bench_e2e.py --fetch              # fetched from 50 local hosts
     .venv/bin/python benchmarks/bench_e2e.py --pages 200 --rounds 1   # a quick check of the harness
     # another runner / another checkout's copydesk:
-    .venv/bin/python benchmarks/bench_e2e.py --copydesk /work/wt/prism/.venv/bin/copydesk -- --runner PrismRunner
+    .venv/bin/python benchmarks/bench_e2e.py --copydesk "prism=/work/wt/prism/.venv/bin/copydesk --runner PrismRunner" \
+        --copydesk "micro-batch=.venv/bin/copydesk --runner FnApiRunner"
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import shlex
 import shutil
 import signal
 import statistics
@@ -69,6 +71,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLOOP = Path(__file__).resolve().parent / "handloop.py"
+LOOP = "hand-written loop"
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -442,6 +445,33 @@ def _py_spy() -> str:
 
 # --------------------------------------------------------------------------- one contender
 
+def become_subreaper() -> None:
+    """Orphans of a contender (a forkserver outliving its parent, and the workers it reaped)
+    are re-parented to this process instead of init, so that reaping them puts their CPU into
+    RUSAGE_CHILDREN (Linux PR_SET_CHILD_SUBREAPER)."""
+    import ctypes
+
+    if ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
+        print("warning: PR_SET_CHILD_SUBREAPER failed: the CPU of orphaned processes is not counted", file=sys.stderr)
+
+
+def reap_orphans(pids: list[int], timeout: float = 15.0) -> list[int]:
+    """Wait for the processes of a finished contender's tree that outlived it; the pids still
+    running when the time is up."""
+    pending, deadline = set(pids), time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not (yet) ours: its parent still runs, or reaped it already
+                done = pid if not os.path.exists(f"/proc/{pid}") else 0
+            if done:
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.05)
+    return sorted(pending)
+
+
 def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[str], n: int, workers: int,
                   stop_by_signal: bool, timeout: float, log_dir: Path, helpers: list[int | None],
                   profile: Path | None = None) -> dict:
@@ -472,9 +502,12 @@ def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[st
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    ended = time.monotonic()
     sampler.stop.set()
     sampler.join()
+    left = reap_orphans([p for p in sampler.cpu if p != proc.pid])
+    if left:
+        print(f"  !! {name}: processes {left} outlived it by 15 s; their CPU is not counted", file=sys.stderr)
+    ended = time.monotonic()
     watch.stop.set()
     watch.join()
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -574,9 +607,11 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=50, help="--fetch: host names the pages are spread over")
     ap.add_argument("--broker", choices=("auto", "kafka", "tansu"), default="auto")
     ap.add_argument("--bootstrap", default=None, help="use this running broker")
-    ap.add_argument("--copydesk", default=str(Path(sys.executable).parent / "copydesk"),
-                    help="the copydesk executable (e.g. another worktree's .venv/bin/copydesk)")
-    ap.add_argument("--only", choices=("loop", "copydesk"), default=None, help="run one contender")
+    ap.add_argument("--copydesk", action="append", default=None, metavar="NAME=COMMAND [ARGS]",
+                    help="a copydesk contender: a name, its executable and arguments added to `run` (e.g. "
+                         "'prism=/work/wt/prism/.venv/bin/copydesk --runner PrismRunner'); repeatable, all race "
+                         "in the same rounds. Default: this checkout's copydesk with the arguments after --")
+    ap.add_argument("--only", choices=("loop", "copydesk"), default=None, help="run only the loop or copydesk")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds a contender may take")
     ap.add_argument("--json", default=None, help="also write every round's figures to this file")
     ap.add_argument("--profile", default=None, help="folder: py-spy (raw stacks) of every copydesk round; "
@@ -591,6 +626,7 @@ def main() -> int:
     pages = load_pages(ev / "fundus")
     from copydesk.transforms.extract.pool import default_workers
 
+    become_subreaper()
     run_id = uuid.uuid4().hex[:6]
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{run_id}-"))
     mode = "fetch" if args.fetch else "pre-scraped"
@@ -614,19 +650,25 @@ def main() -> int:
                    "--stop-after", str(n)] + (["--resolve", "127.0.0.1"] if args.fetch else [])
             return cmd, [out]
 
-        def copydesk_cmd(r: int) -> tuple[list[str], list[str]]:
-            out, dead = f"bench-{run_id}-cd{r}-out", f"bench-{run_id}-cd{r}-dead"
-            cmd = [args.copydesk, "run", "--bootstrap-servers", bootstrap, "--input-topic", in_topic,
-                   "--group-id", f"bench-{run_id}-cd{r}", "--output-topic", out, "--dead-letter-topic", dead]
-            if args.workers != default_workers():
-                cmd += ["--extract-workers", str(args.workers)]
-            if args.fetch:
-                cmd += ["--allow-networks", "127.0.0.1/32", "--resolve", pins]
-            return cmd + extra, [out, dead]
+        def copydesk_cmd(tag: str, command: list[str]):
+            def make(r: int) -> tuple[list[str], list[str]]:
+                out, dead = f"bench-{run_id}-{tag}{r}-out", f"bench-{run_id}-{tag}{r}-dead"
+                cmd = [command[0], "run", "--bootstrap-servers", bootstrap, "--input-topic", in_topic,
+                       "--group-id", f"bench-{run_id}-{tag}{r}", "--output-topic", out, "--dead-letter-topic", dead]
+                if args.workers != default_workers():
+                    cmd += ["--extract-workers", str(args.workers)]
+                if args.fetch:
+                    cmd += ["--allow-networks", "127.0.0.1/32", "--resolve", pins]
+                return cmd + command[1:], [out, dead]
+            return make
 
-        contenders = {"hand-written loop": (loop_cmd, False), "copydesk run": (copydesk_cmd, True)}
+        specs = [s.partition("=")[::2] for s in args.copydesk] if args.copydesk else \
+            [("copydesk run", " ".join([shlex.quote(str(Path(sys.executable).parent / "copydesk"))] + extra))]
+        contenders = {LOOP: (loop_cmd, False)}
+        for i, (name, command) in enumerate(specs):
+            contenders[name] = (copydesk_cmd(f"cd{i}-", shlex.split(command)), True)
         if args.only:
-            contenders = {k: v for k, v in contenders.items() if k.startswith(args.only[:4])}
+            contenders = {k: v for k, v in contenders.items() if (k == LOOP) == (args.only == "loop")}
         results: dict[str, list[dict]] = {k: [] for k in contenders}
         for r in range(args.rounds):
             order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
@@ -635,30 +677,31 @@ def main() -> int:
                 cmd, outs = make(r)
                 create_topics(bootstrap, outs)
                 prof = None
-                if args.profile and name == "copydesk run":
+                if args.profile and name != LOOP:
                     Path(args.profile).mkdir(parents=True, exist_ok=True)
-                    prof = Path(args.profile) / f"copydesk-{mode}-r{r + 1}.txt"
+                    prof = Path(args.profile) / f"{name.replace(' ', '_')}-{mode}-r{r + 1}.txt"
                 res = run_contender(name, cmd, bootstrap, outs, n, args.workers, by_signal, args.timeout, log_dir,
                                     [broker_pid, site_pid], prof)
                 res["round"], res["committed"] = r, committed(bootstrap, cmd[cmd.index("--group-id") + 1]
                                                               if "--group-id" in cmd else "", in_topic)
                 results[name].append(res)
                 d = derived(res)
-                print(f"round {r + 1} {name:17s}: {res['outputs']}/{n} out "
+                print(f"round {r + 1} {name}: {res['outputs']}/{n} out "
                       f"({', '.join(f'{k} {v}' for k, v in sorted(res['notes'].items()))}), committed "
                       f"{res['committed']}, " + ", ".join(f"{h} {fmt.format(d[k]) if d[k] is not None else '-'}"
                                                           for k, h, fmt in COLUMNS), flush=True)
-    print(f"\n{mode}, {n} messages, {args.rounds} round(s), broker {broker_desc}, copydesk "
-          f"{' '.join(extra) or '(defaults)'}: median (range)\n")
+    print(f"\n{mode}, {n} messages, {args.rounds} round(s), broker {broker_desc}; "
+          + "; ".join(f"{name}: {command}" for name, command in specs) + "; median (range)\n")
     print(table(results))
-    if len(results) == 2:
-        a, b = results["hand-written loop"], results["copydesk run"]
-        ratios = [derived(y)["rate_wall"] / derived(x)["rate_wall"] for x, y in zip(a, b)
+    for name in results:
+        if name == LOOP or LOOP not in results:
+            continue
+        ratios = [derived(y)["rate_wall"] / derived(x)["rate_wall"] for x, y in zip(results[LOOP], results[name])
                   if derived(x)["rate_wall"] and derived(y)["rate_wall"]]
         if ratios:
-            print(f"\ncopydesk / hand-written loop, pages/s start->last: {cell(ratios, '{:.2f}')}x (per round pair)")
+            print(f"{name} / {LOOP}, pages/s start->last: {cell(ratios, '{:.2f}')}x (per round)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"mode": mode, "n": n, "broker": broker_desc, "extra": extra,
+        Path(args.json).write_text(json.dumps({"mode": mode, "n": n, "broker": broker_desc, "contenders": specs,
                                                "results": results}, indent=1))
     return 0
 
