@@ -19,13 +19,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
-from copydesk.schemas.codec import decode, encode, encode_doc
+from copydesk.schemas.codec import decode, encode, encode_doc, raw_page_record
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.commit import CommitOffsets
 from copydesk.transforms.dedup.stage import DedupConfig, Deduplicate
 from copydesk.transforms.dedup.core import fingerprint_entry
 from copydesk.transforms.extract.stage import ExtractArticles, ExtractConfig
-from copydesk.transforms.fetch.stage import FetchConfig, FetchPages, raw_page_record
+from copydesk.transforms.fetch.stage import FetchConfig, FetchPages
 from copydesk.transforms.files import ReadInputFile, WriteJsonLines
 from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
 from copydesk.transforms.parse.messages import ParseMessages

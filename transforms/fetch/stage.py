@@ -48,7 +48,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.codec import dead_letter, now_iso
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import CheckedURL, DeadLetter, FetchedPage, InputMessage, SourceRef
+from copydesk.schemas.records import CheckedURL, DeadLetter, FetchedPage, InputMessage
 from copydesk.transforms.fetch.body import ACCEPT_ENCODING, read_capped, too_large
 from copydesk.transforms.fetch.charset import decode_html, looks_binary
 from copydesk.transforms.fetch.errors import FetchFailure
@@ -66,8 +66,6 @@ __all__ = [
     "FetchPages",
     "Fetcher",
     "METRICS_NAMESPACE",
-    "page_from_raw_record",
-    "raw_page_record",
 ]
 
 DEFAULT_USER_AGENT = "copydesk/0.1 (+https://github.com/copydesk/copydesk)"
@@ -625,62 +623,6 @@ class Fetcher:
         delay = self._host_delay(rules)
         if delay > self.config.per_host_delay:
             self.gate.defer(_Target.parse(origin + "/").hostkey, delay)
-
-
-# -- raw archive ---------------------------------------------------------------------------
-
-RAW_RECORD_VERSION = 1
-
-
-def raw_page_record(page: FetchedPage) -> dict[str, Any]:
-    """A fetched page as a JSON-able dict for the raw-pages topic (re-extraction without fetching).
-
-    The body is the decoded HTML text, so re-extraction needs no charset guessing again.
-    """
-    msg = page.message
-    ref = msg.ref or SourceRef()
-    return {
-        "schema_version": RAW_RECORD_VERSION,
-        "url": msg.url,
-        "final_url": page.final_url,
-        "status": page.status,
-        "headers": dict(page.headers),
-        "body": page.html,
-        "encoding": page.encoding,
-        "fetched_at": page.fetched_at,
-        "elapsed_ms": page.elapsed_ms,
-        "redirects": list(page.redirects),
-        "body_bytes": page.body_bytes,
-        "prescraped": page.prescraped,
-        "input_id": msg.id,
-        "input_source": msg.source,
-        "discovered_at": msg.discovered_at,
-        "topic": ref.topic,
-        "partition": ref.partition,
-        "offset": ref.offset,
-    }
-
-
-def page_from_raw_record(d: dict[str, Any]) -> FetchedPage:
-    """Inverse of :func:`raw_page_record`: a FetchedPage ready for the extract stage."""
-    ref = SourceRef(topic=d.get("topic"), partition=d.get("partition"), offset=d.get("offset"))
-    msg = InputMessage(
-        url=d["url"], ref=ref, id=d.get("input_id"), source=d.get("input_source"),
-        discovered_at=d.get("discovered_at"),
-    )
-    return FetchedPage(
-        message=msg,
-        final_url=d.get("final_url") or d["url"],
-        html=d.get("body") or "",
-        status=int(d.get("status") or 200),
-        headers=dict(d.get("headers") or {}),
-        encoding=d.get("encoding"),
-        fetched_at=d.get("fetched_at"),
-        elapsed_ms=float(d.get("elapsed_ms") or 0.0),
-        prescraped=bool(d.get("prescraped", False)),
-        redirects=list(d.get("redirects") or []),
-        body_bytes=int(d.get("body_bytes") or 0),
-    )
 
 
 # -- Beam ----------------------------------------------------------------------------------
