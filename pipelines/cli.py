@@ -13,7 +13,7 @@ import os
 import sys
 
 from copydesk.pipelines.argv import pop_flag
-from copydesk.pipelines.logs import setup_logging, spawned_child_logging
+from copydesk.transforms.logs import setup_logging, spawned_child_logging
 
 
 def _run_help() -> str:
