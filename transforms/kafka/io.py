@@ -6,6 +6,21 @@ self-checkpoint (``defer_remainder``) when the partition is idle or a batch is d
 manual watermark estimator driven by record timestamps (advanced to wall time while a
 partition is idle, so downstream event-time logic is not held back by a quiet partition).
 
+Where a partition starts: an explicit offset (replays), else the group's committed offset,
+else ``start`` (``earliest``/``latest``), like Kafka's ``auto.offset.reset``. The live read
+(``discovery_seconds``) lists the topics' partitions again every ``discovery_seconds`` in an
+unbounded splittable DoFn of its own, so partitions added while the job runs are read too
+(from their beginning, as Flink's Kafka source does: their first messages predate the
+listing); a keyed step lets each partition through once. ``max_ahead_of_commit`` holds a
+partition's reader back while it is that many offsets past the group's committed offset:
+a streaming runner has no other back-pressure on a source, and the bound is also how far a
+process death can lie beyond the committed offset (pipelines/poison.py).
+
+``request_drain()`` (SIGTERM, pipelines/job.py) ends every unbounded read of this process
+where it is: what was read flows on to the sinks and the committer, then the pipeline
+completes. The job's workers run in the job's process (Prism's LOOPBACK environment), which
+is what makes a process-wide flag reach them.
+
 ``WriteToKafka`` is the buffered-sink shape of Beam's own Pub/Sub sink: the producer is
 built in ``setup()``, sends are buffered per bundle and ``finish_bundle()`` flushes and
 checks every send before the bundle counts as done; a failed send fails the bundle so the
@@ -22,15 +37,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Tuple
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.coders import BooleanCoder
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
@@ -40,6 +58,20 @@ from copydesk.schemas.records import SourceRef
 log = logging.getLogger(__name__)
 
 UNBOUNDED = sys.maxsize
+_DRAIN = threading.Event()
+
+
+def request_drain() -> None:
+    """Stop every unbounded read of this process where it is (see the module doc)."""
+    _DRAIN.set()
+
+
+def reset_drain() -> None:
+    _DRAIN.clear()
+
+
+def draining() -> bool:
+    return _DRAIN.is_set()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +95,11 @@ class KafkaConfig:
 @dataclass(frozen=True, kw_only=True)
 class ReadConfig:
     topics: tuple[str, ...]
-    start: str = "committed"  # committed | earliest | latest
+    # Where a partition without an explicit start offset and without a committed offset
+    # starts: committed (= earliest) | earliest | latest. ``use_committed=False`` ignores the
+    # group's offsets (an auxiliary topic read from its beginning every time).
+    start: str = "committed"
+    use_committed: bool = True
     # Bounded reads (replay / demo): explicit start and stop offsets per "topic:partition".
     start_offsets: tuple[tuple[str, int], ...] = ()
     stop_offsets: tuple[tuple[str, int], ...] = ()
@@ -73,6 +109,10 @@ class ReadConfig:
     stop_when_idle_seconds: float | None = None
     deadline: float | None = None  # time.time() value
     max_records_per_partition: int | None = None
+    # The live read (a streaming runner): list partitions again this often (None: once),
+    # and stay at most this many offsets ahead of the group's committed offset (None: no cap).
+    discovery_seconds: float | None = None
+    max_ahead_of_commit: int | None = None
     max_records_per_call: int = 500
     max_seconds_per_call: float = 1.0
     poll_timeout_ms: int = 200
@@ -118,33 +158,41 @@ def _tp(topic: str, partition: int):
     return TopicPartition(topic, partition)
 
 
-def resolve_partitions(kafka: KafkaConfig, read: ReadConfig) -> list[PartitionSpec]:
-    """List the partitions of the input topics and where to start and stop reading each.
+def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
+                       only: Iterable[tuple[str, int]] | None = None,
+                       reset: str | None = None) -> list[PartitionSpec]:
+    """List the partitions of the input topics (or just ``only``) and where to start and stop
+    reading each.
 
-    Start: an explicit offset, else the group's committed offset, else earliest/latest.
+    Start: an explicit offset, else the group's committed offset, else ``reset`` (default
+    ``read.start``): earliest or latest, as Kafka's ``auto.offset.reset``.
     """
     from kafka import KafkaConsumer
 
+    reset = reset or read.start
     consumer = KafkaConsumer(group_id=kafka.group_id, enable_auto_commit=False, **kafka.kwargs())
     try:
-        tps = []
-        for topic in read.topics:
-            parts = _partitions_for(consumer, topic)
-            tps.extend(_tp(topic, p) for p in sorted(parts))
+        if only is not None:
+            tps = [_tp(t, p) for t, p in only]
+        else:
+            tps = []
+            for topic in read.topics:
+                parts = _partitions_for(consumer, topic)
+                tps.extend(_tp(topic, p) for p in sorted(parts))
         explicit_start = dict(read.start_offsets)
         explicit_stop = dict(read.stop_offsets)
         beginning = consumer.beginning_offsets(tps)
-        end = consumer.end_offsets(tps) if (read.start == "latest" or read.stop_at_end) else {}
+        end = consumer.end_offsets(tps) if (reset == "latest" or read.stop_at_end) else {}
         specs = []
         for tp in tps:
             key = f"{tp.topic}:{tp.partition}"
             if key in explicit_start:
                 start = explicit_start[key]
             else:
-                committed = consumer.committed(tp) if read.start == "committed" else None
+                committed = consumer.committed(tp) if read.use_committed else None
                 if committed is not None:
                     start = committed
-                elif read.start == "latest":
+                elif reset == "latest":
                     start = end[tp]
                 else:
                     start = beginning[tp]
@@ -180,9 +228,123 @@ class _DiscoverPartitions(beam.DoFn):
     def process(self, _impulse) -> Iterator[PartitionSpec]:
         specs = resolve_partitions(self.kafka, self.read)
         for spec in specs:
-            log.info("reading %s from offset %d%s", spec.key, spec.start,
-                     "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
+            _log_spec(spec)
         yield from specs
+
+
+class _CheckpointOnlyTracker(OffsetRestrictionTracker):
+    """An offset tracker that splits only at the current position (a checkpoint: fraction 0).
+
+    A runner may also split a running bundle dynamically (Prism does, for long bundles): at
+    a fraction of an *unbounded* range that is an offset near ``sys.maxsize``, and it would
+    start a second reader of the same partition there. A partition is read in order by one
+    reader, so only checkpoints are allowed."""
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder:
+            return None
+        return super().try_split(0)
+
+
+def _log_spec(spec: PartitionSpec) -> None:
+    log.info("reading %s from offset %d%s", spec.key, spec.start,
+             "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
+
+
+class _TickRestrictionProvider(RestrictionProvider):
+    """Listings numbered 0, 1, 2 ... (unbounded): a restriction like PeriodicImpulse's."""
+
+    def initial_restriction(self, element) -> OffsetRange:
+        return OffsetRange(0, UNBOUNDED)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return _CheckpointOnlyTracker(restriction)
+
+    def split(self, element, restriction):
+        yield restriction
+
+    def restriction_size(self, element, restriction: OffsetRange) -> int:
+        return 1
+
+    def truncate(self, element, restriction):
+        return None  # on drain: no more listings
+
+
+class _WatchPartitions(beam.DoFn):
+    """Impulse -> ``("topic:partition", tick)`` for every partition, listed again every
+    ``discovery_seconds`` until the job drains. It resumes once a second (tick 0, 1, 2 ...)
+    so that a drain ends it at once, and lists at tick 0 and every ``discovery_seconds`` ticks."""
+
+    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
+        self.kafka = kafka
+        self.read = read
+
+    def setup(self) -> None:
+        self._consumer = None
+
+    def _list(self) -> list[tuple[str, int]]:
+        from kafka import KafkaConsumer
+
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
+                                           client_id="copydesk-partition-watch", **self.kafka.kwargs())
+        out = []
+        for topic in self.read.topics:
+            self._consumer.topics()  # fresh metadata: partitions_for_topic answers from the cache
+            out.extend((topic, p) for p in sorted(_partitions_for(self._consumer, topic)))
+        return out
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, _impulse,
+                tracker=beam.DoFn.RestrictionParam(_TickRestrictionProvider()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        tick = tracker.current_restriction().start
+        if draining() or not tracker.try_claim(tick):
+            tracker.try_claim(UNBOUNDED)
+            return
+        every = max(1, round(self.read.discovery_seconds or 30.0))
+        if tick % every == 0:
+            try:
+                listed = self._list()
+            except Exception as exc:  # the broker is away: the partitions already read go on; list later
+                if tick == 0:
+                    raise
+                log.warning("partition discovery: listing failed, retried in %ds: %r", every, exc)
+                listed = []
+            for topic, partition in listed:
+                yield f"{topic}:{partition}", tick
+        _advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
+        tracker.defer_remainder(Duration(seconds=1))
+
+    def teardown(self) -> None:
+        if getattr(self, "_consumer", None) is not None:
+            self._consumer.close()
+
+
+class _FirstSight(beam.DoFn):
+    """Keyed by partition: the first listing that shows a partition becomes its PartitionSpec
+    (start: committed, else ``start`` for the partitions of the first listing and earliest for
+    those added later); later listings of it are ignored."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+
+    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
+        self.kafka = kafka
+        self.read = read
+
+    def process(self, element: tuple[str, int], seen=beam.DoFn.StateParam(SEEN)) -> Iterator[PartitionSpec]:
+        key, tick = element
+        if seen.read():
+            return
+        topic, _, part = key.rpartition(":")
+        reset = self.read.start if tick == 0 else "earliest"
+        for spec in resolve_partitions(self.kafka, self.read, only=[(topic, int(part))], reset=reset):
+            if tick:
+                log.warning("new partition %s (found while running): reading it from offset %d", spec.key, spec.start)
+            else:
+                _log_spec(spec)
+            yield spec
+        seen.write(True)
 
 
 # --------------------------------------------------------------------------- the SDF
@@ -193,7 +355,7 @@ class _PartitionRestrictionProvider(RestrictionProvider):
         return OffsetRange(element.start, element.stop)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+        return _CheckpointOnlyTracker(restriction)
 
     def split(self, element, restriction):
         # A partition is read in order by one reader; no initial split.
@@ -224,11 +386,35 @@ class _ReadPartitionFn(beam.DoFn):
         self.records_read = Metrics.counter(ns, f"{pre}_records_read")
         self.bytes_read = Metrics.counter(ns, f"{pre}_bytes_read")
         self.idle_polls = Metrics.counter(ns, f"{pre}_idle_polls")
+        self.held_back = Metrics.counter(ns, f"{pre}_held_back")
 
     def setup(self) -> None:
         self._consumers = {}
         self._positions = {}
         self._last_data = {}
+        self._committed: dict[str, tuple[int, float]] = {}  # key -> (committed offset, when asked)
+        self._group_client = None
+
+    def _held_back(self, spec: PartitionSpec, next_offset: int) -> bool:
+        """True while the partition is ``max_ahead_of_commit`` offsets past its committed offset."""
+        cap = self.read.max_ahead_of_commit
+        if cap is None:
+            return False
+        committed, asked = self._committed.get(spec.key, (spec.start, 0.0))
+        if next_offset - committed < cap:
+            return False
+        if time.monotonic() - asked >= 0.25:  # ask the group again, at most 4 times a second
+            from kafka import KafkaConsumer
+
+            if self._group_client is None:
+                self._group_client = KafkaConsumer(group_id=self.kafka.group_id, enable_auto_commit=False,
+                                                   client_id="copydesk-reader-commits", **self.kafka.kwargs())
+            try:
+                committed = self._group_client.committed(_tp(spec.topic, spec.partition)) or spec.start
+            except Exception as exc:  # the broker is away: stay held, ask again later
+                log.debug("committed offset of %s unknown: %r", spec.key, exc)
+            self._committed[spec.key] = (max(committed, spec.start), time.monotonic())
+        return next_offset - self._committed[spec.key][0] >= cap
 
     def _consumer(self, spec: PartitionSpec):
         from kafka import KafkaConsumer
@@ -267,6 +453,15 @@ class _ReadPartitionFn(beam.DoFn):
         deadline = time.monotonic() + self.read.max_seconds_per_call
         self._last_data.setdefault(spec.key, time.monotonic())
         while True:
+            if restriction.stop == UNBOUNDED and draining():
+                self._positions[spec.key] = covers_from
+                tracker.try_claim(restriction.stop)  # the job drains: this read ends here
+                return
+            if emitted == 0 and self._held_back(spec, covers_from):
+                self.held_back.inc()
+                self._positions[spec.key] = covers_from
+                tracker.defer_remainder(Duration(seconds=self.read.idle_resume_seconds))
+                return
             if restriction.stop != UNBOUNDED and consumer.position(tp) >= restriction.stop:
                 tracker.try_claim(restriction.stop)  # past the end: marks the range done
                 return
@@ -302,7 +497,8 @@ class _ReadPartitionFn(beam.DoFn):
                 yield TimestampedValue(KafkaRecord(msg.value, msg.key, ref, list(msg.headers or [])), ts)
                 _advance_watermark(watermark, ts)
                 emitted += 1
-            if emitted >= self.read.max_records_per_call or time.monotonic() >= deadline:
+            if (emitted >= self.read.max_records_per_call or time.monotonic() >= deadline
+                    or self._held_back(spec, covers_from)):
                 self._positions[spec.key] = covers_from
                 tracker.defer_remainder()
                 return
@@ -314,6 +510,8 @@ class _ReadPartitionFn(beam.DoFn):
             except Exception:  # closing on shutdown: nothing left to protect
                 pass
         self._consumers = {}
+        if getattr(self, "_group_client", None) is not None:
+            self._group_client.close(autocommit=False)
 
 
 def _advance_watermark(estimator: ManualWatermarkEstimator, ts: Timestamp) -> None:
@@ -331,12 +529,15 @@ class ReadFromKafkaPartitions(beam.PTransform):
         self.read = read
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "Impulse" >> beam.Impulse()
-            | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
-            | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read))
-        )
+        impulse = pbegin | "Impulse" >> beam.Impulse()
+        if self.read.discovery_seconds:
+            specs = (impulse
+                     | "WatchPartitions" >> beam.ParDo(_WatchPartitions(self.kafka, self.read))
+                     .with_output_types(Tuple[str, int])
+                     | "FirstSight" >> beam.ParDo(_FirstSight(self.kafka, self.read)))
+        else:
+            specs = impulse | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
+        return specs | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read))
 
 
 # --------------------------------------------------------------------------- acks
