@@ -1,10 +1,11 @@
 """End-to-end throughput: copydesk on the local runner vs a hand-written loop, same run.
 
-Both read N URLs of the sample site from a real Tansu broker, fetch them from a local HTTP
-server, extract with trafilatura and write JSON to an output topic. The hand-written loop is
+Both read N URLs of the sample site from a real Apache Kafka node (``tests/realkafka.py``; with
+``--tansu`` the demo's embedded Tansu instead), fetch them from a local HTTP server, extract
+with trafilatura and write JSON to an output topic. The hand-written loop is
 the baseline (kafka-python consumer -> httpx -> trafilatura.extract -> producer, one message
 at a time, no dedup, no dead letters, no offset discipline). Prints records/s of each and the
-ratio. Usage: python benchmarks/bench_e2e.py [N]
+ratio. Usage: python benchmarks/bench_e2e.py [N] [--tansu]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
@@ -21,6 +23,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from copydesk.pipelines.demo.broker import EmbeddedBroker, create_topics
 from copydesk.pipelines.job import run_job
 from copydesk.pipelines.demo.site import SiteServer, site_root
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from realkafka import KafkaBroker  # noqa: E402
 
 
 def produce(bootstrap: str, topic: str, urls: list[str]) -> None:
@@ -61,8 +66,10 @@ def baseline(bootstrap: str, src: str, dst: str, n: int) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
-    with EmbeddedBroker() as broker, SiteServer() as site:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    tansu = "--tansu" in sys.argv[1:]
+    n = int(args[0]) if args else 400
+    with (EmbeddedBroker() if tansu else KafkaBroker()) as broker, SiteServer() as site:
         paths = [p for p in (site_root() / "urls.txt").read_text().split() if p]
         urls = [site.url(f"{paths[i % len(paths)]}?copy={i}") for i in range(n)]
         run = uuid.uuid4().hex[:6]
@@ -79,7 +86,7 @@ def main() -> None:
                         exit_when_idle=True, batch_seconds=30, batch_records=100_000)
         cd_s = time.monotonic() - started
         out, dead = count(broker.bootstrap, t["out"]), count(broker.bootstrap, t["dead"])
-    print(f"messages: {n}")
+    print(f"messages: {n} (broker: {'Tansu' if tansu else 'Apache Kafka ' + broker.version})")
     print(f"hand-written loop : {n / base_s:7.1f} records/s ({base_s:.1f}s)")
     print(f"copydesk (local)  : {n / cd_s:7.1f} records/s ({cd_s:.1f}s, {stats.runs} runs incl. the final idle one, "
           f"{out} records + {dead} dead letters)")

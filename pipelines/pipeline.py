@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Tuple
 
 import apache_beam as beam
-import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
+from copydesk.schemas.codec import decode, encode_doc
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.commit import CommitOffsets
 from copydesk.transforms.dedup.stage import DedupConfig, Deduplicate
@@ -232,15 +232,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
                     kc, ReadConfig(topics=(o.fingerprint_topic,), start="earliest", use_committed=False,
                                    stop_when_idle_seconds=0.5,
                                    counter_namespace="copydesk.dedup", counter_prefix="fingerprint"))
-                | "DecodeFingerprints" >> beam.Map(lambda r: orjson.loads(r.value)))
+                | "DecodeFingerprints" >> beam.Map(lambda r: decode(r.value)))
     records, dropped = articles | "Dedup" >> Deduplicate(dcfg, seed=seed)
     if o.fingerprint_topic and not o.copydesk_dry_run:
         # Auxiliary: not acked, so offsets never wait for (or get ahead because of) this write.
         (records | "Fingerprints" >> beam.Map(fingerprint_entry, dcfg)
-         | "WriteFingerprints" >> WriteToKafka(kc, o.fingerprint_topic, orjson.dumps, key_of=lambda e: e["id"]))
+         | "WriteFingerprints" >> WriteToKafka(kc, o.fingerprint_topic, encode_doc, key_of=lambda e: e["id"]))
     if o.raw_pages_topic and not o.copydesk_dry_run:
         (pages | "RawPages" >> beam.Map(raw_page_record)
-         | "WriteRawPages" >> WriteToKafka(kc, o.raw_pages_topic, orjson.dumps,
+         | "WriteRawPages" >> WriteToKafka(kc, o.raw_pages_topic, encode_doc,
                                            key_of=lambda d: d.get("final_url") or d.get("url")))
     # A record that cannot be encoded (or fails its schema) is a dead letter, not a failed bundle.
     encoded, encode_dead = records | "Encode" >> EncodeRecords()

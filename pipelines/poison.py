@@ -53,9 +53,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
 
-from copydesk.schemas.codec import dead_letter, encode
+from copydesk.schemas.codec import dead_letter, decode, encode, encode_doc
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, _partitions_for, _tp, resolve_partitions
@@ -74,11 +73,11 @@ class Marker:
     c: int = 0  # process deaths in this incident (the dead letter's ``attempts``)
 
     def dumps(self) -> bytes:
-        return orjson.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+        return encode_doc({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
 
     @classmethod
     def loads(cls, data: bytes) -> "Marker":
-        d = orjson.loads(data)
+        d = decode(data)
         return cls(o=int(d["o"]), n=int(d.get("n", 0)), hi=d.get("hi"), m=d.get("m"), c=int(d.get("c", 0)))
 
 
@@ -256,7 +255,11 @@ class PoisonGuard:
         self.window = key
         log.warning("poison guard: %s: suspect range [%d, %d) (%d process death(s) so far); reading [%d, %d) "
                     "alone (other partitions wait)", key, mk.o, mk.hi, mk.c, mk.o, mk.o + width)
-        return replace(rc, start_offsets=tuple(starts.items()),
+        # A window is bounded by its stop offsets, not by the micro-batch deadline: that deadline
+        # was set before this bookkeeping and Beam's start, and a window it cut short before it
+        # read anything would be taken for one that completed (seen on Apache Kafka, where
+        # loading the markers and finding the suspect range take a few seconds).
+        return replace(rc, deadline=None, start_offsets=tuple(starts.items()),
                        stop_offsets=tuple((k, mk.o + width if k == key else s) for k, s in starts.items()))
 
     def _after_restart(self, key: str, lo: int, m: Marker | None) -> Marker:

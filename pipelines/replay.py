@@ -386,11 +386,12 @@ def main(argv: list[str]) -> int:
         build_parser().print_help()
         return 0
     args, rest = build_parser().parse_known_args(argv)
-    from copydesk.pipelines.cli import _pop, _setup_logging
+    from copydesk.pipelines.logs import setup_logging
+    from copydesk.pipelines.argv import pop_flag
 
-    _setup_logging(args.log_level, "text")
-    rest, live_group = _pop(rest, "--group-id", None)
-    rest, live_group2 = _pop(rest, "--group_id", None)
+    setup_logging(args.log_level, "text")
+    rest, live_group = pop_flag(rest, "--group-id", None)
+    rest, live_group2 = pop_flag(rest, "--group_id", None)
     from copydesk.pipelines.options import CopydeskOptions
     from copydesk.pipelines.pipeline import ConfigError, check_topics, kafka_config, pipeline_options, validate
     from copydesk.pipelines.job import StopFlag

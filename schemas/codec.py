@@ -1,7 +1,7 @@
 """The one place records become bytes: orjson with fixed options.
 
-``encode_article``/``encode_dead_letter`` produce the JSON written to the output and
-dead-letter topics (or files); ``validate_*`` check a decoded record against the versioned
+``encode`` produces the JSON written to the output and dead-letter topics (or files),
+``encode_doc`` every other document copydesk writes; ``validate_*`` check a decoded record against the versioned
 JSON Schema files beside this module.
 """
 
@@ -30,16 +30,15 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def encode_article(record: ArticleRecord) -> bytes:
-    return orjson.dumps(record.to_dict(), option=_OPTS)
-
-
-def encode_dead_letter(record: DeadLetter) -> bytes:
-    return orjson.dumps(record.to_dict(), option=_OPTS)
-
-
 def encode(record: ArticleRecord | DeadLetter) -> bytes:
+    """An article record or a dead letter as the JSON written to its topic or file."""
     return orjson.dumps(record.to_dict(), option=_OPTS)
+
+
+def encode_doc(doc: dict[str, Any]) -> bytes:
+    """Any other document copydesk writes (fingerprint and raw-page archive entries, attempt
+    markers), with the same options."""
+    return orjson.dumps(doc, option=_OPTS)
 
 
 def decode(data: bytes | str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Backfills and delivery guarantees (issue #7), against a real Tansu broker and the local
+"""Backfills and delivery guarantees (issue #7), against real Apache Kafka and the local
 sample site: ``--force`` / ``"force": true`` past ``--drop-duplicates``; replaying the
 raw-pages archive without fetching; poison messages that kill the job process are isolated
 and dead-lettered (``poison``) after ``--max-attempts``."""

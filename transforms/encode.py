@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import apache_beam as beam
-import orjson
 from apache_beam.metrics import Metrics
 
-from copydesk.schemas.codec import _OPTS, dead_letter, validate_article, validate_dead_letter
+from copydesk.schemas.codec import dead_letter, encode_doc, validate_article, validate_dead_letter
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import DeadLetter, SourceRef
 
@@ -59,7 +58,7 @@ def encode_checked(record: Any) -> Encoded:
     """Encode and validate one record; raise on either failure."""
     doc = record.to_dict()
     (validate_dead_letter if isinstance(record, DeadLetter) else validate_article)(doc)
-    return Encoded(orjson.dumps(doc, option=_OPTS), getattr(record, "id", None), getattr(record, "ref", None))
+    return Encoded(encode_doc(doc), getattr(record, "id", None), getattr(record, "ref", None))
 
 
 def _unencodable(record: Any, exc: Exception) -> DeadLetter:

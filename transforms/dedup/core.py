@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from copydesk.transforms import agencies
 from copydesk.transforms.dedup.minhash import (
     EMPTY_SIGNATURE,
     band_values,
@@ -55,32 +56,7 @@ __all__ = [
     "member_from_entry",
 ]
 
-DEFAULT_AGENCY_DOMAINS: tuple[str, ...] = (
-    "apnews.com",
-    "ap.org",
-    "reuters.com",
-    "afp.com",
-    "dpa.com",
-    "dpa-international.com",
-    "efe.com",
-    "ansa.it",
-    "aa.com.tr",
-    "pa.media",
-    "upi.com",
-    "bloomberg.com",
-    "kyodonews.net",
-    "xinhuanet.com",
-    "news.cn",
-    "tass.com",
-    "apa.at",
-    "sda-ats.ch",
-    "ntb.no",
-    "tt.se",
-    "ritzau.dk",
-    "belga.be",
-    "anp.nl",
-    "europapress.es",
-)
+DEFAULT_AGENCY_DOMAINS: tuple[str, ...] = agencies.DOMAINS
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15

@@ -7,7 +7,7 @@ for the same text.
 
 MinHash
     Each shingle (``k`` consecutive normalised words, see
-    :func:`copydesk.transforms.extract.article.normalized_words`) is hashed to 64 bits. Permutation
+    :func:`copydesk.transforms.words.normalized_words`) is hashed to 64 bits. Permutation
     ``i`` is the multiply-add-shift hash ``h_i(x) = ((a_i * x + b_i) mod 2**64) >> 32`` (``a_i``
     odd), evaluated for all shingles and all permutations at once with numpy; the signature
     value is the minimum over shingles, truncated to its low 16 bits. A truncated minimum
@@ -27,14 +27,14 @@ before shingling, so Chinese and Japanese text gets character shingles instead o
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
-import unicodedata
+import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
+from copydesk.transforms.words import content_hash, normalized_words
 
 __all__ = [
     "EMPTY_SIGNATURE",
@@ -55,22 +55,6 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _SHINGLE_MUL = np.uint64(0x9E3779B97F4A7C15)  # odd constant of the polynomial shingle combination
 _FP_PREFIX = "mh1:"
 EMPTY_SIGNATURE = b""
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def normalized_words(text: str) -> list[str]:
-    """Case-folded NFKC word tokens: the same definition as
-    :func:`copydesk.transforms.extract.article.normalized_words` (which the content hash is built on;
-    a test checks they agree). Duplicated so that this module imports only numpy: the
-    extraction stack that ``article`` pulls in is not needed to de-duplicate."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-def content_hash(text: str) -> str:
-    """Same as :func:`copydesk.transforms.extract.article.content_hash` (see :func:`normalized_words`)."""
-    return hashlib.blake2b(" ".join(normalized_words(text)).encode("utf-8"), digest_size=16).hexdigest()
-
-
 def tokens(text: str) -> list[str]:
     """Normalised word tokens; runs of Han/kana characters are split into single characters."""
     words = normalized_words(text)

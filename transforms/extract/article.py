@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
-
 from copydesk.schemas.codec import now_iso
 from copydesk.schemas.records import ArticleRecord, FetchedPage
 from copydesk.transforms.extract.stage import Extracted
 from copydesk.transforms.urls import InvalidURL, canonicalize, domain_of, record_id, same_site
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def normalized_words(text: str) -> list[str]:
-    """Case-folded, accent-kept word tokens: what the content hash and shingles are built on."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-def content_hash(text: str) -> str:
-    """Hash of the normalised words: the same article text under any whitespace/punctuation."""
-    return hashlib.blake2b(" ".join(normalized_words(text)).encode("utf-8"), digest_size=16).hexdigest()
-
+from copydesk.transforms.words import content_hash, normalized_words  # noqa: F401  (re-exported)
 
 def choose_canonical_url(received_url: str, final_url: str, page_canonical: str | None) -> str:
     """The page's rel=canonical when it is on the same site as the final URL, else the final URL."""

@@ -24,12 +24,13 @@ the extraction time.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
+
+from copydesk.transforms import agencies
+from copydesk.transforms.words import normalized_words
 
 __all__ = ["CleanResult", "clean_text", "clean_authors", "AGENCY_AUTHOR_NAMES"]
 
-_WORDS = re.compile(r"\w+", re.UNICODE)
 _BULLET = re.compile(r"^\s*(?:[-–—•·*>]+|\d{1,2}[.)])\s+")
 _SENTENCE_END = re.compile(r"[.!?…:;»«\"“”'’)]\s*$")
 
@@ -277,8 +278,7 @@ class CleanResult:
     removed: list[tuple[str, str]] = field(default_factory=list)  # (rule, line) for diagnostics
 
 
-def _norm_words(s: str) -> list[str]:
-    return _WORDS.findall(unicodedata.normalize("NFKC", s).casefold())
+_norm_words = normalized_words
 
 
 def _is_date_line(body: str) -> bool:
@@ -528,19 +528,7 @@ def clean_text(
 
 # --- authors -------------------------------------------------------------------------------
 
-AGENCY_AUTHOR_NAMES: dict[str, str] = {
-    "ap": "AP", "associated press": "AP", "the associated press": "AP",
-    "reuters": "Reuters", "thomson reuters": "Reuters",
-    "afp": "AFP", "agence france-presse": "AFP", "agence france presse": "AFP",
-    "dpa": "dpa", "deutsche presse-agentur": "dpa", "dpa-afx": "dpa", "dpa-infocom": "dpa",
-    "efe": "EFE", "agencia efe": "EFE", "ansa": "ANSA", "pa": "PA", "pa media": "PA", "press association": "PA",
-    "kyodo": "Kyodo", "kyodo news": "Kyodo", "xinhua": "Xinhua", "anadolu": "Anadolu",
-    "anadolu agency": "Anadolu", "anadolu ajansı": "Anadolu", "aa": "Anadolu",
-    "kna": "KNA", "epd": "epd", "apa": "APA", "sda": "SDA", "keystone-sda": "SDA", "belga": "Belga",
-    "anp": "ANP", "tt": "TT", "ntb": "NTB", "ritzau": "Ritzau", "europa press": "Europa Press",
-    "yonhap": "Yonhap", "bloomberg": "Bloomberg", "upi": "UPI", "aap": "AAP",
-    "the canadian press": "CP", "canadian press": "CP", "agencies": "", "agenturen": "", "agences": "",
-}
+AGENCY_AUTHOR_NAMES: dict[str, str] = agencies.AUTHOR_NAMES
 
 _AUTHOR_PREFIX = re.compile(r"^(?:by|von|par|por|di|de|av|af|door|text|texto|autor(?:in)?|author)\s*:?\s+",
                             re.IGNORECASE)

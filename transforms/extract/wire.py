@@ -30,54 +30,19 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from copydesk.schemas.records import WireInfo
+from copydesk.transforms import agencies
 
 __all__ = ["AGENCIES", "detect_wire", "agency_code", "SITE_AGENCIES"]
 
-# code -> name pattern (regex alternatives). Codes of 2 letters are matched case-sensitively
-# (AP, PA, AA, TT, CP are ordinary words or abbreviations in lower case).
-AGENCIES: dict[str, str] = {
-    "AP": r"(?-i:AP)|(?:The )?Associated Press",
-    "Reuters": r"(?:Thomson )?Reuters",
-    "AFP": r"AFP|Agence France[- ]Presse",
-    "dpa": r"dpa(?:-AFX|-infocom)?|Deutsche Presse-Agentur",
-    "EFE": r"(?:Agencia )?EFE",
-    "ANSA": r"ANSA",
-    "PA": r"(?-i:PA)(?: Media| Wire)?|Press Association",
-    "Kyodo": r"Kyodo(?: News)?",
-    "Xinhua": r"Xinhua(?: News Agency)?",
-    "Anadolu": r"Anadolu(?: Agency| Ajans[ıi])|(?-i:AA)",
-    "KNA": r"KNA",
-    "epd": r"epd",
-    "APA": r"APA",
-    "SDA": r"(?:Keystone-)?SDA|Keystone-ATS",
-    "Belga": r"Belga",
-    "ANP": r"(?-i:ANP)",
-    "TT": r"(?-i:TT)",
-    "NTB": r"NTB",
-    "Ritzau": r"Ritzau",
-    "Europa Press": r"Europa Press",
-    "Yonhap": r"Yonhap(?: News Agency)?",
-    "AAP": r"(?-i:AAP)|Australian Associated Press",
-    "CP": r"The Canadian Press|(?-i:CP)",
-    "UPI": r"UPI|United Press International",
-    "SID": r"(?-i:SID)",
-    "Bloomberg": r"Bloomberg(?: News)?",
-}
+# code -> name pattern (regex alternatives): the one table in transforms/agencies.py
+AGENCIES: dict[str, str] = agencies.NAME_PATTERNS
 _ORDER = list(AGENCIES)
 _ALT = "|".join(f"(?P<a{k}>{pat})" for k, pat in enumerate(AGENCIES.values()))
 _AG = "(?:" + "|".join(f"(?:{pat})" for pat in AGENCIES.values()) + ")"  # no groups: reusable
 _AG_RE = re.compile(rf"^\s*(?:{_ALT})\s*$", re.IGNORECASE)
 _AG_SEARCH = re.compile(rf"(?<![\w-])(?:{_ALT})(?![\w-])", re.IGNORECASE)
 
-SITE_AGENCIES: dict[str, str] = {
-    "apnews.com": "AP", "ap.org": "AP", "reuters.com": "Reuters", "afp.com": "AFP", "dpa.com": "dpa",
-    "dpa-international.com": "dpa", "efe.com": "EFE", "ansa.it": "ANSA", "pa.media": "PA",
-    "kyodonews.net": "Kyodo", "kyodonews.jp": "Kyodo", "xinhuanet.com": "Xinhua", "news.cn": "Xinhua",
-    "aa.com.tr": "Anadolu", "kna.de": "KNA", "epd.de": "epd", "apa.at": "APA", "keystone-sda.ch": "SDA",
-    "belga.be": "Belga", "belganewsagency.eu": "Belga", "anp.nl": "ANP", "tt.se": "TT", "ntb.no": "NTB",
-    "ritzau.dk": "Ritzau", "europapress.es": "Europa Press", "yna.co.kr": "Yonhap", "aap.com.au": "AAP",
-    "thecanadianpress.com": "CP", "upi.com": "UPI",
-}
+SITE_AGENCIES: dict[str, str] = agencies.DOMAIN_CODES
 
 _DASH = r"[—–-]{1,2}"
 # "KABUL, Afghanistan (AP) —", "WASHINGTON, March 7 (Reuters) -", "Berlin (dpa) -",
@@ -154,11 +119,7 @@ def _site_agency(site: str | None) -> str | None:
     if not site:
         return None
     host = (urlsplit(site).hostname if "//" in site else site.split("/")[0]) or ""
-    host = host.lower().rstrip(".")
-    for dom, code in SITE_AGENCIES.items():
-        if host == dom or host.endswith("." + dom):
-            return code
-    return None
+    return agencies.code_for_domain(host)
 
 
 _META_AUTHOR = re.compile(

@@ -47,13 +47,12 @@ class OffsetTracker:
             prev = self.pending.get(start)
             self.pending[start] = max(end, prev or end)
             return False
-        while True:
-            # absorb ranges that now touch or overlap the prefix
-            hit = [s for s in self.pending if s <= self.next]
-            if not hit:
+        # absorb ranges that now touch or overlap the prefix, in order of their start: one
+        # pass (the first start beyond the prefix ends it), not a rescan per absorbed range
+        for s in sorted(self.pending):
+            if s > self.next:
                 break
-            for s in hit:
-                self.next = max(self.next, self.pending.pop(s))
+            self.next = max(self.next, self.pending.pop(s))
         return advanced
 
     def state(self) -> tuple[int | None, dict[int, int]]:
