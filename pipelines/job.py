@@ -152,7 +152,7 @@ def find_prism(options: PipelineOptions | None = None) -> tuple[str | None, str]
     return None, "no binary in " + ", ".join(str(c) for c in candidates)
 
 
-def _prism_download(options: PipelineOptions, timeout: float = 60.0) -> tuple[str | None, str]:
+def _prism_download(options: PipelineOptions, timeout: float = 30.0) -> tuple[str | None, str]:
     """Let the Beam SDK fetch its Prism release binary (needs internet); None on failure."""
     from apache_beam.runners.portability.prism_runner import PrismJobServer
 
@@ -172,8 +172,10 @@ def _prism_download(options: PipelineOptions, timeout: float = 60.0) -> tuple[st
     return None, f"the Beam SDK could not download it ({box.get('error') or f'no answer in {timeout:.0f}s'})"
 
 
-def choose_runner(options: PipelineOptions, o: CopydeskOptions, explicit: str | None) -> RunnerChoice:
-    """Which runner runs this job, and why (module doc)."""
+def choose_runner(options: PipelineOptions, o: CopydeskOptions, explicit: str | None,
+                  download: bool = True) -> RunnerChoice:
+    """Which runner runs this job, and why (module doc). ``download=False``: no Prism
+    download when no binary is found (the demo: quick, and it must work offline)."""
     if explicit:
         name = explicit.rsplit(".", 1)[-1].lower()
         if name in ("fnapirunner", "fnapi"):
@@ -189,7 +191,7 @@ def choose_runner(options: PipelineOptions, o: CopydeskOptions, explicit: str | 
     path, where = find_prism(options)
     if path:
         return RunnerChoice("prism", f"a Kafka input and a Prism binary ({where})", path)
-    if not os.environ.get(PRISM_ENV, "").strip().lower() in ("off", "none", "0", "no"):
+    if download and os.environ.get(PRISM_ENV, "").strip().lower() not in ("off", "none", "0", "no"):
         path, how = _prism_download(options)
         if path:
             return RunnerChoice("prism", f"a Kafka input; Prism {how}", path)
@@ -206,7 +208,7 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             exit_when_idle: bool = False, idle_seconds: float = 1.0, batch_seconds: float = 10.0,
             batch_records: int = 5000, on_run: Callable[[BatchStats], None] | None = None,
             on_broker: Callable[[bool, int], None] | None = None,
-            startup_wait_seconds: float = 300.0) -> BatchStats:
+            startup_wait_seconds: float = 300.0, prism_download: bool = True) -> BatchStats:
     """Run the job described by ``argv`` until it is done (file input, bounded runner) or
     stopped (SIGTERM, ``max_runs`` micro-batches, or ``exit_when_idle``: after a micro-batch
     that read nothing, or on a streaming run once every input partition is committed up to
@@ -231,7 +233,7 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             raise ConfigError(f"broker {watch.bootstrap} did not answer within {startup_wait_seconds:.0f}s "
                               f"of start-up")
         check_topics(o)
-    choice = choose_runner(options, o, explicit)
+    choice = choose_runner(options, o, explicit, download=prism_download)
     log.info("runner: %s, because %s", {"prism": "Prism (one streaming pipeline)",
                                         "microbatch": "FnApiRunner micro-batches",
                                         "bounded": "FnApiRunner (one bounded run)",
