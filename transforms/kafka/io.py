@@ -8,13 +8,11 @@ partition is idle, so downstream event-time logic is not held back by a quiet pa
 
 Where a partition starts: an explicit offset (replays), else the group's committed offset,
 else ``start`` (``earliest``/``latest``), like Kafka's ``auto.offset.reset``. The live read
-(``discovery_seconds``) lists the topics' partitions again every ``discovery_seconds`` in an
-unbounded splittable DoFn of its own, so partitions added while the job runs are read too
-(from their beginning, as Flink's Kafka source does: their first messages predate the
-listing); a keyed step lets each partition through once. ``max_ahead_of_commit`` holds a
-partition's reader back while it is that many offsets past the group's committed offset:
-a streaming runner has no other back-pressure on a source, and the bound is also how far a
-process death can lie beyond the committed offset (pipelines/poison.py).
+(``discovery_seconds`` set: a streaming runner) is :mod:`copydesk.transforms.kafka.live`: one
+element for all partitions, so that the stages fused with the reader (fetch, extract) have one
+instance for the job's life; it re-lists partitions and keeps a bounded distance from the
+group's committed offset. The bounded reads (replays, micro-batches, the fingerprint topic)
+are one element per partition, here.
 
 ``request_drain()`` (SIGTERM, pipelines/job.py) ends every unbounded read of this process
 where it is: what was read flows on to the sinks and the committer, then the pipeline
@@ -40,15 +38,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Tuple
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.coders import BooleanCoder
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
@@ -251,102 +247,6 @@ def _log_spec(spec: PartitionSpec) -> None:
              "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
 
 
-class _TickRestrictionProvider(RestrictionProvider):
-    """Listings numbered 0, 1, 2 ... (unbounded): a restriction like PeriodicImpulse's."""
-
-    def initial_restriction(self, element) -> OffsetRange:
-        return OffsetRange(0, UNBOUNDED)
-
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return _CheckpointOnlyTracker(restriction)
-
-    def split(self, element, restriction):
-        yield restriction
-
-    def restriction_size(self, element, restriction: OffsetRange) -> int:
-        return 1
-
-    def truncate(self, element, restriction):
-        return None  # on drain: no more listings
-
-
-class _WatchPartitions(beam.DoFn):
-    """Impulse -> ``("topic:partition", tick)`` for every partition, listed again every
-    ``discovery_seconds`` until the job drains. It resumes once a second (tick 0, 1, 2 ...)
-    so that a drain ends it at once, and lists at tick 0 and every ``discovery_seconds`` ticks."""
-
-    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
-        self.kafka = kafka
-        self.read = read
-
-    def setup(self) -> None:
-        self._consumer = None
-
-    def _list(self) -> list[tuple[str, int]]:
-        from kafka import KafkaConsumer
-
-        if self._consumer is None:
-            self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
-                                           client_id="copydesk-partition-watch", **self.kafka.kwargs())
-        out = []
-        for topic in self.read.topics:
-            self._consumer.topics()  # fresh metadata: partitions_for_topic answers from the cache
-            out.extend((topic, p) for p in sorted(_partitions_for(self._consumer, topic)))
-        return out
-
-    @beam.DoFn.unbounded_per_element()
-    def process(self, _impulse,
-                tracker=beam.DoFn.RestrictionParam(_TickRestrictionProvider()),
-                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
-        tick = tracker.current_restriction().start
-        if draining() or not tracker.try_claim(tick):
-            tracker.try_claim(UNBOUNDED)
-            return
-        every = max(1, round(self.read.discovery_seconds or 30.0))
-        if tick % every == 0:
-            try:
-                listed = self._list()
-            except Exception as exc:  # the broker is away: the partitions already read go on; list later
-                if tick == 0:
-                    raise
-                log.warning("partition discovery: listing failed, retried in %ds: %r", every, exc)
-                listed = []
-            for topic, partition in listed:
-                yield f"{topic}:{partition}", tick
-        _advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
-        tracker.defer_remainder(Duration(seconds=1))
-
-    def teardown(self) -> None:
-        if getattr(self, "_consumer", None) is not None:
-            self._consumer.close()
-
-
-class _FirstSight(beam.DoFn):
-    """Keyed by partition: the first listing that shows a partition becomes its PartitionSpec
-    (start: committed, else ``start`` for the partitions of the first listing and earliest for
-    those added later); later listings of it are ignored."""
-
-    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
-
-    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
-        self.kafka = kafka
-        self.read = read
-
-    def process(self, element: tuple[str, int], seen=beam.DoFn.StateParam(SEEN)) -> Iterator[PartitionSpec]:
-        key, tick = element
-        if seen.read():
-            return
-        topic, _, part = key.rpartition(":")
-        reset = self.read.start if tick == 0 else "earliest"
-        for spec in resolve_partitions(self.kafka, self.read, only=[(topic, int(part))], reset=reset):
-            if tick:
-                log.warning("new partition %s (found while running): reading it from offset %d", spec.key, spec.start)
-            else:
-                _log_spec(spec)
-            yield spec
-        seen.write(True)
-
-
 # --------------------------------------------------------------------------- the SDF
 
 
@@ -386,35 +286,11 @@ class _ReadPartitionFn(beam.DoFn):
         self.records_read = Metrics.counter(ns, f"{pre}_records_read")
         self.bytes_read = Metrics.counter(ns, f"{pre}_bytes_read")
         self.idle_polls = Metrics.counter(ns, f"{pre}_idle_polls")
-        self.held_back = Metrics.counter(ns, f"{pre}_held_back")
 
     def setup(self) -> None:
         self._consumers = {}
         self._positions = {}
         self._last_data = {}
-        self._committed: dict[str, tuple[int, float]] = {}  # key -> (committed offset, when asked)
-        self._group_client = None
-
-    def _held_back(self, spec: PartitionSpec, next_offset: int) -> bool:
-        """True while the partition is ``max_ahead_of_commit`` offsets past its committed offset."""
-        cap = self.read.max_ahead_of_commit
-        if cap is None:
-            return False
-        committed, asked = self._committed.get(spec.key, (spec.start, 0.0))
-        if next_offset - committed < cap:
-            return False
-        if time.monotonic() - asked >= 0.25:  # ask the group again, at most 4 times a second
-            from kafka import KafkaConsumer
-
-            if self._group_client is None:
-                self._group_client = KafkaConsumer(group_id=self.kafka.group_id, enable_auto_commit=False,
-                                                   client_id="copydesk-reader-commits", **self.kafka.kwargs())
-            try:
-                committed = self._group_client.committed(_tp(spec.topic, spec.partition)) or spec.start
-            except Exception as exc:  # the broker is away: stay held, ask again later
-                log.debug("committed offset of %s unknown: %r", spec.key, exc)
-            self._committed[spec.key] = (max(committed, spec.start), time.monotonic())
-        return next_offset - self._committed[spec.key][0] >= cap
 
     def _consumer(self, spec: PartitionSpec):
         from kafka import KafkaConsumer
@@ -457,11 +333,6 @@ class _ReadPartitionFn(beam.DoFn):
                 self._positions[spec.key] = covers_from
                 tracker.try_claim(restriction.stop)  # the job drains: this read ends here
                 return
-            if emitted == 0 and self._held_back(spec, covers_from):
-                self.held_back.inc()
-                self._positions[spec.key] = covers_from
-                tracker.defer_remainder(Duration(seconds=self.read.idle_resume_seconds))
-                return
             if restriction.stop != UNBOUNDED and consumer.position(tp) >= restriction.stop:
                 tracker.try_claim(restriction.stop)  # past the end: marks the range done
                 return
@@ -497,8 +368,7 @@ class _ReadPartitionFn(beam.DoFn):
                 yield TimestampedValue(KafkaRecord(msg.value, msg.key, ref, list(msg.headers or [])), ts)
                 _advance_watermark(watermark, ts)
                 emitted += 1
-            if (emitted >= self.read.max_records_per_call or time.monotonic() >= deadline
-                    or self._held_back(spec, covers_from)):
+            if emitted >= self.read.max_records_per_call or time.monotonic() >= deadline:
                 self._positions[spec.key] = covers_from
                 tracker.defer_remainder()
                 return
@@ -510,8 +380,6 @@ class _ReadPartitionFn(beam.DoFn):
             except Exception:  # closing on shutdown: nothing left to protect
                 pass
         self._consumers = {}
-        if getattr(self, "_group_client", None) is not None:
-            self._group_client.close(autocommit=False)
 
 
 def _advance_watermark(estimator: ManualWatermarkEstimator, ts: Timestamp) -> None:
@@ -529,15 +397,14 @@ class ReadFromKafkaPartitions(beam.PTransform):
         self.read = read
 
     def expand(self, pbegin):
-        impulse = pbegin | "Impulse" >> beam.Impulse()
         if self.read.discovery_seconds:
-            specs = (impulse
-                     | "WatchPartitions" >> beam.ParDo(_WatchPartitions(self.kafka, self.read))
-                     .with_output_types(Tuple[str, int])
-                     | "FirstSight" >> beam.ParDo(_FirstSight(self.kafka, self.read)))
-        else:
-            specs = impulse | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
-        return specs | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read))
+            from copydesk.transforms.kafka.live import ReadLive
+
+            return pbegin | "Live" >> ReadLive(self.kafka, self.read)
+        return (pbegin
+                | "Impulse" >> beam.Impulse()
+                | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
+                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read)))
 
 
 # --------------------------------------------------------------------------- acks
