@@ -43,10 +43,10 @@ from copydesk.pipelines.demo.broker import create_topics  # noqa: E402
 RUNNER_ARGS = {"prism": [], "microbatch": ["--runner", "FnApiRunner"]}
 
 
-def pages(copies: int) -> list[bytes]:
-    files = sorted(FUNDUS.glob("*.html*"))
+def pages(copies: int, folder: Path = FUNDUS) -> list[bytes]:
+    files = sorted(folder.glob("*.html*"))
     if not files:
-        sys.exit(f"{FUNDUS} is absent (evaluation data lives beside the project in ../shared)")
+        sys.exit(f"{folder} is absent (evaluation data lives beside the project in ../shared; --fundus DIR)")
     out = []
     for c in range(copies):
         for f in files:
@@ -199,8 +199,9 @@ def main() -> int:
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--runners", default="prism,microbatch")
+    ap.add_argument("--fundus", type=Path, default=FUNDUS, help="the fundus html folder (default ../shared/...)")
     args = ap.parse_args()
-    msgs = pages(args.copies)
+    msgs = pages(args.copies, args.fundus)
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-runners-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     results = []

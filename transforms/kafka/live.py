@@ -219,8 +219,8 @@ class _ReadAllPartitionsFn(beam.DoFn):
         emitted = 0
         while emitted < self.read.max_records_per_call and time.monotonic() < deadline:
             self._apply_back_pressure(pos)
-            polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms,
-                                         max_records=self.read.max_records_per_call - emitted)
+            asked = self.read.max_records_per_call - emitted
+            polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
             if not polled:
                 self.idle_polls.inc()
                 break
@@ -247,6 +247,8 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 _advance_watermark(watermark, value.timestamp)
             self.records_read.inc(len(out))
             emitted += len(out)
+            if len(out) < asked:
+                break  # caught up: end the bundle now, so these records move on at once
         if not tracker.try_claim(Positions.of(pos, listed_at)):
             return
         if emitted == 0:
