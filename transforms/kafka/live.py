@@ -128,17 +128,21 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self._assigned: dict[str, int] = {}  # key -> the position the consumer is at
         self._committed: dict[str, tuple[int, float]] = {}
         self._paused: set[str] = set()
+        self._idle_since: float | None = None
+        self._checked_at = 0.0
 
     def _clients(self):
         from kafka import KafkaConsumer
 
         if self._consumer is None:
+            self._assigned = {}
             self._consumer = KafkaConsumer(
                 group_id=None, enable_auto_commit=False, isolation_level=self.read.isolation_level,
                 fetch_max_wait_ms=100, max_poll_records=self.read.max_records_per_call,
                 max_partition_fetch_bytes=max(self.read.max_message_bytes, 1 << 20),
                 fetch_max_bytes=max(self.read.max_message_bytes * 2, 50 << 20),
                 client_id="copydesk-reader", **self.kafka.kwargs())
+        if self._group is None:
             self._group = KafkaConsumer(group_id=self.kafka.group_id, enable_auto_commit=False,
                                         client_id="copydesk-reader-commits", **self.kafka.kwargs())
         return self._consumer
@@ -200,6 +204,34 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 consumer.resume(tp)
                 self._paused.discard(key)
 
+    def _watchdog(self, pos: dict[str, tuple[int, int]]) -> None:
+        """Polls that return nothing while a partition (not paused) has messages past its
+        position for 5 s: the consumer is rebuilt (kafka-python 3 was seen to stop returning
+        a partition's records after the job spent seconds in a fetch, with no error)."""
+        now = time.monotonic()
+        self._idle_since = self._idle_since or now
+        if now - self._idle_since < 5.0 or now - self._checked_at < 5.0:
+            return
+        self._checked_at = now
+        try:
+            tps = {k: _tp(*_split(k)) for k in pos if k not in self._paused}
+            ends = self._group.end_offsets(list(tps.values())) if tps else {}
+        except Exception as exc:  # the broker is away: nothing to tell yet
+            log.debug("end offsets unknown: %r", exc)
+            return
+        behind = {k: (pos[k][0], ends[tp]) for k, tp in tps.items() if ends.get(tp, 0) > pos[k][0]}
+        if behind:
+            log.warning("reader: no records for %.0fs although %s have more (position, end): %s; reconnecting",
+                        now - self._idle_since, ", ".join(sorted(behind)), behind)
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # a broken client: replaced either way
+                pass
+            self._consumer = None
+            self._assigned = {}
+            self._paused = set()
+            self._idle_since = None
+
     @beam.DoFn.unbounded_per_element()
     def process(self, _impulse,
                 tracker=beam.DoFn.RestrictionParam(_PositionsProvider()),
@@ -212,7 +244,12 @@ class _ReadAllPartitionsFn(beam.DoFn):
         pos = restriction.as_dict()
         listed_at = restriction.listed_at
         if not pos or time.time() - listed_at >= (self.read.discovery_seconds or 30.0):
-            pos = self._discover(dict(pos))
+            try:
+                pos = self._discover(dict(pos))
+            except Exception as exc:  # the broker is away: go on with the partitions known, list later
+                if not pos:
+                    raise
+                log.warning("partition discovery failed (listed again later): %r", exc)
             listed_at = time.time()
         self._sync_assignment(pos)
         deadline = time.monotonic() + self.read.max_seconds_per_call
@@ -223,7 +260,9 @@ class _ReadAllPartitionsFn(beam.DoFn):
             polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
             if not polled:
                 self.idle_polls.inc()
+                self._watchdog(pos)
                 break
+            self._idle_since = None
             out: list[TimestampedValue] = []
             for tp, msgs in polled.items():
                 key = f"{tp.topic}:{tp.partition}"
