@@ -23,7 +23,9 @@ def _run_help() -> str:
         prog="copydesk run",
         description="The long-running job: Kafka topic (or --input-file) in, article records and dead letters "
                     "out. Any other flag is passed to Beam as a pipeline option (--runner, --streaming, ...). "
-                    "Default runner: Beam's local Python runner (FnApiRunner).",
+                    "Default runner: Prism (one streaming pipeline) when a Prism binary is found "
+                    "(--prism_location, COPYDESK_PRISM, .cache/bin/prism, $GOPATH/bin, PATH) or Beam can "
+                    "download it, else micro-batches on Beam's local Python runner; the job logs which and why.",
     )
     CopydeskOptions._add_argparse_args(parser)
     parser.add_argument("--log-level", default=os.environ.get("COPYDESK_LOG_LEVEL", "info"),
@@ -31,7 +33,7 @@ def _run_help() -> str:
     parser.add_argument("--log-format", default=os.environ.get("COPYDESK_LOG_FORMAT", "text"),
                         choices=("text", "json"), help="[env: COPYDESK_LOG_FORMAT]")
     parser.add_argument("--batch-seconds", type=float, default=10.0,
-                        help="local runner: longest micro-batch, seconds (see README)")
+                        help="micro-batch fallback: longest micro-batch, seconds (see README)")
     return parser.format_help()
 
 

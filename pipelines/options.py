@@ -21,8 +21,13 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("bootstrap_servers", str, None, "Kafka bootstrap servers, host:port[,host:port]"),
     ("input_topic", str, None, "input topic(s) of URLs, comma-separated"),
     ("group_id", str, "copydesk", "consumer group whose committed offsets the job resumes from"),
-    ("start_from", str, "committed", "where to start without a committed offset: committed|earliest|latest "
-                                     "(committed falls back to earliest)"),
+    ("start_from", str, "committed", "where a partition without a committed offset starts, like Kafka's "
+                                     "auto.offset.reset: earliest|latest (committed = earliest); a committed "
+                                     "offset always wins"),
+    ("partition_discovery_seconds", float, 30.0, "streaming run: list the input topics' partitions again this "
+                                                 "often; partitions added meanwhile are read from their start"),
+    ("max_read_ahead", int, 2000, "streaming run: a partition's reader waits while it is this many offsets past "
+                                  "the group's committed offset (0 = no limit); the source's back-pressure"),
     ("input_file", str, None, "batch input: a file of JSON lines or one URL a line (bounded run)"),
     ("max_message_bytes", int, 8 * 1024 * 1024, "larger input messages are dead letters (message_too_large)"),
     # output

@@ -18,8 +18,14 @@ CLI = [sys.executable, "-m", "copydesk.pipelines.cli"]
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_demo_prints_clean_records_one_ap_cluster_and_a_summary():
-    proc = subprocess.run(CLI + ["demo"], env=cli_env(), capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("prism", ["found", "off"])
+def test_demo_prints_clean_records_one_ap_cluster_and_a_summary(prism):
+    """On Prism where a binary is found, and as on a machine with only Python (no binary, no
+    download: ``COPYDESK_PRISM=off``), on the micro-batch fallback."""
+    env = cli_env()
+    if prism == "off":
+        env["COPYDESK_PRISM"] = "off"
+    proc = subprocess.run(CLI + ["demo"], env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     m = re.search(r"summary: (\d+) messages -> (\d+) records \((\d+) stories, (\d+) duplicates, "

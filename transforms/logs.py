@@ -38,6 +38,7 @@ def setup_logging(level: str, fmt: str) -> None:
     # kafka-python logs every reconnect attempt at ERROR; the pipeline reports what matters.
     logging.getLogger("kafka").setLevel(logging.CRITICAL if level.upper() != "DEBUG" else logging.DEBUG)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger("PrismRunner").setLevel(logging.WARNING)  # its "pipeline is running" every few seconds
     logging.getLogger("trafilatura").setLevel(logging.ERROR)
     logging.getLogger("htmldate").setLevel(logging.ERROR)
 

@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
                 "--per-host-delay", "0.05", "--per-host-concurrency", "4",
             ]
             started = time.monotonic()
-            stats = run_job(argv_job, exit_when_idle=True, idle_seconds=1.0)
+            stats = run_job(argv_job, exit_when_idle=True, idle_seconds=1.0, prism_download=False)
             elapsed = time.monotonic() - started
             records = _consume_all(bootstrap, topics["out"])
             dead = _consume_all(bootstrap, topics["dead"])

@@ -6,6 +6,19 @@ self-checkpoint (``defer_remainder``) when the partition is idle or a batch is d
 manual watermark estimator driven by record timestamps (advanced to wall time while a
 partition is idle, so downstream event-time logic is not held back by a quiet partition).
 
+Where a partition starts: an explicit offset (replays), else the group's committed offset,
+else ``start`` (``earliest``/``latest``), like Kafka's ``auto.offset.reset``. The live read
+(``discovery_seconds`` set: a streaming runner) is :mod:`copydesk.transforms.kafka.live`: one
+element for all partitions, so that the stages fused with the reader (fetch, extract) have one
+instance for the job's life; it re-lists partitions and keeps a bounded distance from the
+group's committed offset. The bounded reads (replays, micro-batches, the fingerprint topic)
+are one element per partition, here.
+
+``request_drain()`` (SIGTERM, pipelines/job.py) ends every unbounded read of this process
+where it is: what was read flows on to the sinks and the committer, then the pipeline
+completes. The job's workers run in the job's process (Prism's LOOPBACK environment), which
+is what makes a process-wide flag reach them.
+
 ``WriteToKafka`` is the buffered-sink shape of Beam's own Pub/Sub sink: the producer is
 built in ``setup()``, sends are buffered per bundle and ``finish_bundle()`` flushes and
 checks every send before the bundle counts as done; a failed send fails the bundle so the
@@ -22,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -40,6 +54,20 @@ from copydesk.schemas.records import SourceRef
 log = logging.getLogger(__name__)
 
 UNBOUNDED = sys.maxsize
+_DRAIN = threading.Event()
+
+
+def request_drain() -> None:
+    """Stop every unbounded read of this process where it is (see the module doc)."""
+    _DRAIN.set()
+
+
+def reset_drain() -> None:
+    _DRAIN.clear()
+
+
+def draining() -> bool:
+    return _DRAIN.is_set()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +91,11 @@ class KafkaConfig:
 @dataclass(frozen=True, kw_only=True)
 class ReadConfig:
     topics: tuple[str, ...]
-    start: str = "committed"  # committed | earliest | latest
+    # Where a partition without an explicit start offset and without a committed offset
+    # starts: committed (= earliest) | earliest | latest. ``use_committed=False`` ignores the
+    # group's offsets (an auxiliary topic read from its beginning every time).
+    start: str = "committed"
+    use_committed: bool = True
     # Bounded reads (replay / demo): explicit start and stop offsets per "topic:partition".
     start_offsets: tuple[tuple[str, int], ...] = ()
     stop_offsets: tuple[tuple[str, int], ...] = ()
@@ -73,6 +105,10 @@ class ReadConfig:
     stop_when_idle_seconds: float | None = None
     deadline: float | None = None  # time.time() value
     max_records_per_partition: int | None = None
+    # The live read (a streaming runner): list partitions again this often (None: once),
+    # and stay at most this many offsets ahead of the group's committed offset (None: no cap).
+    discovery_seconds: float | None = None
+    max_ahead_of_commit: int | None = None
     max_records_per_call: int = 500
     max_seconds_per_call: float = 1.0
     poll_timeout_ms: int = 200
@@ -118,33 +154,41 @@ def _tp(topic: str, partition: int):
     return TopicPartition(topic, partition)
 
 
-def resolve_partitions(kafka: KafkaConfig, read: ReadConfig) -> list[PartitionSpec]:
-    """List the partitions of the input topics and where to start and stop reading each.
+def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
+                       only: Iterable[tuple[str, int]] | None = None,
+                       reset: str | None = None) -> list[PartitionSpec]:
+    """List the partitions of the input topics (or just ``only``) and where to start and stop
+    reading each.
 
-    Start: an explicit offset, else the group's committed offset, else earliest/latest.
+    Start: an explicit offset, else the group's committed offset, else ``reset`` (default
+    ``read.start``): earliest or latest, as Kafka's ``auto.offset.reset``.
     """
     from kafka import KafkaConsumer
 
+    reset = reset or read.start
     consumer = KafkaConsumer(group_id=kafka.group_id, enable_auto_commit=False, **kafka.kwargs())
     try:
-        tps = []
-        for topic in read.topics:
-            parts = _partitions_for(consumer, topic)
-            tps.extend(_tp(topic, p) for p in sorted(parts))
+        if only is not None:
+            tps = [_tp(t, p) for t, p in only]
+        else:
+            tps = []
+            for topic in read.topics:
+                parts = _partitions_for(consumer, topic)
+                tps.extend(_tp(topic, p) for p in sorted(parts))
         explicit_start = dict(read.start_offsets)
         explicit_stop = dict(read.stop_offsets)
         beginning = consumer.beginning_offsets(tps)
-        end = consumer.end_offsets(tps) if (read.start == "latest" or read.stop_at_end) else {}
+        end = consumer.end_offsets(tps) if (reset == "latest" or read.stop_at_end) else {}
         specs = []
         for tp in tps:
             key = f"{tp.topic}:{tp.partition}"
             if key in explicit_start:
                 start = explicit_start[key]
             else:
-                committed = consumer.committed(tp) if read.start == "committed" else None
+                committed = consumer.committed(tp) if read.use_committed else None
                 if committed is not None:
                     start = committed
-                elif read.start == "latest":
+                elif reset == "latest":
                     start = end[tp]
                 else:
                     start = beginning[tp]
@@ -180,9 +224,27 @@ class _DiscoverPartitions(beam.DoFn):
     def process(self, _impulse) -> Iterator[PartitionSpec]:
         specs = resolve_partitions(self.kafka, self.read)
         for spec in specs:
-            log.info("reading %s from offset %d%s", spec.key, spec.start,
-                     "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
+            _log_spec(spec)
         yield from specs
+
+
+class _CheckpointOnlyTracker(OffsetRestrictionTracker):
+    """An offset tracker that splits only at the current position (a checkpoint: fraction 0).
+
+    A runner may also split a running bundle dynamically (Prism does, for long bundles): at
+    a fraction of an *unbounded* range that is an offset near ``sys.maxsize``, and it would
+    start a second reader of the same partition there. A partition is read in order by one
+    reader, so only checkpoints are allowed."""
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder:
+            return None
+        return super().try_split(0)
+
+
+def _log_spec(spec: PartitionSpec) -> None:
+    log.info("reading %s from offset %d%s", spec.key, spec.start,
+             "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
 
 
 # --------------------------------------------------------------------------- the SDF
@@ -193,7 +255,7 @@ class _PartitionRestrictionProvider(RestrictionProvider):
         return OffsetRange(element.start, element.stop)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+        return _CheckpointOnlyTracker(restriction)
 
     def split(self, element, restriction):
         # A partition is read in order by one reader; no initial split.
@@ -267,6 +329,10 @@ class _ReadPartitionFn(beam.DoFn):
         deadline = time.monotonic() + self.read.max_seconds_per_call
         self._last_data.setdefault(spec.key, time.monotonic())
         while True:
+            if restriction.stop == UNBOUNDED and draining():
+                self._positions[spec.key] = covers_from
+                tracker.try_claim(restriction.stop)  # the job drains: this read ends here
+                return
             if restriction.stop != UNBOUNDED and consumer.position(tp) >= restriction.stop:
                 tracker.try_claim(restriction.stop)  # past the end: marks the range done
                 return
@@ -331,12 +397,14 @@ class ReadFromKafkaPartitions(beam.PTransform):
         self.read = read
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "Impulse" >> beam.Impulse()
-            | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
-            | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read))
-        )
+        if self.read.discovery_seconds:
+            from copydesk.transforms.kafka.live import ReadLive
+
+            return pbegin | "Live" >> ReadLive(self.kafka, self.read)
+        return (pbegin
+                | "Impulse" >> beam.Impulse()
+                | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
+                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read)))
 
 
 # --------------------------------------------------------------------------- acks
