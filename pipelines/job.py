@@ -80,7 +80,7 @@ class BatchStats:
     last_seconds: float = 0.0
 
 
-def _counters(result) -> dict[str, int]:
+def read_counters(result) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
         for c in result.metrics().query()["counters"]:
@@ -251,7 +251,7 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
         result = _run_once(options, None)
         stats.runs = 1
         stats.seconds = time.monotonic() - started
-        _add(stats, _counters(result))
+        _add(stats, read_counters(result))
         return stats
     return _run_microbatches(options, o, kc, watch, stop, max_runs=max_runs, exit_when_idle=exit_when_idle,
                              idle_seconds=idle_seconds, batch_seconds=batch_seconds, batch_records=batch_records,
@@ -312,7 +312,7 @@ def _run_microbatches(options: PipelineOptions, o: CopydeskOptions, kc, watch: B
                 continue
             break
         watch.run_ok()
-        counters = _counters(result)
+        counters = read_counters(result)
         guard.after_batch()
         stats.runs += 1
         stats.last_result, stats.last_seconds = result, time.monotonic() - started
@@ -538,7 +538,7 @@ class _LiveMetrics:
         return _Snapshot(out)
 
     def totals(self) -> dict[str, int]:
-        """Every counter's value in the run so far, by name (as :func:`_counters`)."""
+        """Every counter's value in the run so far, by name (as :func:`read_counters`)."""
         out: dict[str, int] = {}
         for key, v in self._seen.items():
             if key[0] == "c":

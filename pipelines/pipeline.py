@@ -29,6 +29,7 @@ from copydesk.transforms.extract.stage import ExtractArticles, ExtractConfig
 from copydesk.transforms.fetch.stage import FetchConfig, FetchPages
 from copydesk.transforms.files import ReadInputFile, WriteJsonLines
 from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
+from copydesk.transforms.kafka.live import ReadLive
 from copydesk.transforms.parse.messages import ParseMessages
 from copydesk.transforms.parse.raw_pages import ParseRawPages
 
@@ -211,7 +212,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
         raw = p | "ReadKafkaJava" >> _JavaKafkaRead(kc, o)
     elif o.input_topic:
         rc = read_config or live_read_config(o)
-        raw = (p | "ReadKafka" >> ReadFromKafkaPartitions(kc, rc)
+        # the live read (a streaming runner: partitions listed again every discovery_seconds),
+        # else one element per partition (bounded reads: replay, demo, micro-batches)
+        reader = ReadLive if rc.discovery_seconds else ReadFromKafkaPartitions
+        raw = (p | "ReadKafka" >> reader(kc, rc)
                | "Unwrap" >> beam.Map(lambda r: (r.value, r.ref)))
     else:
         raw = p | "ReadFile" >> ReadInputFile(o.input_file)

@@ -57,7 +57,8 @@ from typing import Any
 from copydesk.schemas.codec import dead_letter, decode, encode, encode_doc
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import SourceRef
-from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, _partitions_for, _tp, resolve_partitions
+from copydesk.transforms.kafka.client import partitions_for, split_tp_key, topic_partition
+from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, resolve_partitions
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,13 @@ class AttemptStore:
         """Every marker of this group (the last record per key), read to the end of the topic."""
         from kafka import KafkaConsumer
 
-        from copydesk.pipelines.replay import true_end_offsets
-
         consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **self.kafka.kwargs())
         prefix = f"{self.group}/"
         out: dict[str, Marker] = {}
         try:
-            tps = [_tp(self.topic, p) for p in sorted(_partitions_for(consumer, self.topic))]
+            tps = [topic_partition(self.topic, p) for p in sorted(partitions_for(consumer, self.topic))]
             beginning = consumer.beginning_offsets(tps)
-            end = true_end_offsets(consumer, tps, consumer.end_offsets(tps), beginning)
+            end = consumer.end_offsets(tps)
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, beginning[tp])
@@ -291,14 +290,10 @@ class PoisonGuard:
         """min(lo + the micro-batch cap, the partition's end): where the deaths' messages lie."""
         from kafka import KafkaConsumer
 
-        from copydesk.pipelines.replay import true_end_offsets
-
-        topic, _, part = key.rpartition(":")
-        tp = _tp(topic, int(part))
+        tp = topic_partition(*split_tp_key(key))
         consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **self.kafka.kwargs())
         try:
-            beginning = consumer.beginning_offsets([tp])
-            end = true_end_offsets(consumer, [tp], consumer.end_offsets([tp]), beginning)[tp]
+            end = consumer.end_offsets([tp])[tp]
         finally:
             consumer.close()
         return min(lo + self.batch_records, end)
@@ -306,7 +301,7 @@ class PoisonGuard:
     def _read_one(self, topic: str, partition: int, offset: int) -> bytes | None:
         from kafka import KafkaConsumer
 
-        tp = _tp(topic, partition)
+        tp = topic_partition(topic, partition)
         consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **self.kafka.kwargs())
         try:
             consumer.assign([tp])
@@ -353,7 +348,7 @@ class PoisonGuard:
         consumer = KafkaConsumer(group_id=self.kafka.group_id, enable_auto_commit=False,
                                  client_id="copydesk-poison", **self.kafka.kwargs())
         try:
-            consumer.commit({_tp(topic, partition): OffsetAndMetadata(offset + 1, "", -1)})
+            consumer.commit({topic_partition(topic, partition): OffsetAndMetadata(offset + 1, "", -1)})
         finally:
             consumer.close(autocommit=False)
         self.poisoned.append((key, offset, attempts))

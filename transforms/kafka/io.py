@@ -34,10 +34,8 @@ download), which is why the Python implementation is the default.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -50,10 +48,11 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.records import SourceRef
+from copydesk.transforms.kafka.client import advance_watermark, partitions_for, topic_partition, tp_key
+from copydesk.transforms.kafka.config import UNBOUNDED, KafkaConfig, KafkaRecord, PartitionSpec, ReadConfig
 
 log = logging.getLogger(__name__)
 
-UNBOUNDED = sys.maxsize
 _DRAIN = threading.Event()
 
 
@@ -70,88 +69,7 @@ def draining() -> bool:
     return _DRAIN.is_set()
 
 
-@dataclass(frozen=True, kw_only=True)
-class KafkaConfig:
-    """Connection settings shared by readers, writers and the committer.
-
-    ``client_config`` passes any other kafka-python setting through (security protocol,
-    SASL credentials, SSL files ...); it is masked when options are printed.
-    """
-
-    bootstrap_servers: str
-    group_id: str = "copydesk"
-    client_config: tuple[tuple[str, Any], ...] = ()
-    request_timeout_ms: int = 30_000
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap_servers.split(","),
-                "request_timeout_ms": self.request_timeout_ms, **dict(self.client_config)}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReadConfig:
-    topics: tuple[str, ...]
-    # Where a partition without an explicit start offset and without a committed offset
-    # starts: committed (= earliest) | earliest | latest. ``use_committed=False`` ignores the
-    # group's offsets (an auxiliary topic read from its beginning every time).
-    start: str = "committed"
-    use_committed: bool = True
-    # Bounded reads (replay / demo): explicit start and stop offsets per "topic:partition".
-    start_offsets: tuple[tuple[str, int], ...] = ()
-    stop_offsets: tuple[tuple[str, int], ...] = ()
-    stop_at_end: bool = False  # stop at the end offsets seen when the job starts
-    # Micro-batch reads (the local runner, see pipelines/job.py): stop a partition when it
-    # has been idle this long, at a wall-clock deadline, or after this many offsets.
-    stop_when_idle_seconds: float | None = None
-    deadline: float | None = None  # time.time() value
-    max_records_per_partition: int | None = None
-    # The live read (a streaming runner): list partitions again this often (None: once),
-    # and stay at most this many offsets ahead of the group's committed offset (None: no cap).
-    discovery_seconds: float | None = None
-    max_ahead_of_commit: int | None = None
-    max_records_per_call: int = 500
-    max_seconds_per_call: float = 1.0
-    poll_timeout_ms: int = 200
-    idle_resume_seconds: float = 0.2
-    isolation_level: str = "read_committed"
-    max_message_bytes: int = 16 * 1024 * 1024
-    # Counters: "<namespace>/<prefix>_records_read" etc. An auxiliary read (the fingerprint
-    # topic) counts under other names, so it is not taken for input (idle detection, metrics).
-    counter_namespace: str = "copydesk.read"
-    counter_prefix: str = "kafka"
-
-
-@dataclass(frozen=True)
-class PartitionSpec:
-    """One element of the reader: a partition and the offsets to read ([start, stop))."""
-
-    topic: str
-    partition: int
-    start: int
-    stop: int = UNBOUNDED
-
-    @property
-    def key(self) -> str:
-        return f"{self.topic}:{self.partition}"
-
-
-@dataclass(slots=True)
-class KafkaRecord:
-    """A message as read: raw key and value, and where it came from."""
-
-    value: bytes | None
-    key: bytes | None
-    ref: SourceRef
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- discovery
-
-
-def _tp(topic: str, partition: int):
-    from kafka import TopicPartition
-
-    return TopicPartition(topic, partition)
 
 
 def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
@@ -169,19 +87,19 @@ def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
     consumer = KafkaConsumer(group_id=kafka.group_id, enable_auto_commit=False, **kafka.kwargs())
     try:
         if only is not None:
-            tps = [_tp(t, p) for t, p in only]
+            tps = [topic_partition(t, p) for t, p in only]
         else:
             tps = []
             for topic in read.topics:
-                parts = _partitions_for(consumer, topic)
-                tps.extend(_tp(topic, p) for p in sorted(parts))
+                parts = partitions_for(consumer, topic)
+                tps.extend(topic_partition(topic, p) for p in sorted(parts))
         explicit_start = dict(read.start_offsets)
         explicit_stop = dict(read.stop_offsets)
         beginning = consumer.beginning_offsets(tps)
         end = consumer.end_offsets(tps) if (reset == "latest" or read.stop_at_end) else {}
         specs = []
         for tp in tps:
-            key = f"{tp.topic}:{tp.partition}"
+            key = tp_key(tp.topic, tp.partition)
             if key in explicit_start:
                 start = explicit_start[key]
             else:
@@ -200,18 +118,6 @@ def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
         return specs
     finally:
         consumer.close()
-
-
-def _partitions_for(consumer, topic: str, timeout: float = 30.0) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return parts
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic!r} does not exist or has no partitions")
-        time.sleep(0.2)
-        consumer.topics()  # refresh metadata
 
 
 class _DiscoverPartitions(beam.DoFn):
@@ -308,7 +214,7 @@ class _ReadPartitionFn(beam.DoFn):
                 client_id=f"copydesk-reader-{spec.key}",
                 **self.kafka.kwargs(),
             )
-            c.assign([_tp(spec.topic, spec.partition)])
+            c.assign([topic_partition(spec.topic, spec.partition)])
             self._consumers[spec.key] = c
         return c
 
@@ -320,7 +226,7 @@ class _ReadPartitionFn(beam.DoFn):
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[Any]:
         restriction = tracker.current_restriction()
-        tp = _tp(spec.topic, spec.partition)
+        tp = topic_partition(spec.topic, spec.partition)
         consumer = self._consumer(spec)
         if self._positions.get(spec.key) != restriction.start:
             consumer.seek(tp, restriction.start)
@@ -351,7 +257,7 @@ class _ReadPartitionFn(beam.DoFn):
                     return
                 if emitted == 0:
                     # Idle: nothing newer can carry an older timestamp than "now - a little".
-                    _advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
+                    advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
                 tracker.defer_remainder(Duration(seconds=self.read.idle_resume_seconds))
                 return
             for msg in batch:
@@ -366,7 +272,7 @@ class _ReadPartitionFn(beam.DoFn):
                 self.bytes_read.inc(len(msg.value or b""))
                 self._last_data[spec.key] = time.monotonic()
                 yield TimestampedValue(KafkaRecord(msg.value, msg.key, ref, list(msg.headers or [])), ts)
-                _advance_watermark(watermark, ts)
+                advance_watermark(watermark, ts)
                 emitted += 1
             if emitted >= self.read.max_records_per_call or time.monotonic() >= deadline:
                 self._positions[spec.key] = covers_from
@@ -382,12 +288,6 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumers = {}
 
 
-def _advance_watermark(estimator: ManualWatermarkEstimator, ts: Timestamp) -> None:
-    current = estimator.current_watermark()
-    if current is None or ts > current:
-        estimator.set_watermark(ts)
-
-
 class ReadFromKafkaPartitions(beam.PTransform):
     """Read topics as a PCollection of :class:`KafkaRecord` (timestamped with the record time)."""
 
@@ -397,10 +297,6 @@ class ReadFromKafkaPartitions(beam.PTransform):
         self.read = read
 
     def expand(self, pbegin):
-        if self.read.discovery_seconds:
-            from copydesk.transforms.kafka.live import ReadLive
-
-            return pbegin | "Live" >> ReadLive(self.kafka, self.read)
         return (pbegin
                 | "Impulse" >> beam.Impulse()
                 | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
@@ -421,7 +317,7 @@ def acks_for(refs: Iterable[SourceRef]) -> list[Ack]:
             continue
         start = ref.covers_from if ref.covers_from is not None else ref.offset
         origin = ref.origin if ref.origin is not None else start
-        by_tp.setdefault(f"{ref.topic}:{ref.partition}", []).append((start, ref.offset + 1, origin))
+        by_tp.setdefault(tp_key(ref.topic, ref.partition), []).append((start, ref.offset + 1, origin))
     out: list[Ack] = []
     for key, ranges in by_tp.items():
         ranges.sort()

@@ -36,8 +36,9 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from copydesk.schemas.records import SourceRef
-from copydesk.transforms.kafka.io import (KafkaConfig, KafkaRecord, ReadConfig, _advance_watermark, _partitions_for,
-                                          _tp, draining, resolve_partitions)
+from copydesk.transforms.kafka.client import advance_watermark, partitions_for, split_tp_key, topic_partition, tp_key
+from copydesk.transforms.kafka.config import KafkaConfig, KafkaRecord, ReadConfig
+from copydesk.transforms.kafka.io import draining, resolve_partitions
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,8 @@ class _ReadAllPartitionsFn(beam.DoFn):
         listed = []
         for topic in self.read.topics:
             consumer.topics()  # fresh metadata
-            listed.extend((topic, p) for p in sorted(_partitions_for(consumer, topic)))
-        new = [(t, p) for t, p in listed if f"{t}:{p}" not in pos]
+            listed.extend((topic, p) for p in sorted(partitions_for(consumer, topic)))
+        new = [(t, p) for t, p in listed if tp_key(t, p) not in pos]
         if new:
             for spec in resolve_partitions(self.kafka, self.read, only=new,
                                            reset=self.read.start if first else "earliest"):
@@ -171,12 +172,12 @@ class _ReadAllPartitionsFn(beam.DoFn):
         another instance, or a runner restart, the consumer's own positions are stale)."""
         consumer = self._clients()
         if set(self._assigned) != set(pos):
-            consumer.assign([_tp(*_split(k)) for k in pos])
+            consumer.assign([topic_partition(*split_tp_key(k)) for k in pos])
             self._assigned = {}
             self._paused = set()
         for key, (nxt, _origin) in pos.items():
             if self._assigned.get(key) != nxt:
-                consumer.seek(_tp(*_split(key)), nxt)
+                consumer.seek(topic_partition(*split_tp_key(key)), nxt)
                 self._assigned[key] = nxt
 
     def _apply_back_pressure(self, pos: dict[str, tuple[int, int]]) -> None:
@@ -190,12 +191,12 @@ class _ReadAllPartitionsFn(beam.DoFn):
             ahead = nxt - committed >= cap
             if ahead and now - asked >= 0.25:  # ask the group again, at most 4 times a second
                 try:
-                    committed = self._group.committed(_tp(*_split(key))) or origin
+                    committed = self._group.committed(topic_partition(*split_tp_key(key))) or origin
                 except Exception as exc:  # the broker is away: stay paused, ask again later
                     log.debug("committed offset of %s unknown: %r", key, exc)
                 self._committed[key] = (max(committed, origin), now)
                 ahead = nxt - self._committed[key][0] >= cap
-            tp = _tp(*_split(key))
+            tp = topic_partition(*split_tp_key(key))
             if ahead and key not in self._paused:
                 consumer.pause(tp)
                 self._paused.add(key)
@@ -214,7 +215,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             return
         self._checked_at = now
         try:
-            tps = {k: _tp(*_split(k)) for k in pos if k not in self._paused}
+            tps = {k: topic_partition(*split_tp_key(k)) for k in pos if k not in self._paused}
             ends = self._group.end_offsets(list(tps.values())) if tps else {}
         except Exception as exc:  # the broker is away: nothing to tell yet
             log.debug("end offsets unknown: %r", exc)
@@ -265,7 +266,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             self._idle_since = None
             out: list[TimestampedValue] = []
             for tp, msgs in polled.items():
-                key = f"{tp.topic}:{tp.partition}"
+                key = tp_key(tp.topic, tp.partition)
                 nxt, origin = pos[key]
                 for msg in msgs:
                     if msg.offset < nxt:
@@ -283,7 +284,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 return
             for value in out:
                 yield value
-                _advance_watermark(watermark, value.timestamp)
+                advance_watermark(watermark, value.timestamp)
             self.records_read.inc(len(out))
             emitted += len(out)
             if len(out) < asked:
@@ -292,7 +293,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             return
         if emitted == 0:
             # Idle: nothing newer can carry an older timestamp than "now - a little".
-            _advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
+            advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
         tracker.defer_remainder(Duration(seconds=0 if emitted else self.read.idle_resume_seconds))
 
     def teardown(self) -> None:
@@ -302,11 +303,6 @@ class _ReadAllPartitionsFn(beam.DoFn):
                     c.close(autocommit=False)
                 except Exception:  # closing on shutdown: nothing left to protect
                     pass
-
-
-def _split(key: str) -> tuple[str, int]:
-    topic, _, part = key.rpartition(":")
-    return topic, int(part)
 
 
 class ReadLive(beam.PTransform):
