@@ -74,7 +74,6 @@ __all__ = [
 DROPPED = "dropped"
 
 
-
 def signature_for(text: str, cfg: DedupConfig) -> bytes:
     """The MinHash signature of a body, or an empty one when it has fewer than
     ``cfg.min_words`` tokens (such records are matched exactly only)."""
