@@ -26,6 +26,7 @@ Decision rule (see :func:`decide`)
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as _dt
 import hashlib
 import heapq
@@ -44,6 +45,7 @@ from copydesk.transforms.dedup.minhash import (
     decode_signature,
     encode_signature,
     entity_containment,
+    features,
     overlap,
     similarity,
 )
@@ -695,6 +697,28 @@ def event_time(record: Any, element_ts: float | None = None) -> float:
     return 0.0
 
 
+_SEEN: collections.OrderedDict[tuple[str, str], tuple[int, bytes]] = collections.OrderedDict()
+_SEEN_MAX = 8192
+
+
+def remember_features(m: Member) -> None:
+    """Keep a decided member's shingle count and entity sketch for a moment, so that
+    :func:`fingerprint_entry` of its record (written right after, usually in the same
+    process) need not tokenise the body again."""
+    _SEEN[(m.id, m.content_hash)] = (m.nsh, m.ents)
+    if len(_SEEN) > _SEEN_MAX:
+        _SEEN.popitem(last=False)
+
+
+def _features_of(record: Any, cfg: DedupConfig) -> tuple[int, bytes]:
+    got = _SEEN.get((record.id, record.content_hash or ""))
+    if got is not None:
+        return got
+    _sig, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
+                               cfg.entity_k, signature=False)
+    return nsh, ents
+
+
 def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, Any]:
     """The small, JSON-able entry that restores a de-duplicated record into the index.
 
@@ -706,12 +730,9 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
     sketch, URL-safe base64), both recomputed from the record's text. Key it by ``id`` in a
     compacted topic.
     """
-    from copydesk.transforms.dedup.minhash import features  # noqa: PLC0415 (minhash imports nothing of core)
-
     cfg = cfg or DedupConfig()
     domain = record.source_domain or ""
-    _sig, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
-                               cfg.entity_k, signature=False)
+    nsh, ents = _features_of(record, cfg)
     return {
         "v": 2,
         "id": record.id,
