@@ -180,7 +180,8 @@ def bench_quality(args: argparse.Namespace) -> DedupConfig | None:
     cfg0 = DedupConfig()
     t0 = time.perf_counter()
     base = _members(vs, cfg0)
-    print(f"  features: {(time.perf_counter() - t0) / len(vs) * 1e3:.3f} ms/doc (tokenise + shingle + MinHash + entities)")
+    print(f"  features: {(time.perf_counter() - t0) / len(vs) * 1e3:.3f} ms/doc "
+          "(tokenise + shingle + MinHash + entities)")
 
     # what the rule sees, per kind
     print("  per pair, by kind: estimated Jaccard J, share of the smaller body covered (cs), of the larger (cl), "
@@ -208,9 +209,11 @@ def bench_quality(args: argparse.Namespace) -> DedupConfig | None:
             row.append(f"{val:g}{mark} {r:.3f}/{v:.3f}/{f:.3f}")
         print(f"    {name:16s} " + "  ".join(row))
     for name, prs_ in (("test half (unseen by the sweep)", test), ("all pairs", prs)):
-        _print_confusion(f"chosen rule, {name}: per pair, each pair on its own", _confusion(prs_, _pair_matches(prs_, base, cfg0)))
+        _print_confusion(f"chosen rule, {name}: per pair, each pair on its own",
+                         _confusion(prs_, _pair_matches(prs_, base, cfg0)))
     old = dataclasses.replace(cfg0, bands=32, rows=4, containment=1.01, version_overlap=1.01, roundup_cover=1.01)
-    _print_confusion("the previous rule (Jaccard >= 0.5, 32 x 4 bands), all pairs", _confusion(prs, _pair_matches(prs, base, old)))
+    _print_confusion("the previous rule (Jaccard >= 0.5, 32 x 4 bands), all pairs",
+                     _confusion(prs, _pair_matches(prs, base, old)))
 
     by_time = sorted(vs, key=lambda v: (v.offset_s, v.doc_id))
     rng = random.Random(3)

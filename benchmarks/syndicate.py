@@ -2,10 +2,11 @@
 
 Source bodies: the fundus ground truth (``articleBody`` of
 ``/work/shared/eval/fundus/ground-truth.json``, found relative to the repository as
-``<repo>/../shared/eval/fundus``, or ``$COPYDESK_SHARED/eval/fundus``). :func:`load_bodies` returns ``[]`` when it is absent, so
-callers can skip cleanly. The bodies are split into *stories* and a *pool*: the pool's
-sentences are the independent text (additions, other items, new facts, templates) and are
-used once each, so no negative is a copy of a story by accident.
+``<repo>/../shared/eval/fundus``, or ``$COPYDESK_SHARED/eval/fundus``). :func:`load_bodies`
+returns ``[]`` when it is absent, so callers can skip cleanly. The bodies are split into
+*stories* and a *pool*: the pool's sentences are the independent text (additions, other items,
+new facts, templates), never a story's, so no negative is a copy of a story by accident (the
+pool is recycled in a new order when used up).
 
 :func:`generate` yields :class:`Variant` documents. Every non-original document names the
 document it is paired with (``partner``) and whether the pair is the same story
@@ -56,7 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # ../shared beside the project; COPYDESK_SHARED overrides it (a git worktree elsewhere)
-FUNDUS_DIR = Path(os.environ.get("COPYDESK_SHARED") or Path(__file__).resolve().parents[1].parent / "shared") / "eval" / "fundus"
+_SHARED = Path(os.environ.get("COPYDESK_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+FUNDUS_DIR = _SHARED / "eval" / "fundus"
 
 POSITIVE_KINDS = (
     "exact",
@@ -346,7 +348,8 @@ def generate(bodies: list[tuple[str, str, str]], seed: int = 7, held_out: float 
                 if side:
                     yield pos(kind, "\n".join([" ".join(side)] + ps), dom)
             elif kind == "foreign_nav":
-                nav_a, nav_b = pool.words(rng.randint(80, 200), lang, other=True), pool.words(rng.randint(40, 150), lang, other=True)
+                nav_a = pool.words(rng.randint(80, 200), lang, other=True)
+                nav_b = pool.words(rng.randint(40, 150), lang, other=True)
                 if nav_a and nav_b:
                     f = rng.uniform(0.7, 1.0)
                     a = rng.uniform(0.0, 1.0 - f)

@@ -26,6 +26,7 @@ Decision rule (see :func:`decide`)
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as _dt
 import hashlib
 import heapq
@@ -39,11 +40,13 @@ from copydesk.transforms import agencies
 import numpy as np
 
 from copydesk.transforms.dedup.minhash import (
+    _BAND_DTYPE,
     EMPTY_SIGNATURE,
     band_values,
     decode_signature,
     encode_signature,
     entity_containment,
+    features,
     overlap,
     similarity,
 )
@@ -432,6 +435,7 @@ def visible_for(r: Member, entries: Iterable[tuple[int, Member]], value: int, ho
 
 
 _KEY_MUL = np.uint64(0xD6E8FEB86659FD93)
+_BAND_VIEW = _BAND_DTYPE  # a band value is its rows' 16-bit values as one integer
 
 
 def index_keys(m: Member, cfg: DedupConfig) -> np.ndarray:
@@ -441,8 +445,8 @@ def index_keys(m: Member, cfg: DedupConfig) -> np.ndarray:
     n_b = cfg.bands if m.sig else 0
     vals = np.empty(n_b + 2, dtype=np.uint64)
     if n_b:
-        vals[:n_b] = np.asarray(band_values(m.sig, cfg.bands, cfg.rows), dtype=np.uint64) if cfg.rows not in (
-            1, 2, 4) else np.frombuffer(m.sig, dtype={1: "<u2", 2: "<u4", 4: "<u8"}[cfg.rows], count=n_b)
+        vals[:n_b] = np.frombuffer(m.sig, dtype=_BAND_VIEW[cfg.rows], count=n_b) if cfg.rows in _BAND_VIEW else (
+            np.asarray(band_values(m.sig, cfg.bands, cfg.rows), dtype=np.uint64))
     vals[n_b] = _value_of_str(m.id)
     vals[n_b + 1] = _value_of_str(m.content_hash) if m.content_hash else 0
     idx = np.arange(n_b + 2, dtype=np.uint64)
@@ -525,11 +529,44 @@ class DedupIndex:
             self._start += 1
 
     def _grow(self) -> None:
-        live = self.members()
+        """Half as many positions again: the live members are laid out in arrival order from
+        position 0 and the table is rebuilt from their keys in one vectorised pass (the keys
+        of position ``p`` in columns ``0..k-1``: the bands, the id, the content hash)."""
+        cfg, k = self.cfg, self._k
+        ps = np.arange(self._start, self._end, dtype=np.int64) % self._cap
+        n = ps.size
+        old = (self._sig[ps], self._nsh[ps], self._ts[ps], self._has_sig[ps], self._idh[ps], self._chh[ps],
+               [self._blob[p] for p in ps.tolist()])
         self._alloc(self._cap * 3 // 2)
-        self._start = self._end = 0
-        for m in live:
-            self._insert(m, index_keys(m, self.cfg))
+        self._sig[:n], self._nsh[:n], self._ts[:n], self._has_sig[:n], self._idh[:n], self._chh[:n] = old[:6]
+        self._blob[:n] = old[6]
+        self._seq[:n] = np.arange(n)
+        self._start, self._end = 0, n
+        vals = np.zeros((n, k), dtype=np.uint64)
+        valid = np.zeros((n, k), dtype=bool)
+        if cfg.rows in _BAND_VIEW:
+            vals[:, :cfg.bands] = self._sig[:n].view(_BAND_VIEW[cfg.rows])[:, :cfg.bands]
+        else:
+            for i in np.flatnonzero(self._has_sig[:n]).tolist():
+                vals[i, :cfg.bands] = band_values(self._sig[i].tobytes(), cfg.bands, cfg.rows)
+        valid[:, :cfg.bands] = self._has_sig[:n, None]
+        vals[:, cfg.bands], vals[:, cfg.bands + 1] = self._idh[:n], self._chh[:n]
+        valid[:, cfg.bands], valid[:, cfg.bands + 1] = True, self._chh[:n] != 0
+        with np.errstate(over="ignore"):
+            keys = (((vals ^ (np.arange(k, dtype=np.uint64) * _KEY_MUL)) * np.uint64(_GOLDEN)) >> np.uint64(32)).astype(
+                np.uint32)
+        flat = keys.ravel()
+        self._keys[:n * k] = flat >> np.uint32(16)
+        ents = np.flatnonzero(valid.ravel()).astype(np.int64)  # entry ids, oldest first
+        buckets = (flat[ents] & self._mask).astype(np.int64)
+        order = np.lexsort((ents, buckets))
+        e, b = ents[order], buckets[order]
+        same = np.zeros(e.size, dtype=bool)
+        same[1:] = b[1:] == b[:-1]
+        self._nxt[e] = np.where(same, np.roll(e, 1), -1)
+        last = np.ones(e.size, dtype=bool)
+        last[:-1] = b[1:] != b[:-1]
+        self._head[b[last]] = e[last]
 
     def _member(self, p: int) -> Member:
         b = self._blob[p]
@@ -553,18 +590,18 @@ class DedupIndex:
         self._idh[p] = _value_of_str(m.id)
         self._chh[p] = _value_of_str(m.content_hash) if m.content_hash else 0
         n = keys.size
-        base = p * self._k
+        base = p * self._k + (0 if m.sig else self.cfg.bands)  # the columns of _grow's layout
+        self._nxt[p * self._k:(p + 1) * self._k] = -1
         self._keys[base:base + n] = keys >> np.uint32(16)
-        buckets = keys & self._mask
+        buckets = (keys & self._mask).astype(np.int64)
         ids = np.arange(base, base + n, dtype=np.int32)
-        if np.unique(buckets).size == n:
+        if len(set(buckets.tolist())) == n:
             self._nxt[base:base + n] = self._head[buckets]
             self._head[buckets] = ids
         else:  # two keys of one member in one bucket: link them in order
             for b, e in zip(buckets.tolist(), ids.tolist()):
                 self._nxt[e] = self._head[b]
                 self._head[b] = e
-        self._nxt[base + n:base + self._k] = -1
 
     def add_seed(self, m: Member) -> None:
         """Insert a restored member without deciding anything for it."""
@@ -590,7 +627,7 @@ class DedupIndex:
                 break
             p = cur // k
             s = seq_of[p]
-            ok = (s >= start) & (s < prev)
+            ok = (s >= start) & (s <= prev)  # (<=: two keys of one member may share a bucket)
             if not ok.all():
                 cur, hi, p, s = cur[ok], hi[ok], p[ok], s[ok]
             hit = ekeys[cur] == hi
@@ -695,6 +732,28 @@ def event_time(record: Any, element_ts: float | None = None) -> float:
     return 0.0
 
 
+_SEEN: collections.OrderedDict[tuple[str, str], tuple[int, bytes]] = collections.OrderedDict()
+_SEEN_MAX = 8192
+
+
+def remember_features(m: Member) -> None:
+    """Keep a decided member's shingle count and entity sketch for a moment, so that
+    :func:`fingerprint_entry` of its record (written right after, usually in the same
+    process) need not tokenise the body again."""
+    _SEEN[(m.id, m.content_hash)] = (m.nsh, m.ents)
+    if len(_SEEN) > _SEEN_MAX:
+        _SEEN.popitem(last=False)
+
+
+def _features_of(record: Any, cfg: DedupConfig) -> tuple[int, bytes]:
+    got = _SEEN.get((record.id, record.content_hash or ""))
+    if got is not None:
+        return got
+    _sig, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
+                               cfg.entity_k, signature=False)
+    return nsh, ents
+
+
 def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, Any]:
     """The small, JSON-able entry that restores a de-duplicated record into the index.
 
@@ -706,12 +765,9 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
     sketch, URL-safe base64), both recomputed from the record's text. Key it by ``id`` in a
     compacted topic.
     """
-    from copydesk.transforms.dedup.minhash import features  # noqa: PLC0415 (minhash imports nothing of core)
-
     cfg = cfg or DedupConfig()
     domain = record.source_domain or ""
-    _sig, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
-                               cfg.entity_k, signature=False)
+    nsh, ents = _features_of(record, cfg)
     return {
         "v": 2,
         "id": record.id,

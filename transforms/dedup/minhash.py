@@ -209,7 +209,9 @@ def overlap(sim: float, n_a: int, n_b: int) -> tuple[float, float]:
 # first word of a sentence or of a line)
 _UPPER = "".join(chr(i) for i in range(0x10000) if chr(i).isupper())
 _INNER_WORD = re.compile(r"(?<=[^.!?\s])[ \t]+([" + re.escape(_UPPER) + r"]\w+)")
-_QUOTE = re.compile(r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})[\"\u201d\u201c\u00bb\u00ab\u2019]")
+_QUOTE = re.compile(r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]"  # an opening quote mark,
+                    r"([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})"  # 20-400 characters,
+                    r"[\"\u201d\u201c\u00bb\u00ab\u2019]")  # a closing one
 
 
 def entity_sketch(text: str, k: int = 48) -> bytes:

@@ -55,6 +55,7 @@ from copydesk.transforms.dedup.core import (
     fingerprint_entry,
     is_agency_domain,
     member_from_entry,
+    remember_features,
 )
 from copydesk.transforms.dedup.minhash import encode_signature, features
 from copydesk.transforms.stage_metrics import DEDUP_NS as METRICS_NS, DedupMetrics
@@ -72,7 +73,6 @@ __all__ = [
 ]
 
 DROPPED = "dropped"
-
 
 
 def signature_for(text: str, cfg: DedupConfig) -> bytes:
@@ -315,6 +315,7 @@ class _Index(beam.DoFn):
             m = decode_member(blob)
             d = idx.process(m)
             logged.append(encode_member(idx.last))
+            remember_features(m)
             out = annotate(record, m, d)
             drop = cfg.drop_duplicates and not (d.is_canonical or (d.is_update and cfg.keep_updates))
             if drop and (cfg.force or record.force):
