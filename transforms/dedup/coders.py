@@ -25,7 +25,8 @@ from typing import Any
 
 from apache_beam import coders
 
-from copydesk.transforms.dedup.core import _HDR, Member, decode_member, encode_member
+from copydesk.transforms.dedup.core import MEMBER_HEADER, Member, decode_member, encode_member
+
 _HDR_HEAD = struct.Struct("<BqdI")
 
 __all__ = [
@@ -61,7 +62,7 @@ class MemberCoder(_Base):
 def member_ts_token(blob: bytes) -> tuple[float, str]:
     """Event time and token of an encoded member, without decoding the rest."""
     _flags, _stamp, ts, lt = _HDR_HEAD.unpack_from(blob)
-    return ts, str(memoryview(blob)[_HDR.size:_HDR.size + lt], "utf-8")
+    return ts, str(memoryview(blob)[MEMBER_HEADER.size:MEMBER_HEADER.size + lt], "utf-8")
 
 
 class BatchCoder(_Base):

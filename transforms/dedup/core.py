@@ -40,7 +40,7 @@ from copydesk.transforms import agencies
 import numpy as np
 
 from copydesk.transforms.dedup.minhash import (
-    _BAND_DTYPE,
+    BAND_DTYPE,
     EMPTY_SIGNATURE,
     band_values,
     decode_signature,
@@ -207,7 +207,7 @@ class Member(NamedTuple):
 
 # --- the member's compact encoding (state, the log, shuffled batches; copydesk.transforms.dedup.coders)
 
-_HDR = struct.Struct("<BqdIIIIIIIiI")
+MEMBER_HEADER = struct.Struct("<BqdIIIIIIIiI")
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -228,15 +228,15 @@ def encode_member(m: Member) -> bytes:
     sig = bytes(m.sig)
     ents = bytes(m.ents)
     return b"".join((
-        _HDR.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can),
+        MEMBER_HEADER.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can),
                   int(m.nsh), len(ents)),
         tok, mid, sig, dom, ch, cid, can, ents, extra,
     ))
 
 
 def decode_member(b: bytes | memoryview, pos: int = 0, end: int | None = None) -> Member:
-    flags, stamp, ts, lt, li, ls, ld, lc, lk, ln, nsh, le = _HDR.unpack_from(b, pos)
-    p = pos + _HDR.size
+    flags, stamp, ts, lt, li, ls, ld, lc, lk, ln, nsh, le = MEMBER_HEADER.unpack_from(b, pos)
+    p = pos + MEMBER_HEADER.size
     mv = memoryview(b)
     tok = str(mv[p:p + lt], "utf-8"); p += lt
     mid = str(mv[p:p + li], "utf-8"); p += li
@@ -435,7 +435,7 @@ def visible_for(r: Member, entries: Iterable[tuple[int, Member]], value: int, ho
 
 
 _KEY_MUL = np.uint64(0xD6E8FEB86659FD93)
-_BAND_VIEW = _BAND_DTYPE  # a band value is its rows' 16-bit values as one integer
+_BAND_VIEW = BAND_DTYPE  # a band value is its rows' 16-bit values as one integer
 
 
 def index_keys(m: Member, cfg: DedupConfig) -> np.ndarray:

@@ -243,7 +243,7 @@ def entity_containment(a: bytes, b: bytes, k: int = 48) -> float:
     return float(np.intersect1d(x, y, assume_unique=True).size) / n
 
 
-_BAND_DTYPE = {1: "<u2", 2: "<u4", 4: "<u8"}
+BAND_DTYPE = {1: "<u2", 2: "<u4", 4: "<u8"}
 
 
 def band_values(sig: bytes, bands: int, rows: int) -> list[int]:
@@ -256,8 +256,8 @@ def band_values(sig: bytes, bands: int, rows: int) -> list[int]:
     need = bands * rows * 2
     if len(sig) < need:
         raise ValueError(f"signature has {len(sig) // 2} values, bands*rows needs {bands * rows}")
-    if rows in _BAND_DTYPE:
-        return np.frombuffer(sig, dtype=_BAND_DTYPE[rows], count=bands).tolist()
+    if rows in BAND_DTYPE:
+        return np.frombuffer(sig, dtype=BAND_DTYPE[rows], count=bands).tolist()
     step = rows * 2
     return [
         int.from_bytes(hashlib.blake2b(sig[i * step : (i + 1) * step], digest_size=8).digest(), "little")
