@@ -3,6 +3,7 @@ default, and give the same record for the same page."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -26,14 +27,11 @@ def test_cli_pipeline_and_benchmark_defaults_are_one_config():
     pipeline = extract_config(CopydeskOptions([]))
     assert extract_cli_config() == pipeline == ExtractConfig()
     assert extract_cli_config("always") == extract_config(CopydeskOptions(["--extract-compare", "always"]))
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_extract", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extract.py")
+    bench_file = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extract.py"
+    spec = importlib.util.spec_from_file_location("bench_extract", bench_file)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    copydesk_config = bench.copydesk_config
-
-    assert copydesk_config() == pipeline
+    assert bench.copydesk_config() == pipeline
 
 
 def test_same_record_for_the_same_page_through_the_cli_and_the_pipeline(tmp_path):

@@ -98,6 +98,9 @@ def test_a_schedule_list_is_not_a_teaser_list():
     "Pour lire la suite de cet article, abonnez-vous", "To view the full story, please subscribe to The Daily",
     "Follow The Gazette on Twitter and Instagram", "ANZEIGE - Heute mal ausgehen? Wie wäre es mit:",
     "Sie sind aktuell nicht eingeloggt.", "Hazte miembro y disfruta de beneficios exclusivos",
+    "VEA TAMBIÉN: El puente abre el lunes", "Zum Weiterlesen:", "Kategorie: News", "Keine Kommentare",
+    "If you enjoyed reading this post, share it", "We want to hear what you think about this article.",
+    "Video verfügbar bis 28.02.2021",
 ])
 def test_multilingual_teasers_and_notices_removed(line):
     out = clean_text(f"{SENTENCES[0]}\n{line}\n{SENTENCES[1]}").text
@@ -106,7 +109,8 @@ def test_multilingual_teasers_and_notices_removed(line):
 
 # --- recovery prefers a plausible short body (or the headline) over a page dump --------------
 
-NAV = "<nav><ul>" + "".join(f"<li><a href='/s{i}'>Section number {i} of the site</a></li>" for i in range(30)) + "</ul></nav>"
+NAV = "<nav><ul>" + "".join(
+    f"<li><a href='/s{i}'>Section number {i} of the site</a></li>" for i in range(30)) + "</ul></nav>"
 FOOT = "<footer><p>© 2025 Daily Pictures</p><ul>" + "".join(
     f"<li><a href='/f{i}'>Legal page {i}</a></li>" for i in range(10)) + "</ul></footer>"
 

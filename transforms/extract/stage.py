@@ -174,7 +174,7 @@ def _recover(tree, url: str | None, config: ExtractConfig, raw: str, headlines: 
         embedded = embedded_body_html(tree)
         if embedded:
             page = load_html(embedded)
-            hydrated = run_cascade(page, _options(config, url, favor_recall=True), gate=False).text if page is not None else ""
+            hydrated = "" if page is None else run_cascade(page, _options(config, url, favor_recall=True), gate=False).text
             if len(_nfc(hydrated)) > len(raw):
                 raw = _nfc(hydrated)
     if len(raw) < config.min_text_chars:
