@@ -13,7 +13,7 @@ import os
 import sys
 
 from copydesk.pipelines.argv import pop_flag
-from copydesk.pipelines.logs import setup_logging, spawned_child_logging
+from copydesk.transforms.logs import setup_logging, spawned_child_logging
 
 
 def _run_help() -> str:
@@ -72,7 +72,17 @@ def cmd_run(argv: list[str]) -> int:
     return 0
 
 
+def extract_cli_config(compare: str | None = None):
+    """The ExtractConfig ``copydesk extract`` runs: ExtractConfig's defaults (as the pipeline's
+    ``extract_config``) unless ``--compare`` is given."""
+    from copydesk.transforms.extract.stage import ExtractConfig
+
+    return ExtractConfig() if compare is None else ExtractConfig(compare=compare)
+
+
 def cmd_extract(argv: list[str]) -> int:
+    from copydesk.transforms.extract.stage import COMPARE_MODES
+
     parser = argparse.ArgumentParser(prog="copydesk extract",
                                      description="Offline extraction of .html/.html.gz files or folders into "
                                                  "JSON-lines records (one per file, with an `input` field).")
@@ -80,13 +90,14 @@ def cmd_extract(argv: list[str]) -> int:
     parser.add_argument("--url", default=None, help="the pages' URL (when extracting one page)")
     parser.add_argument("--output", "-o", required=True, help="JSON-lines output file ('-' for stdout)")
     parser.add_argument("--workers", type=int, default=None, help="extraction processes (default: one per core)")
-    parser.add_argument("--no-fast", action="store_true", help="trafilatura's slower default mode")
+    parser.add_argument("--compare", choices=COMPARE_MODES, default=None,
+                        help="when trafilatura's readability/justext comparison runs: auto (when the quick result "
+                             "looks wrong, the default, as `copydesk run`) or always (trafilatura's default mode)")
     args = parser.parse_args(argv)
     setup_logging("warning", "text")
     from copydesk.pipelines.extract_cmd import run_extract
-    from copydesk.transforms.extract.stage import ExtractConfig
 
-    config = ExtractConfig(fast=not args.no_fast)
+    config = extract_cli_config(args.compare)
     summary = run_extract(args.paths, args.output, url=args.url, config=config, workers=args.workers)
     print(" ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stderr)
     return 0

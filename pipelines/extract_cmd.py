@@ -14,8 +14,10 @@ from pathlib import Path
 
 import orjson
 
-from copydesk.transforms.extract.stage import ExtractConfig, Extracted
 from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
+from copydesk.transforms.extract.stage import ExtractConfig, Extracted
+from copydesk.transforms.fetch.charset import decode_html
+from copydesk.transforms.fetch.errors import FetchFailure
 
 __all__ = ["run_extract", "collect_inputs"]
 
@@ -38,7 +40,7 @@ def _read_html(path: Path) -> str:
     data = path.read_bytes()
     if path.name.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
-    return data.decode("utf-8", errors="replace")
+    return decode_html(data)[0]  # as the fetch stage decodes a fetched page (BOM, <meta charset>, detection)
 
 
 def _record(path: Path, res: Extracted | ExtractFailure) -> dict:
@@ -77,7 +79,7 @@ def run_extract(
             for k, f in enumerate(batch):
                 try:
                     pages.append((_read_html(f), url))
-                except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                except (OSError, EOFError, gzip.BadGzipFile, FetchFailure) as exc:
                     pre[k] = ExtractFailure("decode", f"{type(exc).__name__}: {exc}")
                     pages.append(("", url))
             todo = [k for k in range(len(batch)) if k not in pre]

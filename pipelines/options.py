@@ -45,7 +45,9 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("per_host_concurrency", int, None, "concurrent requests to one host"),
     ("per_host_delay", float, None, "minimum seconds between two requests to one host"),
     ("user_agent", str, None, "User-Agent header (include a contact URL)"),
-    ("fetch_timeout", float, None, "total time limit of one fetch, seconds"),
+    ("fetch_timeout", float, None, "time limit of one attempt of one request, seconds"),
+    ("fetch_deadline", float, None, "time limit of one message's whole fetch (every hop, retry and backoff; not "
+                                    "its wait for a polite turn at the host), seconds (default 60)"),
     ("max_page_bytes", int, None, "larger pages (raw or decompressed) are dead letters (too_large)"),
     ("max_redirects", int, None, "more redirects are dead letters (too_many_redirects)"),
     ("ignore_robots", bool, False, "do not fetch or honour robots.txt (only for sites you own)"),
@@ -56,8 +58,11 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     # extract
     ("extract_workers", int, None, "extraction worker processes (default: one per core; 0 = in-process)"),
     ("extract_timeout", float, None, "per-page extraction time limit, seconds"),
-    ("fast_extraction", bool, False, "trafilatura's fast=True: ~17%% more pages/s, recall 0.960 instead of 0.971 "
-     "on the fundus pages (docs/extract.md)"),
+    ("extract_memory_mb", int, None, "address space an extraction worker may add for one page, MiB (default 512; "
+                                     "0 = no limit); a page past it is too_large and the worker is replaced"),
+    ("extract_compare", str, None, "when trafilatura's readability/justext comparison runs: auto (when the quick "
+     "result looks wrong; the default) or always (trafilatura's default mode; more CPU, lower F1 on both page "
+     "sets, docs/extract.md)"),
     # dedup
     ("drop_duplicates", bool, False, "emit only canonical records (duplicates are annotated by default)"),
     ("force", bool, False, "reprocess what dedup would skip: every record is emitted (still annotated) even "

@@ -19,13 +19,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
-from copydesk.schemas.codec import decode, encode, encode_doc
+from copydesk.schemas.codec import decode, encode, encode_doc, raw_page_record
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.commit import CommitOffsets
 from copydesk.transforms.dedup.stage import DedupConfig, Deduplicate
 from copydesk.transforms.dedup.core import fingerprint_entry
 from copydesk.transforms.extract.stage import ExtractArticles, ExtractConfig
-from copydesk.transforms.fetch.stage import FetchConfig, FetchPages, raw_page_record
+from copydesk.transforms.fetch.stage import FetchConfig, FetchPages
 from copydesk.transforms.files import ReadInputFile, WriteJsonLines
 from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
 from copydesk.transforms.parse.messages import ParseMessages
@@ -64,6 +64,7 @@ def fetch_config(o: CopydeskOptions) -> FetchConfig:
         "per_host_delay": o.per_host_delay,
         "user_agent": o.fetch_user_agent,
         "total_timeout": o.fetch_timeout,
+        "deadline": o.fetch_deadline,
         "max_page_bytes": o.max_page_bytes,
         "max_redirects": o.max_redirects,
         "respect_robots": not o.ignore_robots,
@@ -87,8 +88,9 @@ def parse_pins(text: str | None) -> tuple[tuple[str, str], ...]:
 
 def extract_config(o: CopydeskOptions) -> ExtractConfig:
     return ExtractConfig(**_only_known(ExtractConfig, {
-        "fast": o.fast_extraction or None,  # None: ExtractConfig's measured default, as `copydesk extract`
+        "compare": o.extract_compare,  # None: ExtractConfig's measured default, as `copydesk extract`
         "timeout_s": o.extract_timeout,
+        "memory_mb": o.extract_memory_mb,
     }))
 
 

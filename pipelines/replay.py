@@ -386,7 +386,7 @@ def main(argv: list[str]) -> int:
         build_parser().print_help()
         return 0
     args, rest = build_parser().parse_known_args(argv)
-    from copydesk.pipelines.logs import setup_logging
+    from copydesk.transforms.logs import setup_logging
     from copydesk.pipelines.argv import pop_flag
 
     setup_logging(args.log_level, "text")

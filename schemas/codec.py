@@ -19,6 +19,8 @@ from copydesk.schemas.records import (
     MAX_DEAD_INPUT,
     ArticleRecord,
     DeadLetter,
+    FetchedPage,
+    InputMessage,
     SourceRef,
 )
 
@@ -114,3 +116,59 @@ def validate_article(doc: dict[str, Any]) -> None:
 
 def validate_dead_letter(doc: dict[str, Any]) -> None:
     _validator("deadletter.schema.json").validate(doc)
+
+
+# -- the raw-pages archive (--raw-pages-topic): one entry per fetched page -----------------
+
+RAW_RECORD_VERSION = 1
+
+
+def raw_page_record(page: FetchedPage) -> dict[str, Any]:
+    """A fetched page as a JSON-able dict for the raw-pages topic (re-extraction without fetching).
+
+    The body is the decoded HTML text, so re-extraction needs no charset guessing again.
+    """
+    msg = page.message
+    ref = msg.ref or SourceRef()
+    return {
+        "schema_version": RAW_RECORD_VERSION,
+        "url": msg.url,
+        "final_url": page.final_url,
+        "status": page.status,
+        "headers": dict(page.headers),
+        "body": page.html,
+        "encoding": page.encoding,
+        "fetched_at": page.fetched_at,
+        "elapsed_ms": page.elapsed_ms,
+        "redirects": list(page.redirects),
+        "body_bytes": page.body_bytes,
+        "prescraped": page.prescraped,
+        "input_id": msg.id,
+        "input_source": msg.source,
+        "discovered_at": msg.discovered_at,
+        "topic": ref.topic,
+        "partition": ref.partition,
+        "offset": ref.offset,
+    }
+
+
+def page_from_raw_record(d: dict[str, Any]) -> FetchedPage:
+    """Inverse of :func:`raw_page_record`: a FetchedPage ready for the extract stage."""
+    ref = SourceRef(topic=d.get("topic"), partition=d.get("partition"), offset=d.get("offset"))
+    msg = InputMessage(
+        url=d["url"], ref=ref, id=d.get("input_id"), source=d.get("input_source"),
+        discovered_at=d.get("discovered_at"),
+    )
+    return FetchedPage(
+        message=msg,
+        final_url=d.get("final_url") or d["url"],
+        html=d.get("body") or "",
+        status=int(d.get("status") or 200),
+        headers=dict(d.get("headers") or {}),
+        encoding=d.get("encoding"),
+        fetched_at=d.get("fetched_at"),
+        elapsed_ms=float(d.get("elapsed_ms") or 0.0),
+        prescraped=bool(d.get("prescraped", False)),
+        redirects=list(d.get("redirects") or []),
+        body_bytes=int(d.get("body_bytes") or 0),
+    )

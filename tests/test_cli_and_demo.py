@@ -87,11 +87,11 @@ def test_batch_file_run_with_env_configuration(tmp_path, site):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [orjson.loads(x) for x in out.read_text().splitlines()]
     deads = [orjson.loads(x) for x in dead.read_text().splitlines()]
-    assert len(records) == 5 and len(deads) == 2
+    assert len(records) == 5 and len(deads) == 3  # the blank line is an input too
     for r in records:
         validate_article(r)
     for d in deads:
         validate_dead_letter(d)
-    assert sorted(d["reason"] for d in deads) == ["bad_url", "http_4xx"]
-    assert {d["offset"] for d in deads} == {5, 7}  # the line index in the input file
+    assert sorted(d["reason"] for d in deads) == ["bad_url", "http_4xx", "malformed"]
+    assert {d["offset"] for d in deads} == {5, 6, 7}  # the line index in the input file
     assert all(d["topic"] == f"file:{inp}" for d in deads)

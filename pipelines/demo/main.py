@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    from copydesk.pipelines.logs import setup_logging
+    from copydesk.transforms.logs import setup_logging
     from copydesk.pipelines.job import run_job
 
     setup_logging(args.log_level, "text")

@@ -74,12 +74,22 @@ _TEASER_WORDS = (
     r"lee tambi[ée]n|leer tambi[ée]n|lea tambi[ée]n|te puede interesar|(?:tambi[ée]n )?te puede interesar|"
     r"noticias? relacionadas?|m[áa]s informaci[óo]n|contenido relacionado|"
     r"leggi anche|potrebbe interessarti|les ogs[åa]|l[äa]s (?:ocks[åa]|mer)|l[æa]s ogs[åa]|lees ook|"
-    r"czytaj (?:te[żz]|tak[żz]e|wi[ęe]cej)|funda olunye udaba lapha|関連記事|関連キーワード|おすすめ情報|관련 기사"
+    r"czytaj (?:te[żz]|tak[żz]e|wi[ęe]cej)|funda olunye udaba lapha|関連記事|関連キーワード|おすすめ情報|관련 기사|"
+    r"schon gelesen|auch lesen|mehr themen|weitere themen|top-themen|empfohlene (?:beitr[äa]ge|artikel)|"
+    r"das (?:thema )?k[öo]nnte (?:sie|dich) (?:auch )?interessieren|vorschau auf den n[äa]chsten artikel|"
+    r"n[äa]chster artikel|vorheriger artikel|notas relacionadas|temas relacionados|te recomendamos|"
+    r"lee m[áa]s|lea m[áa]s|tambi[ée]n te puede interesar|le puede interesar|dowiedz si[ęe] wi[ęe]cej|"
+    r"zobacz (?:te[żz]|tak[żz]e|r[óo]wnie[żz])|przeczytaj (?:te[żz]|tak[żz]e|r[óo]wnie[żz])"
 )
+# short imperatives that are teasers only as "Word: <headline>" ("Lea: ...", "Mire: ...", "Puedes ver: ...")
+_TEASER_COLON = r"lea|mire|vea|puedes ver|ver|ver tambi[ée]n|see|watch|listen|also|more|mehr|auch"
 _TEASER_HEADING = re.compile(rf"^(?:{_TEASER_WORDS})\s*[:.]?\s*$", re.IGNORECASE)
+# "Lesen Sie auch die folgenden Beiträge:", "Weitere Beiträge aus der Kolumne:": a short heading
+# that starts with teaser words and announces a list
+_TEASER_ANNOUNCE = re.compile(rf"^(?:{_TEASER_WORDS}|weitere beitr[äa]ge)\b[^.!?]{{0,40}}:\s*$", re.IGNORECASE)
 # "Read more: <headline>", "READ MORE - <headline>", "MORE: <headline>", ">> <link text>"
 _TEASER_LINE = re.compile(
-    rf"^(?:(?:{_TEASER_WORDS})\s*(?::|\||–|—|-|»|>|\.\.\.)|MORE ?:|>>)\s*\S", re.IGNORECASE
+    rf"^(?:(?:{_TEASER_WORDS})\s*(?::|\||–|—|-|»|>|\.\.\.)|(?:{_TEASER_COLON})\s*:|>>)\s*\S", re.IGNORECASE
 )
 # "À lire aussi La natalité russe ..." (no separator): only if the rest is a headline
 _TEASER_PREFIX = re.compile(rf"^(?:{_TEASER_WORDS})\s+\S", re.IGNORECASE)
@@ -107,7 +117,10 @@ _NOTICE = re.compile(
     r"for the latest (?:breaking )?news and|enjoying our latest content|"
     r"you are using a browser version|browser (?:is|version is) (?:not supported|outdated)|"
     r"this (?:content|video|embed) (?:is not available|cannot be (?:displayed|shown))|"
-    r"this is a breaking news? story|^more to follow\b|"
+    r"this is a breaking news? story|^more to follow\b|if you['’]re seeing this message|"
+    r"to (?:view|read) the full (?:story|article),? (?:please )?(?:subscribe|log ?in|sign in)|"
+    r"follow (?:the )?[\w.]{2,30}(?: [\w.]{2,30})? on (?:twitter|x|facebook|instagram|threads|bluesky)\b|"
+    r"^(?:advertisement|anzeige|werbung|sponsored|publicidad|publicit[ée])\s*[-–—:|]\s|"
     # German
     r"newsletter (?:abonnieren|bestellen|anmelden)|(?:jetzt|gratis|kostenlos) (?:abonnieren|testen|registrieren|anmelden)|"
     r"zum newsletter|abonnieren sie|unterst[üu]tzen sie (?:uns|unseren journalismus)|"
@@ -120,17 +133,21 @@ _NOTICE = re.compile(
     r"dieser (?:artikel|beitrag|inhalt) ist (?:nur )?(?:f[üu]r )?(?:abonnenten|abonnentinnen|plus-?(?:kunden|leser))|"
     r"(?:e-paper|app) (?:und|&) news|push-nachrichten|hat ihnen (?:dieser|der) artikel gefallen|"
     r"wie hat ihnen (?:dieser|der) artikel gefallen|folgst du (?:schon|uns)|folgen sie uns|"
+    r"sie sind (?:aktuell |derzeit |noch )?nicht (?:eingeloggt|angemeldet)|verraten sie (?:uns )?(?:gerne )?in den kommentaren|"
+    r"mit unserem newsletter|(?:dieser|der) (?:beitrag|artikel) enth[äa]lt (?:werbung|affiliate)|"
+    r"^teilen mit\s*:|^wird geladen\b|um kommentare zu schreiben|"
     # French
     r"abonnez-vous|inscrivez-vous (?:[àa]|pour)|d[ée]j[àa] abonn[ée]|r[ée]serv[ée] aux abonn[ée]s|"
     r"(?:cet|l['’])article (?:est )?r[ée]serv[ée]|connectez-vous pour|accepter les cookies|"
     r"politique de confidentialit[ée]|g[ée]rer (?:mes|vos) (?:choix|pr[ée]f[ée]rences)|"
     r"recevez (?:notre|nos) newsletters?|il vous reste [\d.,]+ ?% de cet article|"
+    r"pour lire la suite|pour acc[ée]der en illimit[ée]|la suite de cet article est|"
 
     # Spanish
     r"suscr[ií]bete|suscr[ií]base|hazte (?:socio|suscriptor)|(?:ya eres|eres) suscriptor|"
     r"(?:s[óo]lo|exclusivo) para (?:suscriptores|socios|abonados)|tu suscripci[óo]n|"
     r"inicia sesi[óo]n (?:para|con)|reg[ií]strate (?:gratis|para)|pol[ií]tica de (?:privacidad|cookies)|"
-    r"recibe (?:nuestra|nuestro|las) (?:newsletter|bolet[ií]n)|"
+    r"recibe (?:nuestra|nuestro|las) (?:newsletter|bolet[ií]n)|hazte miembro|cancela cuando quieras|"
 
     # Italian / Nordic / Dutch (cheap additions of the same kind)
     r"abbonati|iscriviti (?:alla|alle) newsletter|prenumerera|abonner p[åa]|abonneer|"
@@ -148,16 +165,21 @@ _NOTICE_STRONG = re.compile(
     r"\(abgerufen am:|la suite est r[ée]serv[ée]e aux abonn[ée]s|compart(?:ir|iendo) tu cuenta|"
     r"(?:est[áa]|sigue) usando tu cuenta|leyendo en este dispositivo|abonelere sunulan|abonelik i[çc]in|"
     r"add us as a preferred source|please log ?out and (?:then )?log ?in again|buying through us|"
-    r"reviews and recommendations are unbiased|may earn (?:a|an) (?:small )?(?:affiliate )?commission",
+    r"reviews and recommendations are unbiased|may earn (?:a|an) (?:small )?(?:affiliate )?commission|"
+    r"\baffiliate[- ]links?\b",
     re.IGNORECASE,
 )
 # cheap prefilter: one of these substrings (of the lower-cased line) is in every _NOTICE_STRONG match
 _NOTICE_STRONG_KEYS = (
     "newsletter", "abonniere", "kanal", "einverstanden", "an dieser stelle", "ihre meinung", "ihr feedback",
     "abgerufen am", "la suite est", "tu cuenta", "este dispositivo", "abone", "preferred source", "logout",
-    "log out", "buying through", "unbiased", "commission",
+    "log out", "buying through", "unbiased", "commission", "affiliate",
 )
 _NOTICE_MAX_CHARS = 320  # a notice is short; a long paragraph that mentions one is body text
+# inside the story (not in its first 8 or last 4 lines, where notices and bios stand), a line
+# longer than this is a notice only if one starts it: "Follow me on Twitter" in a story's
+# sentence ("..., she wrote, asking fans to follow her on Twitter.") is the story
+_NOTICE_ANYWHERE_CHARS = 100
 # a long line is a notice only if one starts within its first 25 characters
 _NOTICE_HEAD = re.compile(rf".{{0,25}}?(?:{_NOTICE.pattern})", re.IGNORECASE)
 
@@ -266,6 +288,9 @@ _CONTRIB = re.compile(
 )
 # template placeholders left in client-rendered bodies: "$$ARTICLEAD$$", "{{ad_slot}}", "%%AD%%"
 _PLACEHOLDER = re.compile(r"^(?:\$\$[\w-]+\$\$|\{\{\s*[\w.-]+\s*\}\}|%%[\w-]+%%|\[\[[\w-]+\]\])$")
+# "Headline Headline" (a card's image title + its heading): each half is one headline, so a
+# doubled line longer than two headlines is a story printed twice, never a card
+_TEASER_CARD_WORDS = (8, 60)
 _SOCIAL_EMBED = re.compile(r"^[—–-]\s*.{1,80}\(@\w{1,30}\)\s+\w+ \d{1,2}, \d{4}$")  # tweet signature
 
 
@@ -319,6 +344,19 @@ def _credit_from_line(body: str) -> str | None:
     return None
 
 
+def _is_sentence(body: str) -> bool:
+    """A "Related: ..." line that goes on as a sentence of the story (ends like one, 8+ words
+    after the prefix), not a teaser link to a headline."""
+    rest = body.split(":", 1)[-1] if ":" in body[:40] else body
+    return bool(re.search(r"[.!?…]\s*[\"”»']?\s*$", rest)) and len(_norm_words(rest)) >= 8
+
+
+def _is_schedule_kicker(kicker: str) -> bool:
+    """"Monday", "9.30", "12 March", "Sat 14:00": a schedule entry's time, not a section name."""
+    words = _norm_words(kicker)
+    return bool(words) and all(w in _DATE_WORDS or _DATE_NUM.match(w) for w in words)
+
+
 def _kicker_list_runs(lines: list[str]) -> set[int]:
     """Indexes of bullet runs (>= 3 items) that are all "Kicker: Headline" teaser links.
 
@@ -335,7 +373,8 @@ def _kicker_list_runs(lines: list[str]) -> set[int]:
             continue
         if len(cur) >= 3:
             bodies = [_BULLET.sub("", lines[j].strip()) for j in cur]
-            if all(_KICKER_ITEM.match(b) and _is_headline_like(b) for b in bodies):
+            if all(_KICKER_ITEM.match(b) and _is_headline_like(b) for b in bodies) and not any(
+                    _is_schedule_kicker(b.split(":", 1)[0]) for b in bodies):
                 runs.update(cur)
         cur = []
     return runs
@@ -447,11 +486,11 @@ def clean_text(
         if _ADS.match(body):
             drop("ads", stripped)
             continue
-        if _TEASER_HEADING.match(body):
+        if _TEASER_HEADING.match(body) or (len(body) <= 80 and _TEASER_ANNOUNCE.match(body)):
             drop("teaser_heading", stripped)
             in_teaser = True
             continue
-        if _TEASER_LINE.match(body) and len(body) <= 300:
+        if _TEASER_LINE.match(body) and len(body) <= 300 and not _is_sentence(body):
             drop("teaser_line", stripped)
             continue
         if _TEASER_PREFIX.match(body) and _is_headline_like(body) and len(words) >= 3:
@@ -460,7 +499,8 @@ def clean_text(
         # a short line may be a notice anywhere; a longer one only if it starts as one
         # (searching just its head also keeps this big alternation cheap)
         if len(body) <= _NOTICE_MAX_CHARS and (
-            _NOTICE.search(body) if len(body) <= 160 else _NOTICE_HEAD.match(body[:90])
+            _NOTICE.search(body) if len(body) <= (160 if idx < 8 or idx >= n - 4 else _NOTICE_ANYWHERE_CHARS)
+            else _NOTICE_HEAD.match(body[:90])
         ):
             drop("notice", stripped)
             continue
@@ -511,7 +551,8 @@ def clean_text(
         if idx >= n - 4 and len(body) <= 400 and _CONTRIB.search(body):
             drop("contributors", stripped)
             continue
-        if len(words) >= 8 and len(words) % 2 == 0 and words[: len(words) // 2] == words[len(words) // 2:]:
+        if (_TEASER_CARD_WORDS[0] <= len(words) <= _TEASER_CARD_WORDS[1] and len(words) % 2 == 0
+                and words[: len(words) // 2] == words[len(words) // 2:]):
             drop("teaser_card", stripped)  # "Headline Headline": a card's image title + its heading
             continue
         if _SOCIAL_EMBED.match(body):

@@ -9,6 +9,9 @@ sends one page at a time to each idle worker and waits on all pipes with a deadl
 * a result or an ``ExtractionError`` comes back as a value;
 * a worker that exceeds ``timeout_s`` is killed and replaced -> ``extract_timeout``;
 * a worker that dies (segfault, ``os._exit``, OOM kill) -> ``extract_crash``, replaced;
+* a page that needs more than ``memory_mb`` of address space on top of what the ready worker
+  holds (``RLIMIT_AS``, set by the worker on itself) -> ``too_large`` (the allocation fails
+  with ``MemoryError``) or ``extract_crash`` (a C library dies of it), worker replaced;
 * any other exception inside the extractor -> ``extract_error``;
 and the pool carries on with the next page.
 
@@ -66,9 +69,17 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@dataclass(slots=True, frozen=True)
+class _OutOfMemory(ExtractFailure):
+    """A page ran its worker out of address space: the worker's answer, and then it exits."""
+
+
 def _run_one(html: str, url: str | None, config: ExtractConfig) -> Result:
     try:
         return extract_article(html, url, config)
+    except MemoryError:
+        return _OutOfMemory(Reason.TOO_LARGE.value,
+                            f"extraction needed more than {config.memory_mb} MiB (--extract-memory-mb)")
     except ExtractionError as exc:
         return ExtractFailure(str(exc.reason), str(exc))
     except Exception as exc:  # an extractor bug must not take the page's batch down
@@ -82,22 +93,47 @@ def _start_worker(conn: Connection, config: ExtractConfig, env: dict[str, str]) 
     _worker_main(conn, config)
 
 
+def _limit_memory(extra_mb: int) -> None:
+    """Cap this process's address space at what it has mapped now plus ``extra_mb``."""
+    if extra_mb <= 0:
+        return
+    import resource
+
+    with open("/proc/self/statm") as fh:
+        mapped = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = mapped + extra_mb * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
 def _worker_main(conn: Connection, config: ExtractConfig) -> None:
     """Worker loop: say "ready" (imports done), then receive (html, url), send back a result.
 
     The supervisor starts a page's clock only once its worker is ready, so a slow process
-    start (spawn re-imports trafilatura and Beam) is never mistaken for a slow page.
+    start is never mistaken for a slow page. The memory cap is set just before "ready", over
+    the imports' footprint. A worker that ran out of memory answers, then exits (its heap may
+    be in no state for another page).
     """
+    try:
+        _limit_memory(config.memory_mb)
+    except (OSError, ValueError, AttributeError):  # no /proc or no RLIMIT_AS here: run unlimited
+        pass
     conn.send("ready")
     while True:
         try:
             job = conn.recv()
         except (EOFError, OSError):
             return
+        except MemoryError:  # the page itself did not fit: answer for it and make way
+            conn.send(_OutOfMemory(Reason.TOO_LARGE.value, f"page does not fit in {config.memory_mb} MiB"))
+            return
         if job is None:
             return
         html, url = job
-        conn.send(_run_one(html, url, config))
+        result = _run_one(html, url, config)
+        conn.send(result)
+        if isinstance(result, _OutOfMemory):
+            return
 
 
 class _Worker:
@@ -225,6 +261,9 @@ class ExtractPool:
         return [r if r is not None else ExtractFailure(Reason.EXTRACT_ERROR.value, "no result") for r in results]
 
     def _finish(self, w: _Worker, result: Result, now: float) -> None:
+        if isinstance(result, _OutOfMemory):  # it exits after answering: replace it now
+            result = ExtractFailure(result.reason, result.message)
+            self._replace(w)
         self._done.append((w.job, result, now - (w.deadline - self.timeout_s)))  # started at deadline - limit
         w.job = None
 

@@ -41,8 +41,11 @@ _ARIA_LABEL = re.compile(
     re.IGNORECASE,
 )
 _SPLIT = re.compile(r"[^a-z]+")
+# a class name holding one of these tokens is a taxonomy label (WordPress post_class(), CMS tags)
+_TAXONOMY = re.compile(r"^(?:category|categories|cat|tag|tags|topic|topics|term|terms|label|labels|keyword|keywords|"
+                       r"rubrik|ressort|format|type)$")
 # cheap prefilter: a box's class/id contains one of these stems (one C-level search per element)
-_STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok")
+_STEMS = re.compile(r"fact|fakt|info|bio|author|about|tweet|twitter|instagram|tiktok", re.IGNORECASE)
 _SKIP_TAGS = {"html", "body", "main", "head"}
 _MAX_SHARE = 0.5  # never prune an element holding this share of the page's paragraph text
 
@@ -51,13 +54,20 @@ def _tokens(value: str) -> list[str]:
     return [t for t in _SPLIT.split(value.lower()) if t]
 
 
+def _role_names(value: str) -> list[str]:
+    """The class/id names that say what an element *is*: taxonomy names (``category-twitter``,
+    ``tag-instagram``, ``entry-category-facts``) say what a post is *about* and are left out."""
+    return [name for name in value.split() if not any(_TAXONOMY.match(t) for t in _tokens(name))]
+
+
 def _is_box(el: HtmlElement) -> bool:
     for attr in ("class", "id"):
         value = el.get(attr)
         if not value:
             continue
-        if any(_BOX_TOKEN.match(t) for t in _tokens(value)) or _BOX_PAIR.search(value):
-            return True
+        for name in _role_names(value):
+            if any(_BOX_TOKEN.match(t) for t in _tokens(name)) or _BOX_PAIR.search(name):
+                return True
     label = el.get("aria-label")
     return bool(label and len(label) <= 80 and _ARIA_LABEL.search(label))
 
@@ -86,18 +96,18 @@ def prune_tree(tree: HtmlElement) -> int:
     body = tree.find(".//body")
     if body is None:
         body = tree
-    total = _para_chars(body)
     doomed: list[HtmlElement] = []
     for el in body.iter():
         if not isinstance(el.tag, str) or el.tag in _SKIP_TAGS:
             continue
         cls, ident = el.get("class"), el.get("id")
         if (
-            (cls and _STEMS.search(cls.lower())) or (ident and _STEMS.search(ident.lower()))
+            (cls and _STEMS.search(cls)) or (ident and _STEMS.search(ident))
             or el.get("aria-label")
         ) and _is_box(el):
             doomed.append(el)
     removed = 0
+    total = _para_chars(body) if doomed else 0
     for el in doomed:
         parent = el.getparent()
         if parent is None:

@@ -29,10 +29,13 @@ import re
 from typing import Iterable
 from urllib.parse import urlsplit
 
+from lxml.etree import XPath
+from trafilatura.utils import load_html
+
 from copydesk.schemas.records import WireInfo
 from copydesk.transforms import agencies
 
-__all__ = ["AGENCIES", "detect_wire", "agency_code", "SITE_AGENCIES"]
+__all__ = ["AGENCIES", "detect_wire", "agency_code", "page_agencies", "SITE_AGENCIES"]
 
 # code -> name pattern (regex alternatives): the one table in transforms/agencies.py
 AGENCIES: dict[str, str] = agencies.NAME_PATTERNS
@@ -122,96 +125,127 @@ def _site_agency(site: str | None) -> str | None:
     return agencies.code_for_domain(host)
 
 
-_META_AUTHOR = re.compile(
-    r"<meta\s+[^>]*(?:name|property)=[\"'](?:author|article:author|byl|dc\.creator|sailthru\.author|"
-    r"parsely-author|cXenseParse:author|articleAuthor)[\"'][^>]*content=[\"']([^\"']{1,80})[\"']",
-    re.IGNORECASE,
-)
+# author metadata naming an agency: <meta name="author" content="AFP">, JSON-LD "author": {"name": "dpa"}
+_META_AUTHOR_NAMES = frozenset((
+    "author", "article:author", "byl", "dc.creator", "sailthru.author", "parsely-author", "cxenseparse:author",
+    "articleauthor"))
 _JSONLD_AUTHOR = re.compile(
     r"\"author\"\s*:\s*\[?\s*\{[^{}]{0,300}?\"name\"\s*:\s*\"([^\"]{1,80})\"", re.IGNORECASE
 )
 # A page element whose whole text is an agency byline: <div class="author">Von DPA</div>,
 # <p>AFP, MANILA</p>. Elements that are photo captions/credits are skipped by class name.
-_HTML_BYLINE = re.compile(
-    rf"<(?P<tag>div|span|p|address|dd|strong|b)(?P<attrs>[^>]*)>\s*(?:(?:by|von|por|par)\s+)?"
-    rf"(?P<txt>{_AG}(?:\s*,\s*[A-ZÀ-Ý][A-ZÀ-Ý .'-]{{2,40}})?)\s*</(?P=tag)>",
+_BYLINE_TAGS = ("div", "span", "p", "address", "dd", "strong", "b")
+_ELEMENT_BYLINE = re.compile(
+    rf"^\s*(?:(?:by|von|por|par)\s+)?(?P<txt>{_AG}(?:\s*,\s*[A-ZÀ-Ý][A-ZÀ-Ý .'-]{{2,40}})?)\s*$",
     re.IGNORECASE,
 )
-# "Diana Resnik</a> mit&nbsp;<b>AP</b>": a byline "Author with Agency" split over elements
-_HTML_WITH = re.compile(
-    rf"</a>\s*(?:with|mit|avec|con|et|und|and)(?:&nbsp;|\s)+(?:<(?:b|strong|span|a)[^>]*>\s*)?(?P<txt>{_AG})\s*<",
-    re.IGNORECASE,
-)
+# "<a>Diana Resnik</a> mit&nbsp;<b>AP</b>": a byline "Author with Agency" split over elements
+_WITH_TAIL = re.compile(rf"^\s*(?:with|mit|avec|con|et|und|and)\s+(?P<txt>{_AG})?\s*$", re.IGNORECASE)
+_WITH_NEXT = frozenset(("b", "strong", "span", "a"))
 _PHOTO_ATTR = re.compile(r"caption|credit|photo|image|img|media|pict|distributor|copyright|figure|gallery|"
                          r"video|foto|bild|logo|nav|menu|footer|avatar|initials|teaser|related", re.IGNORECASE)
-_HTML_MAX_SCAN = 600_000
-_AFTER_IMAGE = re.compile(r"<img\b|</picture>|<figcaption\b", re.IGNORECASE)
+_CONTEXT_ATTRS = ("class", "id", "itemprop", "title")
+# a bare agency name this close after a picture is its credit
+_AFTER_IMAGE = XPath("preceding::*[position() <= 4][self::img or self::picture or self::figcaption]")
+_STORY_TEXT = "::text()[contains(., $prefix)][not(parent::script or parent::style)][ancestor::body]"
+_STORY_AFTER, _STORY_BEFORE = XPath("following" + _STORY_TEXT), XPath("preceding" + _STORY_TEXT)
 
 
-_ATTR_VALUES = re.compile(r"(?:class|id|itemprop|title|data-[\w-]+)=[\"']([^\"']*)[\"']", re.IGNORECASE)
+def _attr_text(el) -> str:
+    """The element's naming attributes (class, id, itemprop, title, data-*), joined."""
+    return " ".join(v for k, v in el.attrib.items() if k in _CONTEXT_ATTRS or k.startswith("data-"))
 
 
-def _body_start(html: str, text: str) -> int:
-    """Where the story's first long paragraph starts in the HTML (-1 if not found).
+def _in_photo_context(el) -> bool:
+    """The element, its two nearest ancestors or the element before it is named as a picture,
+    caption, avatar, navigation or teaser part."""
+    near = [el, *list(el.iterancestors())[:2]]
+    prev = el.getprevious()
+    if prev is not None:
+        near.append(prev)
+    return any(_PHOTO_ATTR.search(_attr_text(e)) for e in near if isinstance(e.tag, str))
 
-    A byline precedes the story; agency names in elements after that point are teasers
-    of other articles, captions or footers.
-    """
-    body = max(html.find("<body"), 0)  # the lead also stands in <head> (meta description, JSON-LD)
-    found = []
+
+def _story_prefixes(text: str) -> list[str]:
+    """The openings of the story's first three long paragraphs (a byline precedes one of them)."""
+    out = []
     for line in text.split("\n"):
         line = line.strip()
         if len(line) >= 60:
-            at = html.find(line[:30], body)
-            if at >= 0:
-                found.append(at)
-            if len(found) == 3:
+            out.append(line[:30])
+            if len(out) == 3:
                 break
-    # A byline can follow a standfirst/lead paragraph or two ("Tausende sind ..." / byline /
-    # story): scan up to the third long paragraph of the story, not the first.
-    return max(found) if found else -1
+    return out
 
 
-def _from_html(html: str, text: str = "") -> tuple[list[str], str | None]:
-    """Agencies given as the page's author (meta/JSON-LD) or in a byline element."""
-    head = html[:_HTML_MAX_SCAN]
+def _before_story(el, prefixes: list[str]) -> bool:
+    """``el`` stands before (the first place in ``<body>`` of) one of the story's first three long
+    paragraphs.
+
+    A byline can follow a standfirst/lead paragraph or two ("Tausende sind ..." / byline /
+    story), so it counts up to the third long paragraph, not the first; agency names after
+    the story are teasers of other articles, captions or footers.
+    """
+    return any(_STORY_AFTER(el, prefix=p) and not _STORY_BEFORE(el, prefix=p) for p in prefixes)
+
+
+def page_agencies(tree, text: str = "") -> tuple[list[str], str | None]:
+    """Agencies given as the page's author (meta/JSON-LD) or in a byline element, from the tree."""
     found: list[str] = []
     attribution: str | None = None
-    for rx in (_META_AUTHOR, _JSONLD_AUTHOR):
-        for m in rx.finditer(head):
-            name = _html.unescape(m.group(1)).strip()
-            if "/" in name:
-                continue  # "EFE/ J.J. Guillén": an image's author, i.e. a photo credit
-            for part in re.split(r"\s*[,;]\s*|\s+(?:with|mit|avec|et|and|und)\s+", name):
-                code = agency_code(part)
-                if code and code != "CP" and code not in found:
-                    found.append(code)
-                    attribution = attribution or name
-    end = _body_start(head, text) if text else -1
-    for m in _HTML_BYLINE.finditer(head, 0, max(end, 0)):
-        ctx = " ".join(_ATTR_VALUES.findall(head[max(0, m.start() - 160):m.start()]))
-        if _PHOTO_ATTR.search(m.group("attrs") or "") or _PHOTO_ATTR.search(ctx):
-            continue  # a credit inside a figure/caption, an avatar, navigation
-        if m.group("txt") == m.group(0)[m.group(0).find(">") + 1:].split("<")[0].strip() and \
-                _AFTER_IMAGE.search(head, max(0, m.start() - 300), m.start()):
-            continue  # a bare agency name just after a picture (class names obfuscated): its credit
-        txt = m.group("txt")
-        first = txt.split(",")[0].strip()
-        if len(first) <= 2:
+
+    def add(codes, printed: str) -> None:
+        nonlocal attribution
+        for c in codes:
+            if c not in found:
+                found.append(c)
+                attribution = attribution or re.sub(r"\s+", " ", printed)
+
+    names = [m.get("content") or "" for m in tree.iter("meta")
+             if (m.get("name") or m.get("property") or "").lower() in _META_AUTHOR_NAMES]
+    for script in tree.iter("script"):
+        if script.text and '"author"' in script.text:
+            names += _JSONLD_AUTHOR.findall(script.text)
+    for name in names:
+        name = _html.unescape(name).strip()
+        if not name or len(name) > 80 or "/" in name:
+            continue  # "EFE/ J.J. Guillén": an image's author, i.e. a photo credit
+        for part in re.split(r"\s*[,;]\s*|\s+(?:with|mit|avec|et|and|und)\s+", name):
+            code = agency_code(part)
+            if code and code != "CP":
+                add([code], name)
+    prefixes = _story_prefixes(text) if text else []
+    if not prefixes:
+        return found, attribution
+    body = tree.find(".//body")
+    for el in (body.iter(*_BYLINE_TAGS) if body is not None else ()):
+        txt = el.text
+        if not txt or len(txt) >= 90 or len(el):
+            continue  # a byline element holds only its short text
+        m = _ELEMENT_BYLINE.match(txt)
+        if not m or len(m.group("txt").split(",")[0].strip()) <= 2:
             continue  # two-letter codes (AP, PA, AA, TT) in page chrome are too ambiguous
-        codes = _codes_in(txt)
-        if codes:
-            for c in codes:
-                if c not in found:
-                    found.append(c)
-            attribution = attribution or re.sub(r"\s+", " ", txt)
-    for m in _HTML_WITH.finditer(head, 0, max(end, 0)):
-        codes = _codes_in(m.group("txt"))
-        if codes:
-            for c in codes:
-                if c not in found:
-                    found.append(c)
-            attribution = attribution or re.sub(r"\s+", " ", m.group("txt"))
+        if _in_photo_context(el):
+            continue  # a credit inside a figure/caption, an avatar, navigation
+        if m.group("txt").strip() == txt.strip() and _AFTER_IMAGE(el):
+            continue  # a bare agency name just after a picture (class names obfuscated): its credit
+        if _before_story(el, prefixes):
+            add(_codes_in(m.group("txt")), m.group("txt"))
+    for a in (body.iter("a") if body is not None else ()):
+        tail = a.tail
+        if not tail or len(tail) > 40:
+            continue
+        m = _WITH_TAIL.match(tail)
+        if not m:
+            continue
+        txt = m.group("txt")
+        if not txt:
+            nxt = a.getnext()
+            if nxt is None or nxt.tag not in _WITH_NEXT or len(nxt) or not _AG_RE.match(nxt.text or ""):
+                continue
+            txt = nxt.text.strip()
+        if _before_story(a, prefixes):
+            add(_codes_in(txt), txt)
     return found, attribution
 
 
@@ -221,6 +255,7 @@ def detect_wire(
     authors: Iterable[str] = (),
     title: str | None = None,
     html: str | None = None,
+    tree=None,
     site: str | None = None,
     edge_lines: int = 6,
 ) -> WireInfo:
@@ -228,8 +263,9 @@ def detect_wire(
 
     ``text`` is the extracted text *before* post-cleaning (cleaning removes the sign-off
     lines this looks at). ``authors`` are the raw byline names, ``site`` the page URL or
-    host (an agency's own site counts as that agency), ``html`` the page, for author
-    metadata and byline elements that did not make it into the text. ``title`` is
+    host (an agency's own site counts as that agency), ``tree`` the parsed page (or ``html``,
+    parsed here), for author metadata and byline elements that did not make it into the
+    text (read from the tree, no regex over the raw page). ``title`` is
     accepted for callers that have it; a headline never carries attribution, so it is
     not searched (a headline mentioning Reuters is a mention).
     """
@@ -299,8 +335,10 @@ def detect_wire(
             code = agency_code(part)
             if code:
                 add([code], a)
-    if html:
-        codes, printed = _from_html(html, text or "")
+    if tree is None and html:
+        tree = load_html(html)
+    if tree is not None:
+        codes, printed = page_agencies(tree, text or "")
         add(codes, printed)
     code = _site_agency(site)
     if code:

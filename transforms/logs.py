@@ -1,4 +1,5 @@
-"""Logging set-up of every command: text or JSON lines on stderr, the same in spawned workers."""
+"""Logging set-up of every command and of the extraction workers (a leaf module): text or JSON
+lines on stderr, the same in spawned and forked workers."""
 
 from __future__ import annotations
 
