@@ -357,6 +357,7 @@ class TreeSampler(threading.Thread):
         self.root, self.interval = root, interval
         self.root_cmd = _cmdline(root)
         self.role: dict[int, str] = {}
+        self.cmds: dict[int, str] = {}
         self.cpu: dict[int, float] = {}
         self.waiting: dict[int, float] = {}  # workers: seconds runnable but without a core
         self.peak_rss = self.peak_pss = 0
@@ -368,7 +369,7 @@ class TreeSampler(threading.Thread):
         command line: a fork ``Pool``'s workers, a forkserver's); the rest is the pipeline
         (including a forkserver itself and the resource tracker)."""
         if pid not in self.role:
-            cmd = _cmdline(pid)
+            cmd = self.cmds[pid] = _cmdline(pid)
             worker = pid != self.root and ("spawn_main" in cmd or cmd == _cmdline(ppid))
             self.role[pid] = "worker" if worker and "resource_tracker" not in cmd else "pipeline"
         return self.role[pid]
@@ -392,6 +393,14 @@ class TreeSampler(threading.Thread):
     def split(self) -> tuple[float, float]:
         w = sum(c for p, c in self.cpu.items() if self.role.get(p) == "worker")
         return w, sum(self.cpu.values()) - w
+
+    def by_command(self) -> dict[str, float]:
+        """CPU seconds by role and command line (shortened), for the JSON report."""
+        out: dict[str, float] = {}
+        for pid, cpu in self.cpu.items():
+            key = f"{self.role[pid]}: {self.cmds.get(pid, '')[:120]}"
+            out[key] = round(out.get(key, 0.0) + cpu, 2)
+        return out
 
     def at(self, t: float) -> tuple[float, float]:
         """(worker CPU, other CPU) at time t (the last sample at or before it)."""
@@ -488,9 +497,11 @@ def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[st
     sampler = TreeSampler(proc.pid)
     sampler.start()
     spy = None
-    if profile is not None:  # py-spy attached (it ends with the process); its CPU is not counted
+    if profile is not None:  # py-spy attached (it ends with the process); its CPU is not counted.
+        # --gil: only samples of the thread holding the GIL, i.e. Python at work, not threads
+        # blocked in C (gRPC's spin thread, selectors), which py-spy cannot always tell idle
         spy = subprocess.Popen([_py_spy(), "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "50",
-                                "--format", "raw", "--nonblocking", "-o", str(profile)],
+                                "--format", "raw", "--nonblocking", "--gil", "-o", str(profile)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finished = watch.done.wait(timeout)
     while not finished and proc.poll() is None and time.monotonic() - started < timeout:
@@ -530,6 +541,7 @@ def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[st
         "others_cores": max(0.0, busy - cpu - helpers_cpu - self_cpu) / (ended - started),
         "helpers_cpu": helpers_cpu,
         "processes": {role: sum(1 for p in sampler.cpu if sampler.role[p] == role) for role in ("worker", "pipeline")},
+        "process_cpu": sampler.by_command(),
     }
     if len(times) >= 2:
         w0, o0 = sampler.at(times[0])
@@ -614,7 +626,7 @@ def main() -> int:
     ap.add_argument("--only", choices=("loop", "copydesk"), default=None, help="run only the loop or copydesk")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds a contender may take")
     ap.add_argument("--json", default=None, help="also write every round's figures to this file")
-    ap.add_argument("--profile", default=None, help="folder: py-spy (raw stacks) of every copydesk round; "
+    ap.add_argument("--profile", default=None, help="folder: py-spy (raw stacks, GIL holder only) of every copydesk round; "
                                                     "slows copydesk a little, so not for the figures")
     args, extra = ap.parse_known_args()
     extra = [a for a in extra if a != "--"]
