@@ -58,7 +58,8 @@ from copydesk.transforms.dedup.core import (
     remember_features,
 )
 from copydesk.transforms.dedup.minhash import encode_signature, features
-from copydesk.transforms.stage_metrics import DEDUP_NS as METRICS_NS, DedupMetrics
+from copydesk.transforms.dedup.metrics import DedupMetrics
+from copydesk.transforms.stage_metrics import DEDUP_NS as METRICS_NS
 
 __all__ = [
     "DEFAULT_AGENCY_DOMAINS",

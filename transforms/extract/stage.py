@@ -292,7 +292,7 @@ class _ExtractDoFn(beam.DoFn):
 
     def setup(self) -> None:
         from copydesk.transforms.extract.pool import lease
-        from copydesk.transforms.stage_metrics import ExtractMetrics
+        from copydesk.transforms.extract.metrics import ExtractMetrics
 
         self._pool = lease(self.config, self.workers)
         self._metrics = ExtractMetrics(short_chars=self.short_chars)
