@@ -2,9 +2,11 @@
 
 Parts (``--part quality,core,beam``; all by default):
 
-quality  pairwise precision/recall of the clustering on syndicated variants of real article
-         bodies (:mod:`benchmarks.syndicate`), a threshold sweep, the confusion by variant
-         kind, and the same run in shuffled arrival orders (cluster-id agreement).
+quality  labelled pairs of syndicated copies and hard negatives made from real article bodies
+         (:mod:`benchmarks.syndicate`), scored per pair, each pair on its own: what the rule
+         sees by kind, a sweep of each parameter on one half of the stories, the confusion
+         table by kind at the chosen rule on the other half and on all, the previous rule on
+         the same pairs, and the whole stream in three arrival orders (chains through roundups).
 core     ``--records`` (default 1,000,000) records through the pure core (signature + LSH
          index with horizon, :class:`DedupIndex`) on a synthetic event-time clock: per-record
          cost and RSS at intervals while the horizon fills and then slides.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 import random
 import resource
 import sys
@@ -31,10 +34,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from syndicate import NEGATIVE_KINDS, POSITIVE_KINDS, Variant, generate, load_bodies  # noqa: E402
+from syndicate import NEGATIVE_KINDS, POSITIVE_KINDS, VERSION_KINDS, Variant, generate, load_bodies, pairs  # noqa: E402
 
 from copydesk.transforms.dedup.core import DedupConfig, DedupIndex, Member, is_agency_domain  # noqa: E402
-from copydesk.transforms.dedup.minhash import content_hash, minhasher, similarity, tokens, shingle_hashes  # noqa: E402
+from copydesk.transforms.dedup.minhash import (  # noqa: E402
+    content_hash,
+    entity_containment,
+    features,
+    minhasher,
+    overlap,
+    shingle_hashes,
+    similarity,
+)
 
 
 def rss_mb() -> float:
@@ -51,11 +62,9 @@ def peak_rss_mb() -> float:
 
 
 def _members(vs: list[Variant], cfg: DedupConfig) -> dict[str, Member]:
-    mh = minhasher(cfg.num_perm, cfg.seed)
     out = {}
     for v in vs:
-        toks = tokens(v.text)
-        sig = mh.signature(shingle_hashes(toks, cfg.shingle_size)) if len(toks) >= cfg.min_words else b""
+        sig, nsh, ents = features(v.text, cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k)
         out[v.doc_id] = Member(
             token=v.doc_id,
             id="u:" + v.doc_id,
@@ -65,29 +74,91 @@ def _members(vs: list[Variant], cfg: DedupConfig) -> dict[str, Member]:
             domain=v.domain,
             agency=is_agency_domain(v.domain, cfg.agency_domains),
             content_hash=content_hash(v.text),
+            nsh=nsh,
+            ents=ents,
         )
     return out
 
 
-def _run(order: list[Variant], base: dict[str, Member], cfg: DedupConfig) -> dict[str, str]:
-    idx = DedupIndex(cfg)
-    out = {}
-    for i, v in enumerate(order):
-        m = base[v.doc_id]._replace(stamp=i)
-        out[v.doc_id] = idx.process(m).cluster_id
+def _pair_matches(prs: list[tuple[str, str, str, bool]], base: dict[str, Member], cfg: DedupConfig) -> list[bool]:
+    """Each pair on its own: the partner alone in a fresh index, then the document; True when
+    the document joins the partner's cluster (LSH candidate and rule, as in the stream)."""
+    out = []
+    for _kind, a, b, _pos in prs:
+        idx = DedupIndex(cfg, capacity=16)
+        ma, mb = base[a], base[b]
+        ts = max(ma.ts, mb.ts)
+        idx.process(ma._replace(stamp=0, ts=ts))
+        out.append(idx.process(mb._replace(stamp=1, ts=ts)).cluster_id == ma.id)
     return out
 
 
-def _pairs(vs: list[Variant], pred: dict[str, str]) -> tuple[int, int, int]:
-    """(true positives, predicted pairs, true pairs) over all unordered pairs."""
+def _confusion(prs: list[tuple[str, str, str, bool]], got: list[bool]) -> dict[str, tuple[int, int]]:
+    """kind -> (matched, pairs)."""
+    c: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for (kind, _a, _b, _pos), g in zip(prs, got):
+        c[kind][0] += g
+        c[kind][1] += 1
+    return {k: (v[0], v[1]) for k, v in c.items()}
 
-    def n2(c: int) -> int:
-        return c * (c - 1) // 2
 
-    truth = Counter(v.story for v in vs)
-    predc = Counter(pred[v.doc_id] for v in vs)
-    both = Counter((v.story, pred[v.doc_id]) for v in vs)
-    return sum(n2(c) for c in both.values()), sum(n2(c) for c in predc.values()), sum(n2(c) for c in truth.values())
+def _score(conf: dict[str, tuple[int, int]]) -> tuple[float, float, float]:
+    """(lowest recall over copy kinds, lowest recall over version kinds, highest false-merge
+    rate over negative kinds)."""
+    rec = [conf[k][0] / conf[k][1] for k in POSITIVE_KINDS if k in conf and k not in VERSION_KINDS]
+    ver = [conf[k][0] / conf[k][1] for k in VERSION_KINDS if k in conf]
+    neg = [conf[k][0] / conf[k][1] for k in NEGATIVE_KINDS if k in conf]
+    return min(rec), min(ver), max(neg)
+
+
+def _print_confusion(title: str, conf: dict[str, tuple[int, int]]) -> None:
+    print(f"  {title}")
+    print("    kind              matched / pairs   rate     (target)")
+    tp = fn = fp = 0
+    for k in POSITIVE_KINDS + NEGATIVE_KINDS:
+        if k not in conf:
+            continue
+        m, n = conf[k]
+        if k in POSITIVE_KINDS:
+            tp, fn = tp + m, fn + n - m
+            tgt = "recall >= 0.80" if k in VERSION_KINDS else "recall >= 0.95"
+        else:
+            fp += m
+            tgt = "false merges <= 0.5%"
+        print(f"    {k:16s} {m:6d} / {n:5d}   {m / n:6.3f}   ({tgt})")
+    print(f"    all pairs: precision {tp / max(1, tp + fp):.4f}, recall {tp / max(1, tp + fn):.4f} "
+          f"(tp {tp}, fn {fn}, fp {fp})")
+
+
+def _stream(vs: list[Variant], base: dict[str, Member], cfg: DedupConfig, order: list[Variant]) -> tuple[int, int, int]:
+    """All documents through one index in ``order``: (clusters holding two stories'
+    originals, negatives in their source story's cluster, positives not in their partner's)."""
+    idx = DedupIndex(cfg)
+    cid = {}
+    for i, v in enumerate(order):
+        cid[v.doc_id] = idx.process(base[v.doc_id]._replace(stamp=i)).cluster_id
+    per: dict[str, set[str]] = defaultdict(set)
+    for v in vs:
+        if v.kind == "original":
+            per[cid[v.doc_id]].add(v.story)
+    chains = sum(len(s) > 1 for s in per.values())
+    neg = sum(cid[v.doc_id] == cid[f"{v.source_story}-orig"] for v in vs if v.kind in NEGATIVE_KINDS)
+    miss = sum(cid[v.doc_id] != cid[v.partner] for v in vs if v.positive)
+    return chains, neg, miss
+
+
+SWEEP = (
+    ("threshold", (0.4, 0.45, 0.5, 0.55, 0.6)),
+    ("same_site_threshold", (0.5, 0.55, 0.6, 0.65, 0.7)),
+    ("containment", (0.65, 0.7, 0.75, 0.8, 0.85, 0.9)),
+    ("min_cover", (0.1, 0.15, 0.2, 0.25, 0.3)),
+    ("version_overlap", (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)),
+    ("version_entities", (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01)),
+    ("version_sum", (0.0, 1.3, 1.4, 1.5)),
+    ("roundup_cover", (0.8, 0.85, 0.9, 0.95, 1.01)),
+    ("roundup_extra", (0.05, 0.1, 0.15, 0.2)),
+    ("roundup_share", (0.3, 0.4, 0.5, 0.6)),
+)
 
 
 def bench_quality(args: argparse.Namespace) -> DedupConfig | None:
@@ -95,67 +166,64 @@ def bench_quality(args: argparse.Namespace) -> DedupConfig | None:
     if not bodies:
         print("quality: fundus ground truth not found, skipped")
         return None
-    vs = list(generate(bodies, seed=7, copies_per_kind=args.copies))
-    by_time = sorted(vs, key=lambda v: (v.offset_s, v.doc_id))
-    print(f"quality: {len(bodies)} stories, {len(vs)} documents "
-          f"({len(POSITIVE_KINDS)} positive kinds x{args.copies}, {len(NEGATIVE_KINDS)} negative kinds)")
+    vs = list(generate(bodies, seed=7))
+    prs = pairs(vs)
+    n_st = sum(v.kind == "original" for v in vs)
+    # stories split in two halves: the rule's parameters are chosen on the first ("tune") and
+    # reported on the second ("test"), whose pairs the sweep never saw
+    half = {v.story.split("-")[0] for v in vs if v.kind == "original" and int(v.story[1:5]) % 2 == 0}
+    tune = [p for p in prs if p[2].split("-")[0] in half]
+    test = [p for p in prs if p[2].split("-")[0] not in half]
+    print(f"quality: {n_st} stories from {len(bodies)} fundus bodies, {len(vs)} documents, {len(prs)} labelled pairs "
+          f"({len(POSITIVE_KINDS)} positive kinds, {len(NEGATIVE_KINDS)} negative kinds); tune half {len(tune)} pairs, "
+          f"test half {len(test)} pairs")
     cfg0 = DedupConfig()
     t0 = time.perf_counter()
     base = _members(vs, cfg0)
-    print(f"  signatures: {(time.perf_counter() - t0) / len(vs) * 1e3:.3f} ms/doc (tokenise + shingle + MinHash)")
+    print(f"  features: {(time.perf_counter() - t0) / len(vs) * 1e3:.3f} ms/doc "
+          "(tokenise + shingle + MinHash + entities)")
 
-    # similarity to the original, per kind
-    orig = {v.story: base[v.doc_id] for v in vs if v.kind == "original"}
-    sims: dict[str, list[float]] = defaultdict(list)
-    for v in vs:
-        if v.kind != "original":
-            sims[v.kind].append(similarity(base[v.doc_id].sig, orig[v.source_story].sig))
-    print("  estimated Jaccard to the original, by kind: min / p05 / median / max")
+    # what the rule sees, per kind
+    print("  per pair, by kind: estimated Jaccard J, share of the smaller body covered (cs), of the larger (cl), "
+          "entity containment (ent): p02 / median / max")
+    feats: dict[str, list[tuple[float, ...]]] = defaultdict(list)
+    for kind, a, b, _pos in prs:
+        ma, mb = base[a], base[b]
+        j = similarity(ma.sig, mb.sig)
+        cs, cl = overlap(j, ma.nsh, mb.nsh)
+        feats[kind].append((j, cs, cl, entity_containment(ma.ents, mb.ents, cfg0.entity_k)))
     for k in POSITIVE_KINDS + NEGATIVE_KINDS:
-        a = np.array(sims[k])
-        print(f"    {k:13s} {a.min():.2f} / {np.quantile(a, 0.05):.2f} / {np.median(a):.2f} / {a.max():.2f}")
+        a = np.array(feats[k])
+        cols = "  ".join(f"{nm} {np.quantile(a[:, i], 0.02):.2f}/{np.median(a[:, i]):.2f}/{a[:, i].max():.2f}"
+                         for i, nm in enumerate(("J", "cs", "cl", "ent")))
+        print(f"    {k:16s} n={len(a):4d}  {cols}")
 
-    print("  threshold sweep (bands=32 x rows=4, arrival in publication order):")
-    print("    threshold  precision  recall   pairs(tp/pred/true)")
-    best = None
-    for th in (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8):
-        cfg = dataclasses.replace(cfg0, threshold=th)
-        pred = _run(by_time, base, cfg)
-        tp, pp, tt = _pairs(vs, pred)
-        p, r = tp / pp if pp else 1.0, tp / tt
-        print(f"    {th:9.2f}  {p:9.4f}  {r:7.4f}   {tp}/{pp}/{tt}")
-    cfg = dataclasses.replace(cfg0, threshold=args.threshold or cfg0.threshold)
-    pred = _run(by_time, base, cfg)
-    tp, pp, tt = _pairs(vs, pred)
-    print(f"  chosen threshold {cfg.threshold}: pairwise precision {tp / pp:.4f}, recall {tp / tt:.4f}")
+    print("  sweep on the tune half (one parameter at a time around the chosen rule): lowest copy recall, "
+          "lowest version recall, highest false-merge rate")
+    for name, values in SWEEP:
+        row = []
+        for val in values:
+            cfg = dataclasses.replace(cfg0, **{name: val})
+            r, v, f = _score(_confusion(tune, _pair_matches(tune, base, cfg)))
+            mark = "*" if val == getattr(cfg0, name) else " "
+            row.append(f"{val:g}{mark} {r:.3f}/{v:.3f}/{f:.3f}")
+        print(f"    {name:16s} " + "  ".join(row))
+    for name, prs_ in (("test half (unseen by the sweep)", test), ("all pairs", prs)):
+        _print_confusion(f"chosen rule, {name}: per pair, each pair on its own",
+                         _confusion(prs_, _pair_matches(prs_, base, cfg0)))
+    old = dataclasses.replace(cfg0, bands=32, rows=4, containment=1.01, version_overlap=1.01, roundup_cover=1.01)
+    _print_confusion("the previous rule (Jaccard >= 0.5, 32 x 4 bands), all pairs",
+                     _confusion(prs, _pair_matches(prs, base, old)))
 
-    # confusion by kind: joined the original's cluster?
-    print("  confusion by kind (joined the original's cluster / total):")
-    orig_cluster = {v.story: pred[v.doc_id] for v in vs if v.kind == "original"}
-    for k in POSITIVE_KINDS + NEGATIVE_KINDS:
-        n = [v for v in vs if v.kind == k]
-        joined = sum(pred[v.doc_id] == orig_cluster[v.source_story] for v in n)
-        tag = "recall" if k in POSITIVE_KINDS else "FALSE MERGES"
-        print(f"    {k:13s} {joined:4d}/{len(n):4d}  ({tag})")
-
-    # shuffled arrival orders
-    agree_part = agree_id = 0
-    runs = 5
+    by_time = sorted(vs, key=lambda v: (v.offset_s, v.doc_id))
     rng = random.Random(3)
-    ref_part = {frozenset(d for d in pred if pred[d] == c) for c in set(pred.values())}
-    for _ in range(runs):
-        order = list(vs)
-        rng.shuffle(order)
-        p2 = _run(order, base, cfg)
-        tp, pp, tt = _pairs(vs, p2)
-        part = {frozenset(d for d in p2 if p2[d] == c) for c in set(p2.values())}
-        same = len(ref_part & part)
-        agree_part += same
-        one_id = sum(len({p2[v.doc_id] for v in vs if v.story == s and v.kind in POSITIVE_KINDS + ("original",)}) == 1 for s in orig)
-        agree_id += one_id
-        print(f"  shuffled arrival: P {tp / pp:.4f} R {tp / tt:.4f}; clusters identical to publication order "
-              f"{same}/{len(ref_part)}; stories whose copies all share one cluster_id {one_id}/{len(orig)}")
-    return cfg
+    for label, order in (("publication order", by_time),) + tuple(
+            (f"shuffled arrival {i + 1}", rng.sample(vs, len(vs))) for i in range(2)):
+        chains, neg, miss = _stream(vs, base, cfg0, order)
+        print(f"  whole stream, {label}: clusters holding two stories' originals {chains}; negatives in their "
+              f"source story's cluster {neg}; positives not in their partner's cluster {miss} of "
+              f"{sum(v.positive for v in vs)}")
+    return cfg0
 
 
 # --- core scale ------------------------------------------------------------------------------
@@ -167,9 +235,10 @@ def bench_core(args: argparse.Namespace) -> None:
 
     Texts: new stories are 400 tokens drawn from a 50,000-word vocabulary (distinct shingle
     sets, cheap to make); every ``--dup-every``-th record is a near copy of a recent story
-    (10 words changed, another outlet). The timed part per record is shingle hashing +
-    MinHash + lookups + decision + insert + horizon pruning; tokenising is excluded (it costs
-    ~0.35 ms per 900-word body, see the quality part).
+    (10 words changed, another outlet); every member carries a full 48-value entity sketch.
+    The timed part per record is shingle hashing + MinHash + the distinct-shingle count +
+    lookups + decision + insert + horizon pruning; tokenising and the entity sketch are
+    excluded (see the quality part's per-document feature cost).
     """
     n = args.records
     cfg = DedupConfig(horizon_seconds=args.horizon_records / args.rate)
@@ -184,6 +253,8 @@ def bench_core(args: argparse.Namespace) -> None:
     print("   records  in-horizon  rss_MiB  us/record (last interval: sig + index)")
     step = max(1, n // 20)
     last_t = 0.0
+    # entity sketches of real size (48 values): the synthetic texts have no capitalised words
+    ents = [np.sort(rng.choice(1 << 16, 48, replace=False)).astype("<u2").tobytes() for _ in range(1000)]
     recent: list[list[str]] = []
     ring = 0
     base_rss = rss_mb()
@@ -202,9 +273,12 @@ def bench_core(args: argparse.Namespace) -> None:
                 recent[ring] = toks
                 ring = (ring + 1) % 2000
         t0 = time.perf_counter()
-        sig = mh.signature(shingle_hashes(toks, cfg.shingle_size))
+        hs = shingle_hashes(toks, cfg.shingle_size)
+        sig = mh.signature(hs)
+        nsh = int(np.unique(hs).size)
         t1 = time.perf_counter()
-        m = Member(f"t{i}", f"{i:032x}", i, ts, sig, f"d{i % 500}.example", i % 50 == 0, f"{i:032x}")
+        m = Member(f"t{i}", f"{i:032x}", i, ts, sig, f"d{i % 500}.example", i % 50 == 0, f"{i:032x}", nsh=nsh,
+                   ents=ents[i % len(ents)])
         d = idx.process(m)
         t2 = time.perf_counter()
         matched += d.matched > 0
@@ -261,31 +335,77 @@ def _beam_seeds(n: int, cfg: DedupConfig, stale: int = 0) -> list[dict]:
     return out
 
 
-def _beam_run(recs: list, cfg: DedupConfig | None, seeds: list[dict] | None = None) -> tuple[float, float, int]:
-    """(wall s, CPU s, -1) of Create -> [Deduplicate] -> Count on the FnApiRunner."""
-    import apache_beam as beam
+def _baseline(ref: str) -> Any:
+    """The ``Deduplicate`` of git ``ref`` (its transforms/dedup modules, extracted into a
+    temporary package ``baseline_dedup``), to time the previous stage in the same run."""
+    import importlib
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    d = Path(tempfile.mkdtemp(prefix="dedup-baseline-")) / "baseline_dedup"
+    d.mkdir()
+    (d / "__init__.py").write_text("")
+    for mod in ("core", "coders", "minhash", "stage"):
+        src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:transforms/dedup/{mod}.py"],
+                             capture_output=True, text=True, check=True).stdout
+        (d / f"{mod}.py").write_text(src.replace("copydesk.transforms.dedup.", "baseline_dedup."))
+    sys.path.insert(0, str(d.parent))
+    return importlib.import_module("baseline_dedup.stage")
+
+
+def _runner_options(runner: str) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from copydesk.transforms.dedup.stage import Deduplicate
+    if runner == "prism":
+        return "PrismRunner", PipelineOptions(["--prism_location", PRISM, "--environment_type", "LOOPBACK"])
+    return "apache_beam.runners.portability.fn_api_runner.FnApiRunner", PipelineOptions([])
 
-    counts: dict[str, int] = {}  # the Map runs on a pickled copy: not read back
+
+PRISM = "/root/go/bin/prism"
+
+
+def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
+              runner: str = "fnapi") -> tuple[float, float, dict[str, float]]:
+    """(wall s, CPU s of this process, gauges) of Create -> [Deduplicate] -> Count;
+    ``stage`` is the module holding ``Deduplicate`` (None: a pass-through Map)."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    name, opts = _runner_options(runner)
     t0, c0 = time.perf_counter(), time.process_time()
-    with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
-                       options=PipelineOptions([])) as p:
-        pc = p | beam.Create(recs, reshuffle=False)
-        seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
-        out = (pc | Deduplicate(cfg, seed=seed))[0] if cfg is not None else pc | "Pass" >> beam.Map(lambda r: r)
-        _ = out | "c" >> beam.combiners.Count.Globally() | beam.Map(lambda c: counts.__setitem__("out", c))
-    return time.perf_counter() - t0, time.process_time() - c0, counts.get("out", -1)
+    p = beam.Pipeline(runner=name, options=opts)
+    pc = p | beam.Create(recs, reshuffle=False)
+    seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
+    out = (pc | stage.Deduplicate(cfg, seed=seed))[0] if stage is not None else pc | "Pass" >> beam.Map(lambda r: r)
+    _ = out | "c" >> beam.combiners.Count.Globally()
+    res = p.run()
+    res.wait_until_finish()
+    gauges: dict[str, float] = {}
+    try:
+        q = res.metrics().query(MetricsFilter().with_namespace("copydesk.dedup"))
+        for g in q["gauges"]:
+            gauges[g.key.metric.name] = g.committed.value if g.committed else g.attempted.value
+        for c in q["counters"]:
+            if c.key.metric.name.startswith("index_"):
+                gauges[c.key.metric.name] = gauges.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    except Exception:  # a runner without gauge support: no state figure
+        pass
+    return time.perf_counter() - t0, time.process_time() - c0, gauges
 
 
 def bench_beam(args: argparse.Namespace) -> None:
-    """Records through ``Deduplicate`` on the FnApiRunner. By default with the state cache off,
-    as the job runs it (``pipelines.pipeline.configure_local_runner``); ``--state-cache`` keeps
-    Beam's default 100 MB cache (whose per-access object sizing dominates then). The same
-    records through a pass-through pipeline (Create -> Map -> Count) are timed too and
-    subtracted: the rest is the cost of the stage itself."""
+    """Records through ``Deduplicate`` on the local runners (``--runners fnapi,prism``). On the
+    FnApiRunner the state cache is off, as the job runs it
+    (``pipelines.pipeline.configure_local_runner``; ``--state-cache`` keeps Beam's default).
+    The same records through a pass-through pipeline (Create -> Map -> Count) are timed too
+    and subtracted: the rest is the cost of the stage itself. ``--baseline REF`` times the
+    stage of git ``REF`` on the same records in the same run. The state figure is the
+    ``Index`` step's log (gauge ``index_log_bytes``) over the members it holds
+    (``index_members``)."""
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from copydesk.transforms.dedup import stage as new_stage
 
     if not args.state_cache:
         worker_handlers.STATE_CACHE_SIZE_MB = 0
@@ -293,15 +413,28 @@ def bench_beam(args: argparse.Namespace) -> None:
     recs = _beam_records(n)
     cfg = DedupConfig()
     seeds = _beam_seeds(args.beam_seeds, cfg, args.beam_stale_seeds) if args.beam_seeds >= 0 else None
-    _beam_run(recs[:50], cfg, seeds)  # warm-up: imports, numpy, first pipeline
-    bw, bc, _ = _beam_run(recs, None)
-    dw, dc, _ = _beam_run(recs, cfg, seeds)
-    sw, sc = dw - bw, dc - bc
-    print(f"beam: {n:,} records through Deduplicate on FnApiRunner (state cache "
-          f"{'on' if args.state_cache else 'off'}, {'no seed input' if seeds is None else f'{len(seeds):,} seeds'}): {dw:.1f} s wall ({dc:.1f} s CPU) = {n / dw:,.0f} records/s; "
-          f"pass-through pipeline {bw:.1f} s ({bc:.1f} s CPU); stage alone {sw:.1f} s = {n / sw:,.0f} records/s, "
-          f"{1000 * sw / n:.2f} ms/record ({1000 * sc / n:.2f} ms CPU); "
-          f"{cfg.bands + 3} keyed elements per record; peak RSS {peak_rss_mb():.0f} MiB")
+    stages = [("this stage", new_stage)]
+    if args.baseline:
+        old = _baseline(args.baseline)
+        stages.append((f"the stage of {args.baseline}", old))
+    for runner in args.runners.split(","):
+        _beam_run(recs[:50], new_stage, cfg, seeds, runner)  # warm-up: imports, numpy, first pipeline
+        bw, bc, _ = _beam_run(recs, None, None, None, runner)
+        print(f"beam on {runner}: {n:,} records (state cache {'on' if args.state_cache else 'off'}, "
+              f"{'no seed input' if seeds is None else f'{len(seeds):,} seeds'}); pass-through pipeline {bw:.1f} s "
+              f"({bc:.1f} s CPU here)")
+        for label, mod in stages:
+            c = mod.DedupConfig() if mod is not new_stage else cfg
+            dw, dc, g = _beam_run(recs, mod, c, seeds, runner)
+            sw, sc = dw - bw, dc - bc
+            state = ""
+            if g.get("index_members"):
+                state = (f"; state {g['index_log_bytes'] / g['index_members']:,.0f} bytes per member held "
+                         f"({g['index_members']:,.0f} members, {g['index_log_bytes'] / 2**20:.1f} MiB); "
+                         f"{g.get('index_batches', 0):,.0f} batches, index built {g.get('index_loads', 0):,.0f} times")
+            print(f"  {label}: {dw:.1f} s wall ({dc:.1f} s CPU here) = {n / dw:,.0f} records/s end to end; "
+                  f"stage alone {sw:.1f} s = {1000 * sw / n:.2f} ms/record ({1000 * sc / n:.2f} ms CPU here){state}; "
+                  f"peak RSS so far {peak_rss_mb():.0f} MiB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -312,6 +445,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="synthetic records per second of event time (core)")
     ap.add_argument("--dup-every", type=int, default=4, help="every n-th record is a copy (core)")
     ap.add_argument("--beam-records", type=int, default=20_000)
+    ap.add_argument("--runners", default="fnapi,prism", help="beam: fnapi and/or prism (" + PRISM + ")")
+    ap.add_argument("--baseline", default="d844a8f", help="beam: also time the stage of this git ref ('' for none)")
     ap.add_argument("--state-cache", action="store_true",
                     help="beam: keep Beam's state cache (the job turns it off on the FnApiRunner)")
     ap.add_argument("--beam-stale-seeds", type=int, default=0,
@@ -319,8 +454,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beam-seeds", type=int, default=-1,
                     help="beam: pass N fingerprint entries as seed= (0: an empty seed input, as the job with "
                          "an empty --fingerprint-topic; default: no seed input)")
-    ap.add_argument("--copies", type=int, default=1, help="copies per positive kind per story (quality)")
-    ap.add_argument("--threshold", type=float, default=None)
     args = ap.parse_args(argv)
     parts = set(args.part.split(","))
     if "quality" in parts:

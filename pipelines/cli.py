@@ -12,40 +12,8 @@ import logging
 import os
 import sys
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _setup_logging(level: str, fmt: str) -> None:
-    """Text or JSON lines on stderr. In JSON, a record's ``extra`` fields topic/partition/
-    offset/url/reason/stage/host become fields. The choice is also put in the environment, so
-    spawned extraction workers log the same way (see :func:`_spawned_child_logging`)."""
-    os.environ["COPYDESK_LOG_FORMAT"] = fmt
-    os.environ["COPYDESK_LOG_LEVEL"] = level
-    logging.captureWarnings(True)  # warnings.warn(...) as log records, not raw stderr lines
-    if fmt == "json":
-        import orjson
-
-        class _Json(logging.Formatter):
-            def format(self, record: logging.LogRecord) -> str:
-                doc = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                       "message": record.getMessage()}
-                for key in ("topic", "partition", "offset", "url", "reason", "stage", "host"):
-                    if hasattr(record, key):
-                        doc[key] = getattr(record, key)
-                if record.exc_info:
-                    doc["exc"] = self.formatException(record.exc_info)
-                return orjson.dumps(doc).decode()
-
-        handler = logging.StreamHandler()
-        handler.setFormatter(_Json())
-        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    else:
-        logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, force=True)
-    # kafka-python logs every reconnect attempt at ERROR; the pipeline reports what matters.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL if level.upper() != "DEBUG" else logging.DEBUG)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    logging.getLogger("trafilatura").setLevel(logging.ERROR)
-    logging.getLogger("htmldate").setLevel(logging.ERROR)
+from copydesk.pipelines.argv import pop_flag
+from copydesk.transforms.logs import setup_logging, spawned_child_logging
 
 
 def _run_help() -> str:
@@ -55,7 +23,9 @@ def _run_help() -> str:
         prog="copydesk run",
         description="The long-running job: Kafka topic (or --input-file) in, article records and dead letters "
                     "out. Any other flag is passed to Beam as a pipeline option (--runner, --streaming, ...). "
-                    "Default runner: Beam's local Python runner (FnApiRunner).",
+                    "Default runner: Prism (one streaming pipeline) when a Prism binary is found "
+                    "(--prism_location, COPYDESK_PRISM, .cache/bin/prism, $GOPATH/bin, PATH) or Beam can "
+                    "download it, else micro-batches on Beam's local Python runner; the job logs which and why.",
     )
     CopydeskOptions._add_argparse_args(parser)
     parser.add_argument("--log-level", default=os.environ.get("COPYDESK_LOG_LEVEL", "info"),
@@ -63,35 +33,18 @@ def _run_help() -> str:
     parser.add_argument("--log-format", default=os.environ.get("COPYDESK_LOG_FORMAT", "text"),
                         choices=("text", "json"), help="[env: COPYDESK_LOG_FORMAT]")
     parser.add_argument("--batch-seconds", type=float, default=10.0,
-                        help="local runner: longest micro-batch, seconds (see README)")
+                        help="micro-batch fallback: longest micro-batch, seconds (see README)")
     return parser.format_help()
-
-
-def _pop(argv: list[str], flag: str, default: str | None) -> tuple[list[str], str | None]:
-    out, value, i = [], default, 0
-    while i < len(argv):
-        a = argv[i]
-        if a == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith(flag + "="):
-            value = a.split("=", 1)[1]
-            i += 1
-            continue
-        out.append(a)
-        i += 1
-    return out, value
 
 
 def cmd_run(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print(_run_help())
         return 0
-    argv, level = _pop(argv, "--log-level", os.environ.get("COPYDESK_LOG_LEVEL", "info"))
-    argv, fmt = _pop(argv, "--log-format", os.environ.get("COPYDESK_LOG_FORMAT", "text"))
-    argv, batch = _pop(argv, "--batch-seconds", "10")
-    _setup_logging(level or "info", fmt or "text")
+    argv, level = pop_flag(argv, "--log-level", os.environ.get("COPYDESK_LOG_LEVEL", "info"))
+    argv, fmt = pop_flag(argv, "--log-format", os.environ.get("COPYDESK_LOG_FORMAT", "text"))
+    argv, batch = pop_flag(argv, "--batch-seconds", "10")
+    setup_logging(level or "info", fmt or "text")
     from copydesk.pipelines.pipeline import ConfigError
     from copydesk.pipelines.job import StopFlag, run_job
 
@@ -143,7 +96,7 @@ def cmd_extract(argv: list[str]) -> int:
                         help="when trafilatura's readability/justext comparison runs: auto (when the quick result "
                              "looks wrong, the default, as `copydesk run`) or always (trafilatura's default mode)")
     args = parser.parse_args(argv)
-    _setup_logging("warning", "text")
+    setup_logging("warning", "text")
     from copydesk.pipelines.extract_cmd import run_extract
 
     config = extract_cli_config(args.compare)
@@ -166,7 +119,7 @@ def cmd_top(argv: list[str]) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     parser.add_argument("--once", action="store_true", help="print one screen (rates over --interval) and exit")
     args = parser.parse_args(argv)
-    from copydesk.pipelines.metrics import top
+    from copydesk.pipelines.top import top
 
     try:
         return top(args.url, interval=args.interval, once=args.once)
@@ -200,21 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     return COMMANDS[argv[0]](argv[1:])
 
 
-def _spawned_child_logging() -> None:
-    """In a spawned child (the extraction pool's workers), set logging up as the parent did
-    before anything else is imported: ``spawn`` re-imports the parent's main module (this
-    module, or the console script that imports it) before it unpickles the worker, whose
-    imports (Beam, trafilatura) log at import time. Without this those lines would be plain
-    text in the middle of ``--log-format json`` output."""
-    import multiprocessing
-
-    fmt = os.environ.get("COPYDESK_LOG_FORMAT")
-    # parent_process() is set only after the main module is imported; the name is set before
-    if fmt in ("text", "json") and multiprocessing.current_process().name != "MainProcess":
-        _setup_logging(os.environ.get("COPYDESK_LOG_LEVEL") or "info", fmt)
-
-
-_spawned_child_logging()
+spawned_child_logging()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,40 +1,71 @@
-"""Running the job: one unbounded run on a streaming runner, micro-batches on the local one.
+"""Running the job: one unbounded streaming pipeline where a streaming runner is at hand,
+bounded micro-batches on Beam's local Python runner where it is not.
 
-On Flink or Dataflow (``--runner FlinkRunner|DataflowRunner``) the Kafka reader is an
-unbounded splittable DoFn and the job runs as one streaming pipeline, with the runner's
-checkpointed state.
+Which runner (:func:`choose_runner`, logged when the job starts):
 
-Beam's local Python runner (FnApiRunner) runs an unbounded splittable DoFn continuously,
-but it schedules every stage behind a shuffle (the keyed dedup stage, the committer, a
-multi-input Flatten) only once its input is complete, i.e. never while the source is
-unbounded. So locally the same pipeline runs as a sequence of bounded Beam runs: each one
-reads every partition from the committed offset until the partition is idle (or a deadline
-or size cap is reached), processes, writes, commits, and ends; the next one starts at once.
-Records come out every few seconds; offsets are committed only after their records are
-written; a SIGTERM lets the current run finish and then exits.
+* ``--runner`` given: that runner (``FlinkRunner``, ``DataflowRunner``, ``PrismRunner`` run
+  the pipeline unbounded; ``FnApiRunner`` runs the micro-batch loop below).
+* else, a Kafka input: **Prism**, Beam's portable local runner (a Go binary), when one is
+  found: ``--prism_location``, ``COPYDESK_PRISM``, the project's ``.cache/bin/prism`` (where
+  ``.ci/run`` installs it with ``go install``), Beam's own cache, ``$GOPATH/bin``, ``PATH``.
+  None found: the Beam SDK downloads the release binary itself (a machine with internet);
+  ``COPYDESK_PRISM=off`` skips that. When that fails too (no binary, no network): micro-batches.
+* else (``--input-file``): one bounded run on the local Python runner.
+
+On Prism the job is one pipeline for its whole life: the Kafka reader is an unbounded
+splittable DoFn, the keyed dedup state and the offset committer live as long as the job,
+and every DoFn (one extraction pool, one fetcher) is set up once. The SDK harness runs in
+this process (environment ``LOOPBACK``). SIGTERM drains: the readers stop where they are
+(``transforms.kafka.io.request_drain``), what they read is written and committed, the
+pipeline completes and the process exits 0. Prism keeps no state across a restart: the dedup
+index is rebuilt once at start-up from ``--fingerprint-topic``, and the job resumes from the
+committed offsets. A run that fails because the broker went away is started again once the
+broker answers (``broker_faults.BrokerWatch``).
+
+The micro-batch fallback exists for the case with no Prism binary and no network (the
+README's ``copydesk demo`` on a machine with only Python) and for ``--runner FnApiRunner``.
+Beam's FnApiRunner runs an unbounded splittable DoFn, but it schedules every stage behind a
+shuffle (the keyed dedup stage, the committer) only once its input is complete, i.e. never
+while the source is unbounded. So it runs the pipeline as a sequence of bounded Beam runs:
+each one reads every partition from the committed offset until the partition is idle (or a
+deadline or size cap is reached), processes, writes, commits, and ends; the next one starts
+at once. Dedup then sees one micro-batch unless ``--fingerprint-topic`` (read by every
+micro-batch). A SIGTERM lets the current run finish and then exits.
+
+Poison messages (``--attempts-topic``, pipelines/poison.py) are isolated by bounded runs on
+both: on Prism the guard records the attempt when the job starts and, when earlier processes
+died at the same committed offset, bisects the suspect range with micro-batches before the
+streaming pipeline starts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptions, PrismRunnerOptions,
+                                                  StandardOptions)
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
 from copydesk.pipelines.pipeline import (ConfigError, build_pipeline, check_topics, configure_local_runner,
                                          kafka_config, pipeline_options, validate)
-from copydesk.transforms.kafka.io import ReadConfig
+from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain
 
 log = logging.getLogger(__name__)
 
-
+PRISM_RUNNER = "PrismRunner"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PRISM_CACHE = PROJECT_ROOT / ".cache" / "bin" / "prism"  # .ci/run: GOBIN=.cache/bin go install ...
+PRISM_ENV = "COPYDESK_PRISM"  # a path to the binary, or "off"
 @dataclass
 class BatchStats:
     runs: int = 0
@@ -49,7 +80,7 @@ class BatchStats:
     last_seconds: float = 0.0
 
 
-def _counters(result) -> dict[str, int]:
+def read_counters(result) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
         for c in result.metrics().query()["counters"]:
@@ -83,20 +114,113 @@ class StopFlag:
         signal.signal(signal.SIGINT, handler)
 
 
+# --------------------------------------------------------------------------- which runner
+
+
+@dataclass(frozen=True)
+class RunnerChoice:
+    kind: str  # "prism" | "microbatch" | "bounded" | "remote"
+    reason: str
+    prism_location: str | None = None
+
+
+def find_prism(options: PipelineOptions | None = None) -> tuple[str | None, str]:
+    """A Prism binary on this machine: (path or None, where it was looked for / found)."""
+    given = options.view_as(PrismRunnerOptions).prism_location if options is not None else None
+    if given:
+        return given, "--prism_location"
+    env = os.environ.get(PRISM_ENV, "").strip()
+    if env.lower() in ("off", "none", "0", "no"):
+        return None, f"{PRISM_ENV}={env}"
+    if env:
+        if os.path.isfile(env) and os.access(env, os.X_OK):
+            return env, PRISM_ENV
+        return None, f"{PRISM_ENV}={env} is not an executable file"
+    candidates = [PRISM_CACHE]
+    beam_cache = Path(os.path.expanduser("~/.apache_beam/cache/prism/bin"))
+    if beam_cache.is_dir():
+        candidates += sorted(p for p in beam_cache.iterdir() if p.name.startswith("apache_beam") and p.suffix != ".zip")
+        candidates.append(beam_cache / "prism")
+    gopath = os.environ.get("GOBIN") or os.path.join(os.environ.get("GOPATH") or os.path.expanduser("~/go"), "bin")
+    candidates.append(Path(gopath) / "prism")
+    on_path = shutil.which("prism")
+    if on_path:
+        candidates.append(Path(on_path))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c), str(c)
+    return None, "no binary in " + ", ".join(str(c) for c in candidates)
+
+
+def _prism_download(options: PipelineOptions, timeout: float = 30.0) -> tuple[str | None, str]:
+    """Let the Beam SDK fetch its Prism release binary (needs internet); None on failure."""
+    from apache_beam.runners.portability.prism_runner import PrismJobServer
+
+    box: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            box["path"] = PrismJobServer(options)._get_executable_path()
+        except Exception as exc:  # noqa: BLE001 - no network, no release: fall back
+            box["error"] = exc
+
+    t = threading.Thread(target=fetch, name="prism-download", daemon=True)
+    t.start()
+    t.join(timeout)
+    if "path" in box:
+        return box["path"], "downloaded by the Beam SDK"
+    return None, f"the Beam SDK could not download it ({box.get('error') or f'no answer in {timeout:.0f}s'})"
+
+
+def choose_runner(options: PipelineOptions, o: CopydeskOptions, explicit: str | None,
+                  download: bool = True) -> RunnerChoice:
+    """Which runner runs this job, and why (module doc). ``download=False``: no Prism
+    download when no binary is found (the demo: quick, and it must work offline)."""
+    if explicit:
+        name = explicit.rsplit(".", 1)[-1].lower()
+        if name in ("fnapirunner", "fnapi"):
+            kind = "microbatch" if o.input_topic else "bounded"
+            return RunnerChoice(kind, "--runner FnApiRunner")
+        if name in ("prismrunner", "prism"):
+            path, where = find_prism(options)
+            return RunnerChoice("prism", f"--runner PrismRunner, binary: {where if path else 'fetched by Beam'}",
+                                path)
+        return RunnerChoice("remote", f"--runner {explicit}")
+    if not o.input_topic:
+        return RunnerChoice("bounded", "--input-file is a bounded input")
+    path, where = find_prism(options)
+    if path:
+        return RunnerChoice("prism", f"a Kafka input and a Prism binary ({where})", path)
+    if download and os.environ.get(PRISM_ENV, "").strip().lower() not in ("off", "none", "0", "no"):
+        path, how = _prism_download(options)
+        if path:
+            return RunnerChoice("prism", f"a Kafka input; Prism {how}", path)
+        where = f"{where}; {how}"
+    return RunnerChoice("microbatch", f"no Prism binary ({where}): micro-batches on the local Python runner; "
+                                      f"install one with `go install github.com/apache/beam/sdks/v2/go/cmd/"
+                                      f"prism@v{beam.__version__}`")
+
+
+# --------------------------------------------------------------------------- the job
+
+
 def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | None = None,
             exit_when_idle: bool = False, idle_seconds: float = 1.0, batch_seconds: float = 10.0,
             batch_records: int = 5000, on_run: Callable[[BatchStats], None] | None = None,
             on_broker: Callable[[bool, int], None] | None = None,
-            startup_wait_seconds: float = 300.0) -> BatchStats:
+            startup_wait_seconds: float = 300.0, prism_download: bool = True) -> BatchStats:
     """Run the job described by ``argv`` until it is done (file input, bounded runner) or
-    stopped (SIGTERM, ``max_runs``, or ``exit_when_idle`` after a run that read nothing).
+    stopped (SIGTERM, ``max_runs`` micro-batches, or ``exit_when_idle``: after a micro-batch
+    that read nothing, or on a streaming run once every input partition is committed up to
+    its end).
 
-    On the local runner a micro-batch that fails because the broker went away is run again
-    once the broker answers (``broker_faults.BrokerWatch``: logs, backoff, ``on_broker(up,
-    errors)`` for the metrics); nothing of a failed run was committed past what it wrote.
-    A job started while its broker is unreachable waits for it up to ``startup_wait_seconds``
-    (logging), then fails with a clear error."""
+    A run (streaming pipeline or micro-batch) that fails because the broker went away is run
+    again once the broker answers (``broker_faults.BrokerWatch``: logs, backoff,
+    ``on_broker(up, errors)`` for the metrics); nothing of a failed run was committed past
+    what it wrote. A job started while its broker is unreachable waits for it up to
+    ``startup_wait_seconds`` (logging), then fails with a clear error."""
     options = pipeline_options(argv)
+    explicit = _explicit_runner(argv)
     o = options.view_as(CopydeskOptions)
     validate(o)
     stop = stop or StopFlag()
@@ -109,33 +233,78 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             raise ConfigError(f"broker {watch.bootstrap} did not answer within {startup_wait_seconds:.0f}s "
                               f"of start-up")
         check_topics(o)
+    choice = choose_runner(options, o, explicit, download=prism_download)
+    log.info("runner: %s, because %s", {"prism": "Prism (one streaming pipeline)",
+                                        "microbatch": "FnApiRunner micro-batches",
+                                        "bounded": "FnApiRunner (one bounded run)",
+                                        "remote": explicit}[choice.kind], choice.reason)
+    if choice.kind == "prism":
+        return _run_prism(options, argv, o, kc, watch, stop, choice, exit_when_idle=exit_when_idle,
+                          on_run=on_run, batch_records=batch_records, batch_seconds=batch_seconds,
+                          idle_seconds=idle_seconds)
     configure_local_runner(options)
     stats = BatchStats()
-    if not o.input_topic or not is_local(options):
+    if choice.kind in ("bounded", "remote"):
         if o.input_topic:
             options.view_as(StandardOptions).streaming = True
         started = time.monotonic()
         result = _run_once(options, None)
         stats.runs = 1
         stats.seconds = time.monotonic() - started
-        _add(stats, _counters(result))
+        _add(stats, read_counters(result))
         return stats
+    return _run_microbatches(options, o, kc, watch, stop, max_runs=max_runs, exit_when_idle=exit_when_idle,
+                             idle_seconds=idle_seconds, batch_seconds=batch_seconds, batch_records=batch_records,
+                             on_run=on_run)
 
-    if not o.fingerprint_topic:
+
+def _explicit_runner(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--runner" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--runner="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _batch_read_config(o: CopydeskOptions, idle_seconds: float, batch_records: int) -> ReadConfig:
+    return ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
+                      max_message_bytes=o.max_message_bytes, stop_when_idle_seconds=idle_seconds,
+                      max_records_per_partition=batch_records)
+
+
+def _microbatch_options(argv: list[str]) -> PipelineOptions:
+    options = pipeline_options(argv)
+    options.view_as(StandardOptions).runner = FN_API_RUNNER
+    options.view_as(StandardOptions).streaming = False
+    configure_local_runner(options)
+    return options
+
+
+def _run_microbatches(options: PipelineOptions, o: CopydeskOptions, kc, watch: BrokerWatch, stop: StopFlag, *,
+                      max_runs: int | None, exit_when_idle: bool, idle_seconds: float, batch_seconds: float,
+                      batch_records: int, on_run: Callable[[BatchStats], None] | None,
+                      guard: Any = None, until_clear: bool = False) -> BatchStats:
+    """The micro-batch loop (module doc). ``until_clear``: only while the poison guard
+    isolates a suspect range (before a streaming run starts), with the caller's guard."""
+    stats = BatchStats()
+    if not o.fingerprint_topic and not until_clear:
         log.warning("no --fingerprint-topic: on the local runner each micro-batch is a new Beam run, so dedup "
                     "matches copies only within one micro-batch (and forgets them on restart); give a compacted "
                     "topic to keep the index across both")
-    base = ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
-                      max_message_bytes=o.max_message_bytes, stop_when_idle_seconds=idle_seconds,
-                      max_records_per_partition=batch_records)
+    base = _batch_read_config(o, idle_seconds, batch_records)
     watch.start()  # an input topic means Kafka, so the watch exists
-    from copydesk.pipelines.poison import PoisonGuard
+    own_guard = guard is None
+    if own_guard:
+        from copydesk.pipelines.poison import PoisonGuard
 
-    guard = PoisonGuard(o, kc, base, batch_records)  # poison messages (--attempts-topic)
+        guard = PoisonGuard(o, kc, base, batch_records)  # poison messages (--attempts-topic)
     while not stop.event.is_set():
         started = time.monotonic()
         rc = replace(base, deadline=time.time() + batch_seconds)
         rc = guard.before_batch(rc)  # attempts recorded before reading; a window while isolating
+        if until_clear and guard.window is None:
+            break
         try:
             result = _run_once(options, rc)
         except Exception as exc:  # a broker outage: wait for the broker, run the batch again
@@ -143,7 +312,7 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
                 continue
             break
         watch.run_ok()
-        counters = _counters(result)
+        counters = read_counters(result)
         guard.after_batch()
         stats.runs += 1
         stats.last_result, stats.last_seconds = result, time.monotonic() - started
@@ -159,9 +328,248 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             break
         if read == 0:
             stop.event.wait(0.5)  # nothing new: a short pause before the next poll
-    guard.close()  # a clean exit: this process's attempts do not count
-    watch.close()
+    if own_guard:
+        guard.close()  # a clean exit: this process's attempts do not count
+        watch.close()
     return stats
+
+
+def _prism_options(options: PipelineOptions, choice: RunnerChoice) -> tuple[PipelineOptions, Any]:
+    """The options of a Prism run, and the job server this process started (or None)."""
+    std = options.view_as(StandardOptions)
+    std.runner = PRISM_RUNNER
+    std.streaming = True
+    portable = options.view_as(PortableOptions)
+    if not portable.environment_type:
+        portable.environment_type = "LOOPBACK"  # the SDK harness in this process: no Docker
+    server = None
+    if choice.prism_location and not portable.job_endpoint and os.path.isfile(choice.prism_location):
+        from copydesk.pipelines.prism import PrismServer
+
+        server = PrismServer(choice.prism_location).start()  # its own session: see pipelines/prism.py
+        portable.job_endpoint = server.endpoint
+    elif choice.prism_location:
+        options.view_as(PrismRunnerOptions).prism_location = choice.prism_location
+    return options, server
+
+
+def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc, watch: BrokerWatch | None,
+               stop: StopFlag, choice: RunnerChoice, *, exit_when_idle: bool, on_run, batch_records: int,
+               batch_seconds: float, idle_seconds: float, drain_timeout: float = 120.0) -> BatchStats:
+    """One streaming pipeline on Prism until SIGTERM (drain) or, with ``exit_when_idle``, until
+    the group has committed every input partition up to its end."""
+    from copydesk.pipelines.poison import PoisonGuard
+    from copydesk.pipelines.pipeline import live_read_config
+
+    stats = BatchStats()
+    guard = None
+    server = None
+    if o.input_topic and watch is not None:
+        watch.start()
+        guard = PoisonGuard(o, kc, _batch_read_config(o, idle_seconds, o.max_read_ahead or batch_records),
+                            o.max_read_ahead or batch_records)
+        if guard.enabled:
+            # Record this process's attempt; when earlier ones died at the same offsets,
+            # isolate the poison with bounded runs before the stream starts.
+            _run_microbatches(_microbatch_options(argv), o, kc, watch, stop, max_runs=None, exit_when_idle=False,
+                              idle_seconds=idle_seconds, batch_seconds=batch_seconds, batch_records=batch_records,
+                              on_run=None, guard=guard, until_clear=True)
+    live = LiveProgress(kc, live_read_config(o)) if (o.input_topic and kc is not None) else None
+    try:
+        options, server = _prism_options(options, choice)
+        while not stop.event.is_set():
+            reset_drain()
+            started = time.monotonic()
+            p = beam.Pipeline(options=options)
+            build_pipeline(p, options)
+            result = p.run()
+            log.info("streaming pipeline started on Prism (%.1fs to submit)", time.monotonic() - started)
+            outcome = _watch_stream(result, stop, live, guard, exit_when_idle, on_run, stats, started,
+                                    drain_timeout)
+            stats.runs += 1
+            stats.seconds += time.monotonic() - started
+            if outcome is None:
+                break
+            if watch is None or not watch.run_failed(outcome, stop.event):
+                break
+            log.warning("restarting the streaming pipeline from the committed offsets")
+    finally:
+        if server is not None:
+            server.stop()
+        if live is not None:
+            live.close()
+        if guard is not None:
+            guard.close()
+        if watch is not None:
+            watch.close()
+    return stats
+
+
+def _watch_stream(result, stop: StopFlag, live: "LiveProgress | None", guard, exit_when_idle: bool, on_run,
+                  stats: BatchStats, started: float, drain_timeout: float) -> BaseException | None:
+    """Wait on a running pipeline; drain it on ``stop`` (or once idle with ``exit_when_idle``).
+    Returns the exception of a failed run (None: it ended as asked)."""
+    box: dict[str, Any] = {}
+
+    def wait() -> None:
+        try:
+            box["state"] = result.wait_until_finish()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    waiter = threading.Thread(target=wait, name="prism-wait", daemon=True)
+    waiter.start()
+    metrics = _LiveMetrics(result)
+    last_tick = time.monotonic()
+    idle_since: float | None = None
+    draining = False
+    drain_began = 0.0
+    try:
+        while waiter.is_alive():
+            waiter.join(0.25)
+            now = time.monotonic()
+            if not draining and stop.event.is_set():
+                log.warning("draining: the readers stop where they are; what they read is written and committed")
+                request_drain()
+                draining, drain_began = True, now
+            if draining and now - drain_began > drain_timeout:
+                log.error("the pipeline did not drain within %.0fs: cancelling it (offsets stay where the "
+                          "last writes put them)", drain_timeout)
+                result.cancel()
+                waiter.join(30)
+                break
+            if now - last_tick >= 2.0 and not draining:
+                if guard is not None and int(now - started) // 10 != int(last_tick - started) // 10:
+                    guard.before_batch(ReadConfig(topics=()))  # progress resets the attempt counts
+                last_tick = now
+                if on_run is not None:
+                    stats.last_result, stats.last_seconds = metrics.delta(), now - started
+                    on_run(stats)
+                if exit_when_idle and live is not None:
+                    if live.caught_up():
+                        idle_since = idle_since or now
+                        if now - idle_since >= 1.0:
+                            stop.event.set()
+                    else:
+                        idle_since = None
+    except KeyboardInterrupt:  # a second signal: stop now
+        result.cancel()
+        raise
+    if "error" in box and not draining:
+        return box["error"]
+    if "error" in box:
+        log.warning("the pipeline ended with an error while draining: %s", box["error"])
+    final = metrics.delta()
+    _add(stats, metrics.totals())
+    if on_run is not None:
+        stats.last_result, stats.last_seconds = final, time.monotonic() - started
+        on_run(stats)
+    return None
+
+
+class LiveProgress:
+    """The input partitions' end offsets against the group's committed offsets."""
+
+    def __init__(self, kc, read: ReadConfig) -> None:
+        self.kc, self.read = kc, read
+        self._consumer = None
+
+    def caught_up(self) -> bool:
+        from kafka import KafkaConsumer, TopicPartition
+
+        try:
+            if self._consumer is None:
+                self._consumer = KafkaConsumer(group_id=self.kc.group_id, enable_auto_commit=False,
+                                               client_id="copydesk-progress", **self.kc.kwargs())
+            tps = [TopicPartition(t, p) for t in self.read.topics
+                   for p in sorted(self._consumer.partitions_for_topic(t) or ())]
+            end = self._consumer.end_offsets(tps)
+            begin = self._consumer.beginning_offsets(tps)
+            for tp in tps:
+                committed = self._consumer.committed(tp)
+                if (committed if committed is not None else begin[tp]) < end[tp]:
+                    return False
+            return bool(tps)
+        except Exception as exc:  # a report for exit_when_idle: ask again later
+            log.debug("progress unknown: %r", exc)
+            return False
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+
+
+class _LiveMetrics:
+    """A running portable job's metrics as deltas since the last call, in the shape
+    ``result.metrics().query()`` has (what pipelines/metrics.py reads per micro-batch)."""
+
+    def __init__(self, result) -> None:
+        self.result = result
+        self._seen: dict[tuple, Any] = {}
+
+    def delta(self) -> "_Snapshot":
+        from apache_beam.runners.portability.portable_runner import PortableMetrics
+        from apache_beam.portability.api import beam_job_api_pb2
+
+        try:
+            resp = self.result._job_service.GetJobMetrics(
+                beam_job_api_pb2.GetJobMetricsRequest(job_id=self.result._job_id))
+            q = PortableMetrics(resp).query()
+        except Exception as exc:  # metrics are a report, not a correctness matter
+            log.debug("no metrics from the running job: %r", exc)
+            return _Snapshot({"counters": [], "distributions": [], "gauges": []})
+        out: dict[str, list] = {"counters": [], "distributions": [], "gauges": q.get("gauges", [])}
+        for c in q.get("counters", []):
+            key = ("c", c.key.metric.namespace, c.key.metric.name, c.key.step)
+            total = int(c.committed or c.attempted or 0)
+            prev = self._seen.get(key, 0)
+            self._seen[key] = total
+            if total != prev:
+                out["counters"].append(_Value(c.key, total - prev))
+        for d in q.get("distributions", []):
+            v = d.committed or d.attempted
+            if v is None or not v.count:
+                continue
+            key = ("d", d.key.metric.namespace, d.key.metric.name, d.key.step)
+            pc, ps = self._seen.get(key, (0, 0))
+            self._seen[key] = (v.count, v.sum)
+            if v.count > pc:
+                out["distributions"].append(_Value(d.key, _Dist(v.count - pc, v.sum - ps, v.min, v.max)))
+        return _Snapshot(out)
+
+    def totals(self) -> dict[str, int]:
+        """Every counter's value in the run so far, by name (as :func:`read_counters`)."""
+        out: dict[str, int] = {}
+        for key, v in self._seen.items():
+            if key[0] == "c":
+                out[key[2]] = out.get(key[2], 0) + v
+        return out
+
+
+@dataclass
+class _Dist:
+    count: int
+    sum: float
+    min: float
+    max: float
+
+
+@dataclass
+class _Value:
+    key: Any
+    committed: Any
+    attempted: Any = None
+
+
+@dataclass
+class _Snapshot:
+    q: dict[str, list]
+
+    def metrics(self) -> "_Snapshot":
+        return self
+
+    def query(self, *_args) -> dict[str, list]:
+        return self.q
 
 
 def _add(stats: BatchStats, counters: dict[str, int]) -> None:

@@ -21,8 +21,13 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("bootstrap_servers", str, None, "Kafka bootstrap servers, host:port[,host:port]"),
     ("input_topic", str, None, "input topic(s) of URLs, comma-separated"),
     ("group_id", str, "copydesk", "consumer group whose committed offsets the job resumes from"),
-    ("start_from", str, "committed", "where to start without a committed offset: committed|earliest|latest "
-                                     "(committed falls back to earliest)"),
+    ("start_from", str, "committed", "where a partition without a committed offset starts, like Kafka's "
+                                     "auto.offset.reset: earliest|latest (committed = earliest); a committed "
+                                     "offset always wins"),
+    ("partition_discovery_seconds", float, 30.0, "streaming run: list the input topics' partitions again this "
+                                                 "often; partitions added meanwhile are read from their start"),
+    ("max_read_ahead", int, 2000, "streaming run: a partition's reader waits while it is this many offsets past "
+                                  "the group's committed offset (0 = no limit); the source's back-pressure"),
     ("input_file", str, None, "batch input: a file of JSON lines or one URL a line (bounded run)"),
     ("max_message_bytes", int, 8 * 1024 * 1024, "larger input messages are dead letters (message_too_large)"),
     # output
@@ -45,7 +50,9 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("per_host_concurrency", int, None, "concurrent requests to one host"),
     ("per_host_delay", float, None, "minimum seconds between two requests to one host"),
     ("user_agent", str, None, "User-Agent header (include a contact URL)"),
-    ("fetch_timeout", float, None, "total time limit of one fetch, seconds"),
+    ("fetch_timeout", float, None, "time limit of one attempt of one request, seconds"),
+    ("fetch_deadline", float, None, "time limit of one message's whole fetch (every hop, retry and backoff; not "
+                                    "its wait for a polite turn at the host), seconds (default 60)"),
     ("max_page_bytes", int, None, "larger pages (raw or decompressed) are dead letters (too_large)"),
     ("max_redirects", int, None, "more redirects are dead letters (too_many_redirects)"),
     ("ignore_robots", bool, False, "do not fetch or honour robots.txt (only for sites you own)"),
@@ -56,6 +63,8 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     # extract
     ("extract_workers", int, None, "extraction worker processes (default: one per core; 0 = in-process)"),
     ("extract_timeout", float, None, "per-page extraction time limit, seconds"),
+    ("extract_memory_mb", int, None, "address space an extraction worker may add for one page, MiB (default 512; "
+                                     "0 = no limit); a page past it is too_large and the worker is replaced"),
     ("extract_compare", str, None, "when trafilatura's readability/justext comparison runs: auto (when the quick "
      "result looks wrong; the default) or always (trafilatura's default mode; more CPU, lower F1 on both page "
      "sets, docs/extract.md)"),

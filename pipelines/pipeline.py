@@ -16,19 +16,20 @@ from dataclasses import dataclass
 from typing import Any, Tuple
 
 import apache_beam as beam
-import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions, parse_kafka_config
-from copydesk.schemas.codec import encode
+from copydesk.schemas.codec import decode, encode_doc, raw_page_record
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.commit import CommitOffsets
 from copydesk.transforms.dedup.stage import DedupConfig, Deduplicate
 from copydesk.transforms.dedup.core import fingerprint_entry
+from copydesk.transforms.encode import EncodeRecords, encoded_key, encoded_value
 from copydesk.transforms.extract.stage import ExtractArticles, ExtractConfig
-from copydesk.transforms.fetch.stage import FetchConfig, FetchPages, raw_page_record
+from copydesk.transforms.fetch.stage import FetchConfig, FetchPages
 from copydesk.transforms.files import ReadInputFile, WriteJsonLines
 from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for
+from copydesk.transforms.kafka.live import ReadLive
 from copydesk.transforms.parse.messages import ParseMessages
 from copydesk.transforms.parse.raw_pages import ParseRawPages
 
@@ -65,6 +66,7 @@ def fetch_config(o: CopydeskOptions) -> FetchConfig:
         "per_host_delay": o.per_host_delay,
         "user_agent": o.fetch_user_agent,
         "total_timeout": o.fetch_timeout,
+        "deadline": o.fetch_deadline,
         "max_page_bytes": o.max_page_bytes,
         "max_redirects": o.max_redirects,
         "respect_robots": not o.ignore_robots,
@@ -90,6 +92,7 @@ def extract_config(o: CopydeskOptions) -> ExtractConfig:
     return ExtractConfig(**_only_known(ExtractConfig, {
         "compare": o.extract_compare,  # None: ExtractConfig's measured default, as `copydesk extract`
         "timeout_s": o.extract_timeout,
+        "memory_mb": o.extract_memory_mb,
     }))
 
 
@@ -151,21 +154,28 @@ def check_topics(o: CopydeskOptions) -> None:
         raise ConfigError(f"topics do not exist on {kc.bootstrap_servers}: {', '.join(missing)}")
 
 
-def _write(pcoll, label: str, o: CopydeskOptions, topic: str | None, path: str | None):
-    """Write to a topic or a file; return the acks of what was written (or None)."""
+def _write(encoded, label: str, o: CopydeskOptions, topic: str | None, path: str | None):
+    """Write :class:`Encoded` records to a topic or a file; return the acks of what was written (or None)."""
     if topic and o.kafka_io == "java":
         from apache_beam.io.kafka import WriteToKafka as JavaWriteToKafka
 
         kc = kafka_config(o)
-        (pcoll
-         | f"Encode{label}" >> beam.Map(lambda r: ((getattr(r, "id", None) or "").encode(), encode(r)))
-         .with_output_types(Tuple[bytes, bytes])
+        (encoded
+         | f"KV{label}" >> beam.Map(lambda e: ((e.key or "").encode(), e.value)).with_output_types(Tuple[bytes, bytes])
          | f"Write{label}ToKafkaJava" >> JavaWriteToKafka(
              producer_config={"bootstrap.servers": kc.bootstrap_servers}, topic=topic))
         return None  # the Java reader commits offsets on checkpoint finalisation instead of acks
     if topic:
-        return pcoll | f"Write{label}ToKafka" >> WriteToKafka(kafka_config(o), topic, encode)
-    return pcoll | f"Write{label}ToFile" >> WriteJsonLines(path, encode)
+        return encoded | f"Write{label}ToKafka" >> WriteToKafka(kafka_config(o), topic, encoded_value,
+                                                                key_of=encoded_key)
+    return encoded | f"Write{label}ToFile" >> WriteJsonLines(path, encoded_value)
+
+
+def live_read_config(o: CopydeskOptions) -> ReadConfig:
+    """How the job reads its input topics when it runs unbounded (Prism, Flink, Dataflow)."""
+    return ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
+                      max_message_bytes=o.max_message_bytes, discovery_seconds=o.partition_discovery_seconds,
+                      max_ahead_of_commit=o.max_read_ahead or None)
 
 
 class _JavaKafkaRead(beam.PTransform):
@@ -201,9 +211,11 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     if o.input_topic and o.kafka_io == "java":
         raw = p | "ReadKafkaJava" >> _JavaKafkaRead(kc, o)
     elif o.input_topic:
-        rc = read_config or ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t),
-                                       start=o.start_from, max_message_bytes=o.max_message_bytes)
-        raw = (p | "ReadKafka" >> ReadFromKafkaPartitions(kc, rc)
+        rc = read_config or live_read_config(o)
+        # the live read (a streaming runner: partitions listed again every discovery_seconds),
+        # else one element per partition (bounded reads: replay, demo, micro-batches)
+        reader = ReadLive if rc.discovery_seconds else ReadFromKafkaPartitions
+        raw = (p | "ReadKafka" >> reader(kc, rc)
                | "Unwrap" >> beam.Map(lambda r: (r.value, r.ref)))
     else:
         raw = p | "ReadFile" >> ReadInputFile(o.input_file)
@@ -219,27 +231,32 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     dcfg = dedup_config(o)
     seed = None
     if o.fingerprint_topic:
-        # The dedup index survives restarts (and, on the local runner, spans micro-batches):
-        # every run first reads the compacted topic of fingerprints the job writes below.
+        # The dedup index survives restarts: a run first reads the compacted topic of
+        # fingerprints the job writes below, once (a streaming job: once per start; the
+        # micro-batch fallback: once per micro-batch, which is why it is only a fallback).
         seed = (p | "ReadFingerprints" >> ReadFromKafkaPartitions(
-                    kc, ReadConfig(topics=(o.fingerprint_topic,), start="earliest", stop_when_idle_seconds=0.5,
+                    kc, ReadConfig(topics=(o.fingerprint_topic,), start="earliest", use_committed=False,
+                                   stop_when_idle_seconds=0.5,
                                    counter_namespace="copydesk.dedup", counter_prefix="fingerprint"))
-                | "DecodeFingerprints" >> beam.Map(lambda r: orjson.loads(r.value)))
+                | "DecodeFingerprints" >> beam.Map(lambda r: decode(r.value)))
     records, dropped = articles | "Dedup" >> Deduplicate(dcfg, seed=seed)
     if o.fingerprint_topic and not o.copydesk_dry_run:
         # Auxiliary: not acked, so offsets never wait for (or get ahead because of) this write.
         (records | "Fingerprints" >> beam.Map(fingerprint_entry, dcfg)
-         | "WriteFingerprints" >> WriteToKafka(kc, o.fingerprint_topic, orjson.dumps, key_of=lambda e: e["id"]))
+         | "WriteFingerprints" >> WriteToKafka(kc, o.fingerprint_topic, encode_doc, key_of=lambda e: e["id"]))
     if o.raw_pages_topic and not o.copydesk_dry_run:
         (pages | "RawPages" >> beam.Map(raw_page_record)
-         | "WriteRawPages" >> WriteToKafka(kc, o.raw_pages_topic, orjson.dumps,
+         | "WriteRawPages" >> WriteToKafka(kc, o.raw_pages_topic, encode_doc,
                                            key_of=lambda d: d.get("final_url") or d.get("url")))
-    dead = (parse_dead, fetch_dead, extract_dead) | "DeadLetters" >> beam.Flatten()
+    # A record that cannot be encoded (or fails its schema) is a dead letter, not a failed bundle.
+    encoded, encode_dead = records | "Encode" >> EncodeRecords()
+    dead = (parse_dead, fetch_dead, extract_dead, encode_dead) | "DeadLetters" >> beam.Flatten()
 
     acks = []
     if not o.copydesk_dry_run:
-        acks.append(_write(records, "Records", o, o.output_topic, o.output_file))
-        acks.append(_write(dead, "DeadLetters", o, o.dead_letter_topic, o.dead_letter_file))
+        acks.append(_write(encoded, "Records", o, o.output_topic, o.output_file))
+        acks.append(_write(dead | "EncodeDeadLetters" >> EncodeRecords(dead_letters=True), "DeadLetters", o,
+                           o.dead_letter_topic, o.dead_letter_file))
     acks.append(dropped | "AckDropped" >> beam.FlatMap(lambda r: acks_for([r.ref])))
     all_acks = None
     if o.input_topic and o.kafka_io != "java":

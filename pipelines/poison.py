@@ -53,12 +53,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
 
-from copydesk.schemas.codec import dead_letter, encode
+from copydesk.schemas.codec import dead_letter, decode, encode, encode_doc
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import SourceRef
-from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, _partitions_for, _tp, resolve_partitions
+from copydesk.transforms.kafka.client import partitions_for, split_tp_key, topic_partition
+from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, resolve_partitions
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ class Marker:
     c: int = 0  # process deaths in this incident (the dead letter's ``attempts``)
 
     def dumps(self) -> bytes:
-        return orjson.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+        return encode_doc({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
 
     @classmethod
     def loads(cls, data: bytes) -> "Marker":
-        d = orjson.loads(data)
+        d = decode(data)
         return cls(o=int(d["o"]), n=int(d.get("n", 0)), hi=d.get("hi"), m=d.get("m"), c=int(d.get("c", 0)))
 
 
@@ -96,15 +96,13 @@ class AttemptStore:
         """Every marker of this group (the last record per key), read to the end of the topic."""
         from kafka import KafkaConsumer
 
-        from copydesk.pipelines.replay import true_end_offsets
-
         consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **self.kafka.kwargs())
         prefix = f"{self.group}/"
         out: dict[str, Marker] = {}
         try:
-            tps = [_tp(self.topic, p) for p in sorted(_partitions_for(consumer, self.topic))]
+            tps = [topic_partition(self.topic, p) for p in sorted(partitions_for(consumer, self.topic))]
             beginning = consumer.beginning_offsets(tps)
-            end = true_end_offsets(consumer, tps, consumer.end_offsets(tps), beginning)
+            end = consumer.end_offsets(tps)
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, beginning[tp])
@@ -256,7 +254,11 @@ class PoisonGuard:
         self.window = key
         log.warning("poison guard: %s: suspect range [%d, %d) (%d process death(s) so far); reading [%d, %d) "
                     "alone (other partitions wait)", key, mk.o, mk.hi, mk.c, mk.o, mk.o + width)
-        return replace(rc, start_offsets=tuple(starts.items()),
+        # A window is bounded by its stop offsets, not by the micro-batch deadline: that deadline
+        # was set before this bookkeeping and Beam's start, and a window it cut short before it
+        # read anything would be taken for one that completed (seen on Apache Kafka, where
+        # loading the markers and finding the suspect range take a few seconds).
+        return replace(rc, deadline=None, start_offsets=tuple(starts.items()),
                        stop_offsets=tuple((k, mk.o + width if k == key else s) for k, s in starts.items()))
 
     def _after_restart(self, key: str, lo: int, m: Marker | None) -> Marker:
@@ -288,14 +290,10 @@ class PoisonGuard:
         """min(lo + the micro-batch cap, the partition's end): where the deaths' messages lie."""
         from kafka import KafkaConsumer
 
-        from copydesk.pipelines.replay import true_end_offsets
-
-        topic, _, part = key.rpartition(":")
-        tp = _tp(topic, int(part))
+        tp = topic_partition(*split_tp_key(key))
         consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **self.kafka.kwargs())
         try:
-            beginning = consumer.beginning_offsets([tp])
-            end = true_end_offsets(consumer, [tp], consumer.end_offsets([tp]), beginning)[tp]
+            end = consumer.end_offsets([tp])[tp]
         finally:
             consumer.close()
         return min(lo + self.batch_records, end)
@@ -303,7 +301,7 @@ class PoisonGuard:
     def _read_one(self, topic: str, partition: int, offset: int) -> bytes | None:
         from kafka import KafkaConsumer
 
-        tp = _tp(topic, partition)
+        tp = topic_partition(topic, partition)
         consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **self.kafka.kwargs())
         try:
             consumer.assign([tp])
@@ -350,7 +348,7 @@ class PoisonGuard:
         consumer = KafkaConsumer(group_id=self.kafka.group_id, enable_auto_commit=False,
                                  client_id="copydesk-poison", **self.kafka.kwargs())
         try:
-            consumer.commit({_tp(topic, partition): OffsetAndMetadata(offset + 1, "", -1)})
+            consumer.commit({topic_partition(topic, partition): OffsetAndMetadata(offset + 1, "", -1)})
         finally:
             consumer.close(autocommit=False)
         self.poisoned.append((key, offset, attempts))

@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,9 @@ def _consumer(kafka):
 
 
 def _topic_partitions(consumer, topics: list[str]) -> list:
-    from copydesk.transforms.kafka.io import _partitions_for, _tp
+    from copydesk.transforms.kafka.client import partitions_for, topic_partition
 
-    return [_tp(t, p) for t in topics for p in sorted(_partitions_for(consumer, t))]
+    return [topic_partition(t, p) for t in topics for p in sorted(partitions_for(consumer, t))]
 
 
 def offsets_for_time_by_scan(consumer, tp, ts_ms: int, start: int, end: int) -> int:
@@ -184,28 +184,6 @@ def offsets_for_time_by_broker(consumer, tps: list, ts_ms: int, end: dict, begin
     return out
 
 
-def true_end_offsets(consumer, tps: list, reported: dict, beginning: dict, timeout: float = 30.0) -> dict:
-    """The end offset (one past the last record) of each partition.
-
-    Tansu 0.6 answers ListOffsets(LATEST) with the *base offset of the last batch + 1*, not
-    the high watermark: after one batch of 6 records it says 1. So the reported end is taken
-    as a lower bound and the tail from there is read until a poll comes back empty (one batch
-    on a broker that answers correctly)."""
-    out = {}
-    for tp in tps:
-        end = reported[tp]
-        consumer.assign([tp])
-        consumer.seek(tp, max(end - 1, beginning[tp]))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=300, max_records=1000).get(tp, [])
-            if not batch:
-                break
-            end = max(end, batch[-1].offset + 1)
-        out[tp] = end
-    return out
-
-
 def resolve_range(kafka, topics: list[str], *, from_beginning: bool = False,
                   offsets: dict[str, tuple[int, int | None]] | None = None,
                   from_time: int | None = None, to_time: int | None = None,
@@ -220,7 +198,7 @@ def resolve_range(kafka, topics: list[str], *, from_beginning: bool = False,
     try:
         tps = _topic_partitions(consumer, topics)
         beginning = consumer.beginning_offsets(tps)
-        end = true_end_offsets(consumer, tps, consumer.end_offsets(tps), beginning)
+        end = consumer.end_offsets(tps)
         method = None
         ranges: list[PartitionRange] = []
         if from_beginning:
@@ -303,7 +281,7 @@ def run_replay(argv: list[str], ranges: list[PartitionRange], *, chunk_records: 
 
     from copydesk.pipelines.options import CopydeskOptions
     from copydesk.pipelines.pipeline import build_pipeline, configure_local_runner, pipeline_options
-    from copydesk.pipelines.job import _counters
+    from copydesk.pipelines.job import read_counters
     from copydesk.transforms.kafka.io import ReadConfig
 
     options = pipeline_options(argv)
@@ -336,7 +314,7 @@ def run_replay(argv: list[str], ranges: list[PartitionRange], *, chunk_records: 
         outs.dead_letters | "CountDeadLetters" >> beam.Map(count("replay_dead_letters"))
         result = p.run()
         result.wait_until_finish()
-        counters = _counters(result)
+        counters = read_counters(result)
         summary.chunks += 1
         summary.records += counters.get("replay_records", 0)
         summary.dead_letters += counters.get("replay_dead_letters", 0)
@@ -386,11 +364,12 @@ def main(argv: list[str]) -> int:
         build_parser().print_help()
         return 0
     args, rest = build_parser().parse_known_args(argv)
-    from copydesk.pipelines.cli import _pop, _setup_logging
+    from copydesk.transforms.logs import setup_logging
+    from copydesk.pipelines.argv import pop_flag
 
-    _setup_logging(args.log_level, "text")
-    rest, live_group = _pop(rest, "--group-id", None)
-    rest, live_group2 = _pop(rest, "--group_id", None)
+    setup_logging(args.log_level, "text")
+    rest, live_group = pop_flag(rest, "--group-id", None)
+    rest, live_group2 = pop_flag(rest, "--group_id", None)
     from copydesk.pipelines.options import CopydeskOptions
     from copydesk.pipelines.pipeline import ConfigError, check_topics, kafka_config, pipeline_options, validate
     from copydesk.pipelines.job import StopFlag

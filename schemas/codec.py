@@ -1,7 +1,7 @@
 """The one place records become bytes: orjson with fixed options.
 
-``encode_article``/``encode_dead_letter`` produce the JSON written to the output and
-dead-letter topics (or files); ``validate_*`` check a decoded record against the versioned
+``encode`` produces the JSON written to the output and dead-letter topics (or files),
+``encode_doc`` every other document copydesk writes; ``validate_*`` check a decoded record against the versioned
 JSON Schema files beside this module.
 """
 
@@ -19,6 +19,8 @@ from copydesk.schemas.records import (
     MAX_DEAD_INPUT,
     ArticleRecord,
     DeadLetter,
+    FetchedPage,
+    InputMessage,
     SourceRef,
 )
 
@@ -30,16 +32,15 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def encode_article(record: ArticleRecord) -> bytes:
-    return orjson.dumps(record.to_dict(), option=_OPTS)
-
-
-def encode_dead_letter(record: DeadLetter) -> bytes:
-    return orjson.dumps(record.to_dict(), option=_OPTS)
-
-
 def encode(record: ArticleRecord | DeadLetter) -> bytes:
+    """An article record or a dead letter as the JSON written to its topic or file."""
     return orjson.dumps(record.to_dict(), option=_OPTS)
+
+
+def encode_doc(doc: dict[str, Any]) -> bytes:
+    """Any other document copydesk writes (fingerprint and raw-page archive entries, attempt
+    markers), with the same options."""
+    return orjson.dumps(doc, option=_OPTS)
 
 
 def decode(data: bytes | str) -> dict[str, Any]:
@@ -115,3 +116,59 @@ def validate_article(doc: dict[str, Any]) -> None:
 
 def validate_dead_letter(doc: dict[str, Any]) -> None:
     _validator("deadletter.schema.json").validate(doc)
+
+
+# -- the raw-pages archive (--raw-pages-topic): one entry per fetched page -----------------
+
+RAW_RECORD_VERSION = 1
+
+
+def raw_page_record(page: FetchedPage) -> dict[str, Any]:
+    """A fetched page as a JSON-able dict for the raw-pages topic (re-extraction without fetching).
+
+    The body is the decoded HTML text, so re-extraction needs no charset guessing again.
+    """
+    msg = page.message
+    ref = msg.ref or SourceRef()
+    return {
+        "schema_version": RAW_RECORD_VERSION,
+        "url": msg.url,
+        "final_url": page.final_url,
+        "status": page.status,
+        "headers": dict(page.headers),
+        "body": page.html,
+        "encoding": page.encoding,
+        "fetched_at": page.fetched_at,
+        "elapsed_ms": page.elapsed_ms,
+        "redirects": list(page.redirects),
+        "body_bytes": page.body_bytes,
+        "prescraped": page.prescraped,
+        "input_id": msg.id,
+        "input_source": msg.source,
+        "discovered_at": msg.discovered_at,
+        "topic": ref.topic,
+        "partition": ref.partition,
+        "offset": ref.offset,
+    }
+
+
+def page_from_raw_record(d: dict[str, Any]) -> FetchedPage:
+    """Inverse of :func:`raw_page_record`: a FetchedPage ready for the extract stage."""
+    ref = SourceRef(topic=d.get("topic"), partition=d.get("partition"), offset=d.get("offset"))
+    msg = InputMessage(
+        url=d["url"], ref=ref, id=d.get("input_id"), source=d.get("input_source"),
+        discovered_at=d.get("discovered_at"),
+    )
+    return FetchedPage(
+        message=msg,
+        final_url=d.get("final_url") or d["url"],
+        html=d.get("body") or "",
+        status=int(d.get("status") or 200),
+        headers=dict(d.get("headers") or {}),
+        encoding=d.get("encoding"),
+        fetched_at=d.get("fetched_at"),
+        elapsed_ms=float(d.get("elapsed_ms") or 0.0),
+        prescraped=bool(d.get("prescraped", False)),
+        redirects=list(d.get("redirects") or []),
+        body_bytes=int(d.get("body_bytes") or 0),
+    )

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     DNS = "dns"
     REFUSED = "refused"
     CONNECTION = "connection"  # reset, TLS and other transport errors
+    HTTP_3XX = "http_3xx"  # a 3xx that cannot be followed (no Location, 300, 304)
     HTTP_4XX = "http_4xx"
     HTTP_5XX = "http_5xx"
     TOO_LARGE = "too_large"  # body (or decompressed body) over --max-page-bytes
@@ -62,6 +63,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.DNS: "host name does not resolve",
     Reason.REFUSED: "connection refused",
     Reason.CONNECTION: "other transport error (reset, TLS, protocol)",
+    Reason.HTTP_3XX: "HTTP 3xx that cannot be followed: a redirect status without `Location`, or 300/304/305/306",
     Reason.HTTP_4XX: "HTTP 4xx (404, 410, 451 at once; 429 after retries)",
     Reason.HTTP_5XX: "HTTP 5xx after retries",
     Reason.TOO_LARGE: "body or decompressed body over `--max-page-bytes`",

@@ -46,6 +46,17 @@ class SourceRef:
         )
 
 
+@dataclass(slots=True, frozen=True)
+class CheckedURL:
+    """A URL as checked once at parse (``copydesk.transforms.urls.parse_url``): the stripped
+    URL and the parts the fetcher keys on, so later stages need not parse or check it again."""
+
+    url: str
+    scheme: str  # "http" or "https"
+    host: str  # lower-case, IPv6 literals without brackets
+    port: int  # explicit or the scheme's default
+
+
 @dataclass(slots=True)
 class InputMessage:
     """A parsed input message: a URL, optionally with the page already scraped."""
@@ -58,6 +69,7 @@ class InputMessage:
     id: str | None = None
     force: bool = False
     raw: str | None = None  # the message as received (for dead letters), possibly truncated
+    checked: CheckedURL | None = None  # what the parse stage learned of ``url``; None: not checked yet
 
 
 @dataclass(slots=True)

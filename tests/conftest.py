@@ -1,7 +1,11 @@
-"""Shared fixtures: a real Tansu broker on a free port, throwaway topics, the sample site.
+"""Shared fixtures: real Apache Kafka on free ports, throwaway topics, the sample site.
 
-Tests that use ``broker`` talk Kafka protocol over TCP to a real broker process; nothing is
-faked. Topics are uuid-named so tests never see each other's data.
+``kafka`` is one Apache Kafka 4 node (KRaft broker + controller, ``tests/realkafka.py``) for the
+whole session; ``broker`` is the same broker under the name the integration tests use;
+``kafka_cluster`` is three nodes with RF=3 and ``min.insync.replicas=2`` for a test module.
+Tests talk Kafka protocol over TCP to real broker processes; nothing is faked. Topics are
+uuid-named so tests never see each other's data. Kafka needs Java 17+ and its jars, resolved
+once by Maven (``python tests/realkafka.py --install``); without them these fixtures error.
 """
 
 from __future__ import annotations
@@ -20,12 +24,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules besid
 
 
 @pytest.fixture(scope="session")
-def broker():
-    from copydesk.pipelines.demo.broker import EmbeddedBroker
+def kafka():
+    """One Apache Kafka node for the session (``realkafka.KafkaBroker``: ``.bootstrap``, ``.port``)."""
+    from realkafka import KafkaBroker
 
-    b = EmbeddedBroker().start()
+    b = KafkaBroker().start()
     yield b
-    b.stop()
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster():
+    """Three Apache Kafka nodes, one KRaft quorum (``realkafka.KafkaCluster``), for a module."""
+    from realkafka import KafkaCluster
+
+    c = KafkaCluster(3).start()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def broker(kafka):
+    """The broker of the integration tests: the session's Apache Kafka (``kafka``)."""
+    return kafka
 
 
 @pytest.fixture

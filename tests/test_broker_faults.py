@@ -130,7 +130,7 @@ def test_start_up_waits_for_the_broker_then_gives_up_or_stops(caplog):
 @pytest.mark.slow
 def test_job_started_before_its_broker_waits_for_it(tmp_path):
     """A real job started against a port where no broker listens yet: it waits, and once a
-    real Tansu comes up there (topics created), it runs and writes the record."""
+    real Apache Kafka node comes up there (topics created), it runs and writes the record."""
     import subprocess
     import sys
     import time
@@ -138,8 +138,9 @@ def test_job_started_before_its_broker_waits_for_it(tmp_path):
     import orjson
 
     from conftest import cli_env, consume
-    from copydesk.pipelines.demo.broker import EmbeddedBroker, create_topics, free_port
+    from copydesk.pipelines.demo.broker import create_topics, free_port
     from copydesk.pipelines.demo.site import SiteServer
+    from realkafka import KafkaBroker
 
     port = free_port()
     t = {k: f"late-{port}-{k}" for k in ("in", "out", "dead")}
@@ -154,7 +155,8 @@ def test_job_started_before_its_broker_waits_for_it(tmp_path):
         try:
             time.sleep(4)
             assert proc.poll() is None, proc.stdout.read()  # still waiting, not crashed
-            broker = EmbeddedBroker(port=port).start()
+            broker = KafkaBroker(port=port)
+            broker.start()
             create_topics(broker.bootstrap, list(t.values()), partitions=1)
             from kafka import KafkaProducer
 
@@ -172,5 +174,5 @@ def test_job_started_before_its_broker_waits_for_it(tmp_path):
                 proc.kill()
                 log = proc.communicate()[0]
             if broker is not None:
-                broker.stop()
+                broker.close()
     assert "unreachable" in log and "reachable again" in log, log[-3000:]

@@ -18,8 +18,14 @@ CLI = [sys.executable, "-m", "copydesk.pipelines.cli"]
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_demo_prints_clean_records_one_ap_cluster_and_a_summary():
-    proc = subprocess.run(CLI + ["demo"], env=cli_env(), capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("prism", ["found", "off"])
+def test_demo_prints_clean_records_one_ap_cluster_and_a_summary(prism):
+    """On Prism where a binary is found, and as on a machine with only Python (no binary, no
+    download: ``COPYDESK_PRISM=off``), on the micro-batch fallback."""
+    env = cli_env()
+    if prism == "off":
+        env["COPYDESK_PRISM"] = "off"
+    proc = subprocess.run(CLI + ["demo"], env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     m = re.search(r"summary: (\d+) messages -> (\d+) records \((\d+) stories, (\d+) duplicates, "
@@ -87,11 +93,11 @@ def test_batch_file_run_with_env_configuration(tmp_path, site):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [orjson.loads(x) for x in out.read_text().splitlines()]
     deads = [orjson.loads(x) for x in dead.read_text().splitlines()]
-    assert len(records) == 5 and len(deads) == 2
+    assert len(records) == 5 and len(deads) == 3  # the blank line is an input too
     for r in records:
         validate_article(r)
     for d in deads:
         validate_dead_letter(d)
-    assert sorted(d["reason"] for d in deads) == ["bad_url", "http_4xx"]
-    assert {d["offset"] for d in deads} == {5, 7}  # the line index in the input file
+    assert sorted(d["reason"] for d in deads) == ["bad_url", "http_4xx", "malformed"]
+    assert {d["offset"] for d in deads} == {5, 6, 7}  # the line index in the input file
     assert all(d["topic"] == f"file:{inp}" for d in deads)

@@ -3,13 +3,14 @@ the same consumer group, and account for every input offset; SIGTERM exits clean
 bounded time, with committed offsets covering what was written.
 
 Everything is real: ``copydesk run`` in its own process group (killed as a whole, extraction
-workers included, like a container being killed), a Tansu broker, an HTTP server.
+workers included, like a container being killed), an Apache Kafka broker, an HTTP server.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -51,7 +52,25 @@ def _kill(proc: subprocess.Popen) -> str:
     except ProcessLookupError:
         pass
     out, _ = proc.communicate(timeout=30)
-    return out.decode(errors="replace")
+    return (getattr(proc, "head", b"") + out).decode(errors="replace")
+
+
+def _wait_reading(proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    """Until the job has logged its first read ("... from offset N"): its SIGTERM handler is
+    installed by then. A SIGTERM before that (the interpreter still importing) ends the
+    process by the signal (exit -15), which is not what the tests are about. What the job
+    printed meanwhile is kept (``proc.head``) for ``_kill``/``_sigterm``."""
+    fd = proc.stdout.fileno()
+    head = getattr(proc, "head", b"")
+    deadline = time.monotonic() + timeout
+    while b" from offset " not in head and proc.poll() is None and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            head += chunk
+    proc.head = head
+    assert b" from offset " in head, f"the job did not start reading within {timeout}s:\n{head[-3000:]!r}"
 
 
 def _send(producer, topic: str, values: list[bytes]) -> list[tuple[int, int]]:
@@ -97,7 +116,7 @@ def _sigterm(proc: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
     except subprocess.TimeoutExpired:
         log = _kill(proc)
         pytest.fail(f"copydesk run did not exit within {timeout}s of SIGTERM:\n{log[-3000:]}")
-    return proc.returncode, out.decode(errors="replace"), time.monotonic() - started
+    return proc.returncode, (getattr(proc, "head", b"") + out).decode(errors="replace"), time.monotonic() - started
 
 
 def test_sigkill_at_random_points_loses_nothing(broker, topics, producer, site):
@@ -144,6 +163,13 @@ def test_sigkill_at_random_points_loses_nothing(broker, topics, producer, site):
         feeder.join(timeout=60)
         assert len(set(sent)) == len(values)
         seen, n_recs, n_dead = _wait_covered(broker, t, set(sent), timeout=75)
+        # The killed runs may have written (and committed) everything already: wait until the
+        # last one is up and has committed to the end too, so SIGTERM reaches a running job.
+        _wait_reading(proc)
+        ends = {p: max(o for q, o in sent if q == p) + 1 for p in range(2)}
+        deadline = time.monotonic() + 75
+        while _committed(broker, group, t["in"], 2) != ends and time.monotonic() < deadline:
+            time.sleep(1.0)
     finally:
         stop_feed.set()
         code, log, _ = _sigterm(proc, timeout=60)
@@ -157,7 +183,6 @@ def test_sigkill_at_random_points_loses_nothing(broker, topics, producer, site):
     duplicates = len(seen) - len(set(seen))
     # Every offset is accounted for, so the committed offsets must reach the end (no gap left).
     committed = _committed(broker, group, t["in"], 2)
-    ends = {p: max(o for q, o in sent if q == p) + 1 for p in range(2)}
     assert committed == ends, (committed, ends)
     print(f"\ncrash test (seed {seed}): kills at {[k[0] for k in kills]}s (offsets covered/produced at each "
           f"kill: {[f'{k[1]}/{k[2]}' for k in kills]}); inputs {len(sent)}, outputs {len(seen)} "
@@ -199,6 +224,7 @@ def test_sigterm_exits_in_bounded_time_and_commits_what_was_written(broker, topi
     proc = _start(broker, t, group)
     try:
         seen, _, _ = _wait_covered(broker, t, set(all_sent), timeout=75)
+        _wait_reading(proc)  # the first run may have written everything: SIGTERM a running job
     finally:
         code2, log2, _ = _sigterm(proc, timeout=60)
     assert code2 == 0, log2[-3000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.coders import StrUtf8Coder, VarIntCoder, registry as coder_registry
+from apache_beam.coders import BytesCoder, StrUtf8Coder, VarIntCoder, registry as coder_registry
 from apache_beam.typehints import KV
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -18,12 +18,8 @@ from dedup_helpers import rec, story  # noqa: E402
 
 from copydesk.transforms.dedup.stage import member_for  # noqa: E402
 from copydesk.transforms.dedup.coders import (  # noqa: E402
-    DecideMsg,
-    DecideMsgCoder,
-    EntryCoder,
-    EntryMsg,
-    LookupCoder,
-    LookupMsg,
+    BatchCoder,
+    DedupBatch,
     MemberCoder,
     decode_member,
     encode_member,
@@ -66,8 +62,8 @@ def test_member_encoding_is_deterministic_and_compact() -> None:
     assert encode_member(m) != encode_member(m._replace(agency=not m.agency))
     assert encode_member(m._replace(cluster_id=None)) != encode_member(m._replace(cluster_id=""))
     assert len(encode_member(m)) < len(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL))
-    assert all(c.is_deterministic() for c in (MemberCoder(), EntryCoder(), LookupCoder()))
-    assert not DecideMsgCoder().is_deterministic()  # the record inside is pickled
+    assert MemberCoder().is_deterministic()
+    assert not BatchCoder().is_deterministic()  # the records inside are pickled
 
 
 def test_member_ts_token_reads_the_header_only() -> None:
@@ -75,37 +71,23 @@ def test_member_ts_token_reads_the_header_only() -> None:
         assert member_ts_token(encode_member(m)) == (m.ts, m.token)
 
 
-def test_entry_and_lookup_round_trip_full_64_bit_values() -> None:
-    ms = members()
-    for m in ms:
-        blob = encode_member(m)
-        for v in (0, 1, 2**63, 2**64 - 1):
-            got = EntryCoder().decode(EntryCoder().encode((v, m.ts, blob)))
-            assert got == (v, m.ts, blob) and decode_member(got[2]) == m
-            got = LookupCoder().decode(LookupCoder().encode((33, v, 34, blob)))
-            assert got == (33, v, 34, blob) and decode_member(got[3]) == m
-    with pytest.raises(Exception):
-        EntryCoder().encode((2**64, 0.0, encode_member(ms[0])))  # out of range is an error, never truncated
-    with pytest.raises(TypeError):
-        LookupCoder().encode((1, 2, 3, ms[0]))  # a decoded member is a bug: members travel encoded
-
-
-def test_decide_messages_round_trip() -> None:
+def test_batch_round_trip() -> None:
     r = rec("a", "apnews.com", story(1), 0, 0)
     ms = members()
     blobs = [encode_member(m) for m in ms]
-    c = DecideMsgCoder()
-    for m in ms:  # a record message, whatever the member (incl. a stamp beyond 64 bits)
-        tag, n, rr, mm = c.decode(c.encode((0, 34, r, m)))
-        assert (tag, n, rr, mm) == (0, 34, r, m)
-    for vis in ([], blobs[:1], blobs):
-        got = c.decode(c.encode((1, 34, 7, vis)))
-        assert got == (1, 34, 7, list(vis)) and [decode_member(b) for b in got[3]] == ms[:len(vis)]
-    # nested (as in a bag or a KV), several in one stream
+    c = BatchCoder()
+    for items in ([], [(r, blobs[0])], [(r, b) for b in blobs]):
+        got = c.decode(c.encode(items))
+        assert got == items and [decode_member(b) for _, b in got] == ms[:len(items)]
+    with pytest.raises(TypeError):
+        c.encode([(r, ms[0])])  # a decoded member is a bug: members travel encoded
+    with pytest.raises(Exception):
+        c.decode(c.encode([(r, blobs[0])])[:-3])
+    # nested (as in a KV), several in one stream
     impl = c.get_impl()
     from apache_beam.coders.coder_impl import create_InputStream, create_OutputStream
     out = create_OutputStream()
-    msgs = [(1, 34, 3, blobs), (0, 34, r, ms[0]), (1, 34, 0, [])]
+    msgs = [[(r, blobs[1])], [], [(r, blobs[2]), (r, blobs[0])]]
     for x in msgs:
         impl.encode_to_stream(x, out, True)
     inp = create_InputStream(out.get())
@@ -113,35 +95,26 @@ def test_decide_messages_round_trip() -> None:
 
 
 def test_registry_gives_typed_keys_and_compact_values() -> None:
-    reg = coder_registry
-    lk = reg.get_coder(KV[int, LookupMsg])
-    assert lk.is_kv_coder() and lk.key_coder() == VarIntCoder() and lk.value_coder() == LookupCoder()
-    assert lk.is_deterministic()
-    dk = reg.get_coder(KV[str, DecideMsg])
-    assert dk.key_coder() == StrUtf8Coder() and dk.value_coder() == DecideMsgCoder()
-    assert reg.get_coder(KV[int, EntryMsg]).value_coder() == EntryCoder()
+    k = coder_registry.get_coder(KV[int, DedupBatch])
+    assert k.is_kv_coder() and k.key_coder() == VarIntCoder() and k.value_coder() == BatchCoder()
 
 
 def test_stage_pcollections_use_the_coders() -> None:
-    from copydesk.transforms.dedup.stage import Deduplicate
+    from copydesk.transforms.dedup.stage import Deduplicate, _Index
 
     p = beam.Pipeline()
     out, _ = p | beam.Create([rec("a", "apnews.com", story(1), 0, 0)]) | Deduplicate(DedupConfig())
     proto = p.to_runner_api()
     coders = proto.components.coders
-    key_urns = set()
+    urns = set()
     for pc in proto.components.pcollections.values():
         c = coders[pc.coder_id]
         if c.spec.urn == "beam:coder:windowed_value:v1":
             c = coders[c.component_coder_ids[0]]
-        if c.spec.urn == "beam:coder:kv:v1" and ("Lookup" in pc.unique_name or "Prepare" in pc.unique_name
-                                                 or "Gather" in pc.unique_name):
-            key_urns.add(coders[c.component_coder_ids[0]].spec.urn)
-    assert key_urns == {"beam:coder:varint:v1", "beam:coder:string_utf8:v1"}
-    # the state specs' coders
-    from copydesk.transforms.dedup.stage import _Decide, _Lookup
-
-    assert _Lookup.ENTRIES.coder == EntryCoder() and _Decide.MSGS.coder == DecideMsgCoder()
+        if c.spec.urn == "beam:coder:kv:v1" and "Prepare" in pc.unique_name:
+            urns.add(coders[c.component_coder_ids[0]].spec.urn)
+    assert urns == {"beam:coder:varint:v1"}
+    assert _Index.LOG.coder == BytesCoder() and _Index.VER.coder == StrUtf8Coder()
 
 
 def test_decode_member_rejects_truncated_input() -> None:

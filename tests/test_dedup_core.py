@@ -31,8 +31,11 @@ from copydesk.transforms.dedup.minhash import (  # noqa: E402
     content_hash,
     decode_signature,
     encode_signature,
+    entity_containment,
+    features,
     jaccard,
     normalized_words,
+    overlap,
     shingle_hashes,
     similarity,
     tokens,
@@ -43,9 +46,9 @@ CFG = DedupConfig()
 
 def mem(tok: str, text: str, stamp: int, domain: str = "x.com", ts: float = 1000.0, id_: str | None = None,
         cfg: DedupConfig = CFG) -> Member:
-    mh = MinHasher(cfg.num_perm, cfg.seed)
-    return Member(tok, id_ or f"id-{tok}", stamp, ts, mh.text_signature(text, cfg.shingle_size)[0], domain,
-                  domain in cfg.agency_domains, content_hash(text))
+    sig, nsh, ents = features(text, cfg.shingle_size, 1, cfg.num_perm, cfg.seed, cfg.entity_k)
+    return Member(tok, id_ or f"id-{tok}", stamp, ts, sig, domain, domain in cfg.agency_domains, content_hash(text),
+                  nsh=nsh, ents=ents)
 
 
 def test_normalized_words_match_article_module() -> None:
@@ -239,7 +242,9 @@ def test_horizon_expiry_and_pruning() -> None:
     late = idx.process(mem("c", s, 3, ts=1800.0 + 3601.0, cfg=cfg))
     assert late.cluster_id == "id-c" and late.is_canonical and late.duplicate_kind is None
     assert len(idx) == 1  # a and b released
-    assert not any(m.token in ("a", "b") for lst in idx._buckets.values() for m in lst)
+    assert idx.tokens() == ["c"]
+    assert decide(mem("d", s, 4, ts=1800.0 + 3602.0, cfg=cfg), idx.lookup(mem("d", s, 4, ts=1800.0 + 3602.0, cfg=cfg)),
+                  cfg).cluster_id == "id-c"  # only c is found under the shared keys
 
 
 def test_index_memory_follows_horizon() -> None:
@@ -258,12 +263,127 @@ def test_fingerprint_entry_restores_index() -> None:
     m = member_for(r, CFG, stamp=1)
     annotated = annotate(r, m, decide(m, {}, CFG))
     entry = fingerprint_entry(annotated)
-    assert set(entry) == {"v", "id", "cluster_id", "canonical", "fp", "domain", "ts", "agency", "content_hash"}
+    assert set(entry) == {"v", "id", "cluster_id", "canonical", "fp", "domain", "ts", "agency", "content_hash", "n",
+                          "ents"}
     assert entry["agency"] and entry["cluster_id"] == r.id and len(entry["fp"]) < 400
     seed = member_from_entry(entry)
-    assert seed.sig == m.sig and seed.ts == m.ts
+    assert seed.sig == m.sig and seed.ts == m.ts and seed.nsh == m.nsh > 0 and seed.ents == m.ents
+    old_entry = {k: v for k, v in entry.items() if k not in ("n", "ents")}  # format 1: still restores
+    assert member_from_entry(old_entry).nsh == 0 and member_from_entry(old_entry).sig == m.sig
     idx = DedupIndex(CFG)
     idx.add_seed(seed._replace(cluster_id="cluster-before-restart"))
     copy = rec("copy", "x.com", wrap(s), minute=30)
     d = idx.process(member_for(copy, CFG))
     assert d.cluster_id == "cluster-before-restart" and d.duplicate_of == r.id and d.duplicate_kind == "near"
+
+
+# --- containment, versions, roundups -------------------------------------------------------
+
+_NAMES = ["Oslo", "Maria", "Kessler", "Harbour", "Ministry", "Lindqvist", "Bergen", "Council", "Ahmed", "Tromso",
+          "Fjord", "Nordic", "Haugen", "Statoil", "Solberg", "Aker"]
+
+
+def named_story(seed: int, words: int = 600) -> str:
+    """A story whose sentences carry capitalised names (the version signal reads them)."""
+    rng = random.Random(seed)
+    names = rng.sample(_NAMES, 6)
+    sents = []
+    for i in range(words // 15):
+        ws = [rng.choice(story(seed * 1000 + i, 14).split()) for _ in range(14)]
+        ws[rng.randrange(1, 14)] = rng.choice(names)
+        ws[rng.randrange(1, 14)] = rng.choice(names)
+        ws[0] = ws[0].capitalize()
+        sents.append(" ".join(ws) + ".")
+    return "\n\n".join(" ".join(sents[i:i + 4]) for i in range(0, len(sents), 4))
+
+
+def _first(text: str, share: float) -> str:
+    ws = text.split(" ")
+    return " ".join(ws[: int(len(ws) * share)])
+
+
+def test_containment_matches_truncations_that_jaccard_misses() -> None:
+    s = story(90, 800)
+    for part in (_first(s, 0.35), " ".join(s.split(" ")[-int(len(s.split(" ")) * 0.4):])):
+        a, b = mem("a", s, 1, "apnews.com"), mem("b", part, 2, "x.com")
+        assert similarity(a.sig, b.sig) < CFG.threshold  # Jaccard alone would miss it
+        out, _ = _index_run([a, b])
+        assert out["b"].cluster_id == "id-a" and out["b"].duplicate_kind == "near"
+        old = dataclasses.replace(CFG, containment=1.01, version_overlap=1.01, bands=32, rows=4)
+        out, _ = _index_run([mem("a", s, 1, "apnews.com", cfg=old), mem("b", part, 2, "x.com", cfg=old)], old)
+        assert out["b"].cluster_id == "id-b"
+
+
+def test_short_item_quoted_in_a_long_page_is_not_a_copy() -> None:
+    s = story(91, 120)
+    page = "\n\n".join([story(92, 400), s, story(93, 300)])  # s is ~15% of the page
+    out, _ = _index_run([mem("s", s, 1, "a.com"), mem("p", page, 2, "b.com")])
+    assert out["p"].cluster_id == "id-p"
+
+
+def test_roundup_is_no_update_and_no_chain() -> None:
+    a, b = named_story(1, 500), named_story(2, 400)
+    items = "\n\n".join([_first(b, 0.2), story(94, 60)])
+    roundup = a + "\n\n" + items  # a is ~3/4 of it, same site
+    out, _ = _index_run([mem("a", a, 1, "apnews.com"), mem("b", b, 2, "apnews.com"),
+                         mem("r", roundup, 3, "apnews.com"), mem("b2", wrap(b), 4, "x.com"),
+                         mem("a2", trim(a), 5, "y.com")])
+    assert out["r"].cluster_id == "id-r" and out["r"].is_canonical and not out["r"].is_update
+    assert out["b2"].cluster_id == "id-b" and out["a2"].cluster_id == "id-a"
+    # the same page from another outlet is a copy with an addition (long_addition), not a roundup
+    out, _ = _index_run([mem("a", a, 1, "apnews.com"), mem("r", roundup, 2, "x.com")])
+    assert out["r"].cluster_id == "id-a" and out["r"].duplicate_kind == "near"
+
+
+def _reword(text: str, seed: int, rate: float) -> str:
+    rng = random.Random(seed)
+    out = []
+    for sent in text.replace("\n\n", " \n\n ").split(". "):
+        ws = sent.split(" ")
+        if rng.random() < rate and len(ws) > 4:
+            rng.shuffle(ws)
+        out.append(" ".join(ws))
+    return ". ".join(out)
+
+
+def test_version_signal_joins_a_writethru_not_an_independent_report() -> None:
+    s = named_story(3, 600)
+    ps = s.split("\n\n")
+    new_lead = named_story(4, 45).replace("\n\n", " ")
+    writethru = "\n\n".join([new_lead] + ps[3:] + ps[:3])  # new lead, paragraphs reordered
+    writethru = _reword(writethru, 5, 0.3)
+    a, w = mem("a", s, 1, "apnews.com"), mem("w", writethru, 2, "apnews.com")
+    assert similarity(a.sig, w.sig) < CFG.same_site_threshold
+    out, _ = _index_run([a, w])
+    assert out["w"].cluster_id == "id-a" and out["w"].duplicate_kind == "update" and out["w"].is_update
+    # the same names in independent text: no match
+    names = " ".join(n for n in _NAMES if n in s)
+    report = "\n\n".join(p + " " + names for p in named_story(6, 600).split("\n\n"))
+    e = mem("e", report, 3, "other.example")
+    assert entity_containment(a.ents, e.ents) >= CFG.version_entities  # the names alone would pass
+    out, _ = _index_run([a, e])
+    assert out["e"].cluster_id == "id-e"
+
+
+def test_overlap_estimate() -> None:
+    mh = MinHasher(128, 1)
+    base = tokens(story(95, 900))
+    for share in (0.3, 0.5, 0.8):
+        part = base[: int(len(base) * share)]
+        ha, hb = shingle_hashes(base), shingle_hashes(part)
+        cs, cl = overlap(similarity(mh.signature(ha), mh.signature(hb)), np.unique(ha).size, np.unique(hb).size)
+        assert abs(cs - 1.0) < 0.15 and abs(cl - share) < 0.1
+    assert overlap(0.4, 0, 10) == (0.4, 0.4)
+
+
+def test_index_ring_grows_wraps_and_releases() -> None:
+    cfg = DedupConfig(horizon_seconds=50)
+    idx = DedupIndex(cfg, capacity=16)
+    texts = [story(200 + i, 60) for i in range(40)]
+    for i in range(300):  # every story seen again every 40 records, 40 s later: inside the horizon
+        d = idx.process(mem(f"t{i}", texts[i % 40], i, f"d{i}.example", ts=float(i)))
+        if i >= 40:  # joins the copy 40 s earlier (older ones are released) and so its story's id
+            assert d.cluster_id == f"id-t{i % 40}" and d.matched == 1, i
+        assert len(idx) <= 51
+    assert idx.tokens()[0] == "t249" and idx.tokens()[-1] == "t299"
+    assert all(m.token in idx.tokens() for m, _ in idx.matches(mem("q", texts[0], 999, "q.example", ts=299.0)))

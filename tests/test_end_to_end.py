@@ -1,5 +1,5 @@
 """The long-running job end to end on real parts: ``copydesk run`` in its own process,
-a real Tansu broker, a real HTTP server on 127.0.0.1.
+a real Apache Kafka broker, a real HTTP server on 127.0.0.1.
 
 N URLs produced -> the running pipeline -> N records or dead letters on the output topics,
 arriving while the job runs; a SIGTERM drains and exits; a restart with the same group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -102,3 +103,49 @@ def test_run_extract_writes_one_line_per_file(tmp_path):
     assert counts == {"inputs": 3, "ok": 2, "errors": 1, "reasons": {"empty": 1}}
     assert rows[0]["title"] == "Council approves budget" and rows[0]["wire"]["agencies"] == ["AP"]
     assert rows[2]["error"]["reason"] == "empty"
+
+
+def test_submitted_pages_come_back_by_tag_while_the_caller_goes_on(hooks):
+    """submit() returns before the page is extracted; results() hands each page back under
+    its tag (a hang and a crash among them), wait=True blocks until one is there."""
+    with ExtractPool(ExtractConfig(), workers=2, timeout_s=5.0) as pool:
+        t0 = time.monotonic()
+        for tag, html in [("hang", HANG), ("good", GOOD), ("crash", CRASH), ("empty", EMPTY)]:
+            pool.submit(html, None, tag=tag)
+        assert time.monotonic() - t0 < 5.0 and pool.pending == 4  # nothing waited for the hang
+        got = {}
+        while pool.pending:
+            for tag, result, seconds in pool.results(wait=True):
+                got[tag] = (result, seconds)
+        assert sorted(got) == ["crash", "empty", "good", "hang"]
+        assert isinstance(got["good"][0], Extracted) and got["good"][1] is not None
+        assert got["hang"][0].reason == "extract_timeout" and got["hang"][1] >= 5.0
+        assert got["crash"][0].reason == "extract_crash" and got["empty"][0].reason == "empty"
+        assert pool.results() == [] and pool.pending == 0
+
+
+def test_a_released_pool_is_leased_again_with_its_workers():
+    from copydesk.transforms.extract.pool import lease, release
+
+    config = ExtractConfig(timeout_s=7.0)  # a configuration no other test leases
+    first = lease(config, workers=1)
+    assert isinstance(first.extract(GOOD), Extracted)
+    pids = [w.proc.pid for w in first._pool]
+    release(first)
+    second = lease(config, workers=1)
+    try:
+        assert second is first and [w.proc.pid for w in second._pool] == pids
+        assert lease(config, workers=1) is not first  # one user at a time
+    finally:
+        second.close()
+
+
+def test_workers_take_the_environment_of_the_pool_owner(monkeypatch):
+    """Workers fork from a long-lived forkserver; the test hooks set after it started must
+    still reach a new pool's workers."""
+    monkeypatch.delenv(TEST_HOOKS_ENV, raising=False)
+    with ExtractPool(ExtractConfig(), workers=1) as pool:
+        assert isinstance(pool.extract(CRASH), Extracted)  # hooks off: an ordinary page
+    monkeypatch.setenv(TEST_HOOKS_ENV, "1")
+    with ExtractPool(ExtractConfig(), workers=1) as pool:
+        assert pool.extract(CRASH).reason == "extract_crash"

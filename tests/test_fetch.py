@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from copydesk.schemas.records import DeadLetter, FetchedPage, InputMessage, SourceRef
-from copydesk.transforms.fetch.stage import FetchConfig, Fetcher, page_from_raw_record, raw_page_record
+from copydesk.schemas.codec import page_from_raw_record, raw_page_record
+from copydesk.transforms.fetch.stage import FetchConfig, Fetcher
 from fetch_server import (
     MisbehavingServer,
     compressed_route,

@@ -12,7 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from copydesk.schemas.records import InputMessage, SourceRef
-from copydesk.transforms import fetch as fetch_module
+from copydesk.transforms.fetch import stage as fetch_module
 from copydesk.transforms.fetch.stage import METRICS_NAMESPACE, FetchConfig, FetchPages
 from fetch_server import MisbehavingServer, html_route, redirect_route
 

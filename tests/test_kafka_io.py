@@ -1,4 +1,4 @@
-"""The Kafka source and sink against a real Tansu broker (Beam composites under TestPipeline)."""
+"""The Kafka source and sink against a real Apache Kafka broker (Beam composites under TestPipeline)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def test_json_string_holding_a_url():
     (b"not a url at all", "bad_url"),
     (b"example.com/no-scheme", "bad_url"),
     (b"ftp://example.com/file", "unsupported_scheme"),
-    (b"javascript:alert(1)", "bad_url"),
+    (b"javascript:alert(1)", "unsupported_scheme"),
     (b"{\"url\": \"http://x\"", "malformed"),
     (b"[1, 2]", "malformed"),
     (b"{\"source\": \"x\"}", "no_url"),

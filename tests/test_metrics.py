@@ -1,5 +1,5 @@
-"""The Prometheus endpoint of ``copydesk run --metrics-port`` on real parts: a real Tansu
-broker, the sample site on 127.0.0.1, ``copydesk run`` in its own process, its real HTTP
+"""The Prometheus endpoint of ``copydesk run --metrics-port`` on real parts: a real Apache
+Kafka broker, the sample site on 127.0.0.1, ``copydesk run`` in its own process, its real HTTP
 server scraped over TCP; and ``copydesk top --once`` against that endpoint."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import time
 import pytest
 
 from conftest import cli_env
-from copydesk.pipelines.metrics import METRICS, SPECS, DomainHealth, render_top, scrape
+from copydesk.pipelines.metrics import METRICS, SPECS, DomainHealth
+from copydesk.pipelines.top import render_top, scrape
 from copydesk.pipelines.demo.site import site_root
 from copydesk.transforms.extract.stage import TEST_HOOKS_ENV
 from fetch_server import MisbehavingServer, html_route, send
@@ -175,9 +176,9 @@ def test_endpoint_moves_with_records_and_top_prints_rates(broker, topics, produc
         # Everything read is eventually committed: lag goes to 0 for both partitions.
         s3 = _wait(url, lambda s: _val(s, "copydesk_consumer_committed_offset") >= len(first) + len(second)
                    and _val(s, "copydesk_consumer_lag") == 0, 60, proc)
-        # Tansu's end offset points at the start of the last record batch, so it can be below
-        # the committed offset (lag is clamped at 0 and under-reported by up to one batch there).
-        assert _val(s3, "copydesk_consumer_end_offset") >= 2
+        # The end offsets are the high watermarks: every message sent, all committed.
+        assert _val(s3, "copydesk_consumer_end_offset") == len(first) + len(second)
+        assert _val(s3, "copydesk_consumer_committed_offset") == len(first) + len(second)
         assert _val(s3, "copydesk_fetch_in_flight") == 0  # nothing in flight once idle
 
         # copydesk top --once against the live endpoint

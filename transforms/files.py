@@ -26,15 +26,13 @@ class _LineToInput(beam.DoFn):
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def process(self, element: tuple[int, str]):
+    def process(self, element: tuple[int, bytes]):
         index, line = element
-        if not line.strip():
-            return
-        yield line.encode("utf-8"), SourceRef(topic=f"file:{self.path}", partition=0, offset=index)
+        yield line, SourceRef(topic=f"file:{self.path}", partition=0, offset=index)
 
 
 class ReadInputFile(beam.PTransform):
-    """A file of JSON lines or one URL a line -> (bytes, SourceRef)."""
+    """A file of JSON lines or one URL a line -> (bytes, SourceRef), one per line."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -50,9 +48,12 @@ class ReadInputFile(beam.PTransform):
 
 
 def _numbered_lines(path: str):
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    """(index, line) for every line, as bytes: lines end at ``\\n`` only (a CR or U+2028
+    inside a line is part of it), nothing is decoded here (invalid UTF-8 is the parse stage's
+    ``malformed``) and blank lines are kept (each is one input and becomes one dead letter)."""
+    with open(path, "rb") as fh:
         for i, line in enumerate(fh):
-            yield i, line.rstrip("\n")
+            yield i, line[:-1] if line.endswith(b"\n") else line
 
 
 _file_locks: dict[str, threading.Lock] = {}

@@ -1,4 +1,6 @@
-"""Beam metrics of the extract and dedup stages, and the log fields of a record.
+"""The names of the stages' Beam metrics, the counter helper the stages share, and the log
+fields of a record (a leaf module; the stages' own metric classes live with them:
+``extract/metrics.py``, ``dedup/metrics.py``).
 
 Names are stable: ``pipelines/metrics.py`` maps them to Prometheus names and
 ``docs/metrics.md`` lists them.
@@ -61,66 +63,3 @@ class CounterSet:
 
             c = self._by_name[name] = Metrics.counter(self.namespace, name)
         c.inc(n)
-
-
-class ExtractMetrics:
-    """Counters of the extract DoFn (one instance per DoFn instance, made in ``setup``)."""
-
-    def __init__(self, *, short_chars: int = 250, max_domains: int = 500) -> None:
-        from apache_beam.metrics import Metrics
-
-        self.short_chars = short_chars
-        self.max_domains = max_domains
-        self.counters = CounterSet(EXTRACT_NS)
-        self.domains = CounterSet(EXTRACT_DOMAIN_NS)
-        self.time_ms = Metrics.distribution(EXTRACT_NS, "extract_time_ms")
-        self._named: set[str] = set()
-
-    def pages(self, n: int) -> None:
-        self.counters.inc("pages_in", n)
-
-    def seconds(self, value: float | None) -> None:
-        if value is not None and value >= 0:
-            self.time_ms.update(int(round(value * 1000)))
-
-    def article(self, domain: str, text: str | None) -> None:
-        self.counters.inc("articles_out")
-        short = len(text or "") < self.short_chars
-        if short:
-            self.counters.inc("short_articles")
-        self._domain(domain, "short" if short else "ok")
-
-    def dead(self, domain: str, reason: str) -> None:
-        self.counters.inc("dead")
-        self.counters.inc(f"dead_{reason}")
-        self._domain(domain, "empty" if reason == "empty" else "error")
-
-    def _domain(self, domain: str, outcome: str) -> None:
-        domain = (domain or "").strip().lower() or "_unknown"
-        if domain not in self._named:
-            if len(self._named) >= self.max_domains:
-                domain = OTHER_DOMAIN
-            else:
-                self._named.add(domain)
-        self.domains.inc(f"{outcome}:{domain}")
-
-
-class DedupMetrics:
-    """Counters of the dedup stage's ``Prepare`` (records in) and ``Decide`` (the rest)."""
-
-    def __init__(self) -> None:
-        self.counters = CounterSet(DEDUP_NS)
-
-    def record_in(self) -> None:
-        self.counters.inc("records_in")
-
-    def decided(self, record_id: str, decision: Any, dropped: bool) -> None:
-        c = self.counters
-        c.inc("records_dropped" if dropped else "records_out")
-        kind = decision.duplicate_kind
-        if kind:
-            c.inc(f"duplicates_{kind}")
-        if decision.is_canonical:
-            c.inc("canonical_records")
-        if kind is None and decision.cluster_id == record_id:
-            c.inc("new_clusters")

@@ -7,9 +7,13 @@ on every replay and a replay's records replace rather than multiply downstream.
 from __future__ import annotations
 
 import hashlib
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import courlan
+import httpx
+
+from copydesk.schemas.records import CheckedURL
 
 # Query parameters that only track the reader and never select content.
 TRACKING_PARAMS = frozenset(
@@ -26,7 +30,7 @@ TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "hsa_", "at_", "oly_", "vero_", "__h
 
 
 class InvalidURL(ValueError):
-    """The string is not an absolute http(s) URL we can fetch."""
+    """The string is not an absolute http(s) URL we can fetch; ``reason`` is its dead-letter code."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -46,31 +50,65 @@ def strip_tracking(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(kept, doseq=True), fragment=""))
 
 
-def check_url(url: str) -> str:
-    """Return the stripped URL or raise :class:`InvalidURL` with a reason code."""
+MAX_URL_CHARS = 8192
+_SCHEME_PORT = re.compile(r"^[^:/?#]+:\d+(?:[/?#]|$)")  # "localhost:8080/x": a host and port, not a scheme
+
+
+def _bad_char(url: str) -> str | None:
+    """A description of the first character no URL may hold raw (whitespace, C0/C1 controls, DEL)."""
+    for i, c in enumerate(url):
+        o = ord(c)
+        if o < 0x20 or 0x7F <= o <= 0x9F or c.isspace() or 0xD800 <= o <= 0xDFFF:
+            kind = "whitespace" if c.isspace() else "a surrogate" if o >= 0xD800 else "a control character"
+            return f"URL contains {kind} (U+{o:04X} at {i})"
+    return None
+
+
+def parse_url(url: object) -> CheckedURL:
+    """Check a URL once and keep what was learned; raise :class:`InvalidURL` with a reason code.
+
+    ``no_url`` for nothing, ``unsupported_scheme`` for any scheme but http/https
+    (``javascript:``, ``data:``, ``ftp:`` ...), ``bad_url`` for everything else that is no
+    absolute http(s) URL the fetcher's HTTP client can send (control characters, no host, bad
+    port, bad IPv4/IPv6 literal or IDNA name).
+    """
     if not isinstance(url, str) or not url.strip():
         raise InvalidURL("no_url", "empty URL")
     url = url.strip()
-    if any(c in url for c in (" ", "\n", "\r", "\t")):
-        raise InvalidURL("bad_url", "URL contains whitespace")
-    if len(url) > 8192:
-        raise InvalidURL("bad_url", f"URL is {len(url)} characters long (max 8192)")
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidURL("bad_url", f"URL is {len(url)} characters long (max {MAX_URL_CHARS})")
+    bad = _bad_char(url)
+    if bad:
+        raise InvalidURL("bad_url", bad)
     try:
         parts = urlsplit(url)
     except ValueError as exc:
         raise InvalidURL("bad_url", f"unparsable URL: {exc}") from exc
     scheme = parts.scheme.lower()
-    if not scheme or "://" not in url:
-        raise InvalidURL("bad_url", "not an absolute URL")
+    if not scheme or _SCHEME_PORT.match(url):
+        raise InvalidURL("bad_url", "not an absolute URL (no scheme)")
     if scheme not in ("http", "https"):
         raise InvalidURL("unsupported_scheme", f"scheme {scheme!r} is not http or https")
+    if not url[len(scheme) + 1:].startswith("//"):
+        raise InvalidURL("bad_url", "not an absolute URL (no // after the scheme)")
     if not parts.hostname:
         raise InvalidURL("bad_url", "URL has no host")
     try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        port = parts.port
     except ValueError as exc:
         raise InvalidURL("bad_url", f"bad port: {exc}") from exc
-    return url
+    try:  # what the fetcher will send: its parser has the last word, and its host is connected to
+        host = httpx.URL(url).host
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        raise InvalidURL("bad_url", f"unusable URL: {exc}") from exc
+    if not host:
+        raise InvalidURL("bad_url", "URL has no host")
+    return CheckedURL(url, scheme, host.lower(), port or (443 if scheme == "https" else 80))
+
+
+def check_url(url: object) -> str:
+    """The stripped URL if :func:`parse_url` accepts it."""
+    return parse_url(url).url
 
 
 def canonicalize(url: str) -> str:

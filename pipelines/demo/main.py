@@ -93,10 +93,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    from copydesk.pipelines.cli import _setup_logging
+    from copydesk.transforms.logs import setup_logging
     from copydesk.pipelines.job import run_job
 
-    _setup_logging(args.log_level, "text")
+    setup_logging(args.log_level, "text")
     broker = None if args.bootstrap_servers else EmbeddedBroker().start()
     bootstrap = args.bootstrap_servers or broker.bootstrap
     run_id = uuid.uuid4().hex[:8]
@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
                 "--per-host-delay", "0.05", "--per-host-concurrency", "4",
             ]
             started = time.monotonic()
-            stats = run_job(argv_job, exit_when_idle=True, idle_seconds=1.0)
+            stats = run_job(argv_job, exit_when_idle=True, idle_seconds=1.0, prism_download=False)
             elapsed = time.monotonic() - started
             records = _consume_all(bootstrap, topics["out"])
             dead = _consume_all(bootstrap, topics["dead"])

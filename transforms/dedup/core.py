@@ -25,20 +25,29 @@ Decision rule (see :func:`decide`)
 
 from __future__ import annotations
 
+import base64
+import collections
 import datetime as _dt
 import hashlib
 import heapq
 import math
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from copydesk.transforms import agencies
+import numpy as np
+
 from copydesk.transforms.dedup.minhash import (
+    BAND_DTYPE,
     EMPTY_SIGNATURE,
     band_values,
     decode_signature,
     encode_signature,
+    entity_containment,
+    features,
+    overlap,
     similarity,
 )
 
@@ -48,12 +57,16 @@ __all__ = [
     "DedupConfig",
     "DedupIndex",
     "Member",
+    "VETO",
     "decide",
     "event_time",
     "fingerprint_entry",
     "is_agency_domain",
     "key_values",
+    "index_keys",
     "member_from_entry",
+    "relation",
+    "resolve",
 ]
 
 DEFAULT_AGENCY_DOMAINS: tuple[str, ...] = agencies.DOMAINS
@@ -67,7 +80,26 @@ class DedupConfig:
     """Settings of the de-duplication stage (frozen, picklable).
 
     threshold: estimated Jaccard similarity of word shingles at or above which two bodies
-        are near-duplicates (chosen from ``benchmarks/bench_dedup.py``).
+        are copies (chosen from ``benchmarks/bench_dedup.py``, as are the next six).
+    containment / min_cover: two bodies are also copies when the intersection of their
+        shingle sets (estimated from the MinHash and both set sizes) covers at least
+        ``containment`` of the smaller and ``min_cover`` of the larger: a truncated copy or
+        an excerpt, not a short item quoted inside a long page.
+    same_site_threshold: the Jaccard estimate above which two bodies of one site are copies
+        (shared templates make text overlap less telling within a site; a same-site version
+        below it needs the second signal).
+    version_overlap / version_entities: the second signal, for versions (write-thrus): the
+        intersection covers at least ``version_overlap`` of the smaller body and at least
+        ``version_entities`` of the smaller body's names and quotes
+        (:func:`~copydesk.transforms.dedup.minhash.entity_sketch`) are in the other's.
+    roundup_cover / roundup_extra / roundup_share: two bodies of one site where one
+        carries at least ``roundup_cover`` of the other verbatim, and that is more than
+        ``roundup_share`` of it but at least ``roundup_extra`` of it is its own text, are
+        different pages (a roundup, a compilation), never a match. A page where the quoted
+        body is at most ``roundup_share`` is the expansion of a short first item (the
+        agency's pattern), matched as an update.
+    entity_k / min_entities: size of the entity sketch (bottom-k of 16-bit hashes); the
+        version signal needs at least ``min_entities`` names in both bodies.
     num_perm / bands / rows: MinHash permutations and LSH banding (``bands * rows <= num_perm``).
     shingle_size: words per shingle.
     min_words: bodies with fewer tokens get no near-duplicate matching (exact only): short
@@ -81,8 +113,7 @@ class DedupConfig:
         (``--force``; a single message asks for the same with ``"force": true``). The
         record is still annotated (``duplicate_of``, ``duplicate_kind`` ...).
     agency_domains: domains whose copy is the canonical member of a cluster.
-    shard_bits: the key space per lookup kind is ``2**shard_bits`` keys (Beam stage only);
-        bounded so that every key is touched often and lazily pruned.
+    shard_bits: unused since the stage keeps one index (kept so that existing options parse).
     prune_seeds: drop seeds (fingerprint entries read on start-up) older than the newest
         seed's event time minus ``horizon_seconds`` before they are expanded into keyed
         entries (Beam stage only; see ``docs/dedup.md``, "Restart on the local runner").
@@ -91,9 +122,20 @@ class DedupConfig:
     """
 
     threshold: float = 0.5
+    containment: float = 0.8
+    min_cover: float = 0.2
+    same_site_threshold: float = 0.6
+    version_overlap: float = 0.3
+    version_entities: float = 0.8
+    version_sum: float = 0.0
+    roundup_cover: float = 0.9
+    roundup_extra: float = 0.15
+    roundup_share: float = 0.5
+    entity_k: int = 48
+    min_entities: int = 5
     num_perm: int = 128
-    bands: int = 32
-    rows: int = 4
+    bands: int = 64
+    rows: int = 2
     shingle_size: int = 5
     min_words: int = 30
     horizon_seconds: float = 7 * 24 * 3600.0
@@ -112,6 +154,8 @@ class DedupConfig:
             raise ValueError("threshold must be in (0, 1]")
         if self.horizon_seconds <= 0:
             raise ValueError("horizon_seconds must be positive")
+        if self.rows not in (1, 2, 4):
+            raise ValueError("rows must be 1, 2 or 4 (a band value is at most 64 bits)")
 
     @property
     def url_key(self) -> int:
@@ -139,6 +183,8 @@ class Member(NamedTuple):
     ts: event time in epoch seconds (the horizon is measured on it).
     sig: MinHash signature (may be empty: exact matching only).
     cluster_id / canonical: known for seeds (restored state); ``None`` for live members.
+    nsh / ents: the number of distinct shingles and the entity sketch (containment and the
+        version signal; 0 and empty in fingerprint entries written before they existed).
     """
 
     token: str
@@ -151,10 +197,60 @@ class Member(NamedTuple):
     content_hash: str
     cluster_id: str | None = None
     canonical: str | None = None
+    nsh: int = 0  # distinct shingles of the body (0: unknown, e.g. an old fingerprint entry)
+    ents: bytes = b""  # entity sketch (names and quotes)
 
     @property
     def order(self) -> tuple[int, str]:
         return (self.stamp, self.token)
+
+
+# --- the member's compact encoding (state, the log, shuffled batches; copydesk.transforms.dedup.coders)
+
+MEMBER_HEADER = struct.Struct("<BqdIIIIIIIiI")
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def encode_member(m: Member) -> bytes:
+    tok = m.token.encode("utf-8")
+    mid = m.id.encode("utf-8")
+    dom = m.domain.encode("utf-8")
+    ch = m.content_hash.encode("utf-8")
+    cid = b"" if m.cluster_id is None else m.cluster_id.encode("utf-8")
+    can = b"" if m.canonical is None else m.canonical.encode("utf-8")
+    flags = (1 if m.agency else 0) | (2 if m.cluster_id is not None else 0) | (4 if m.canonical is not None else 0)
+    stamp = int(m.stamp)
+    extra = b""
+    if not _I64[0] <= stamp <= _I64[1]:
+        flags |= 8
+        extra = str(stamp).encode("ascii")
+        stamp = 0
+    sig = bytes(m.sig)
+    ents = bytes(m.ents)
+    return b"".join((
+        MEMBER_HEADER.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can),
+                  int(m.nsh), len(ents)),
+        tok, mid, sig, dom, ch, cid, can, ents, extra,
+    ))
+
+
+def decode_member(b: bytes | memoryview, pos: int = 0, end: int | None = None) -> Member:
+    flags, stamp, ts, lt, li, ls, ld, lc, lk, ln, nsh, le = MEMBER_HEADER.unpack_from(b, pos)
+    p = pos + MEMBER_HEADER.size
+    mv = memoryview(b)
+    tok = str(mv[p:p + lt], "utf-8"); p += lt
+    mid = str(mv[p:p + li], "utf-8"); p += li
+    sig = bytes(mv[p:p + ls]); p += ls
+    dom = str(mv[p:p + ld], "utf-8"); p += ld
+    ch = str(mv[p:p + lc], "utf-8"); p += lc
+    cid = str(mv[p:p + lk], "utf-8") if flags & 2 else None; p += lk
+    can = str(mv[p:p + ln], "utf-8") if flags & 4 else None; p += ln
+    ents = bytes(mv[p:p + le]); p += le
+    if flags & 8:
+        stamp = int(str(mv[p:len(b) if end is None else end], "ascii"))
+    return Member(token=tok, id=mid, stamp=stamp, ts=ts, sig=sig, domain=dom, agency=bool(flags & 1),
+                  content_hash=ch, cluster_id=cid, canonical=can, nsh=nsh, ents=ents)
+
 
 
 @dataclass(slots=True)
@@ -191,11 +287,62 @@ def shard_key(index: int, value: int, shard_bits: int) -> int:
     return (index << shard_bits) | shard
 
 
-def _matches(r: Member, m: Member, cfg: DedupConfig) -> tuple[bool, float]:
-    if m.id == r.id or (r.content_hash and m.content_hash == r.content_hash):
-        return True, 1.0
-    s = similarity(r.sig, m.sig)
-    return s >= cfg.threshold, s
+VETO = "veto"
+
+
+_SAME_TEXT = ("exact_url", "update_url", "exact")
+
+
+def _vetoed(pairs: Sequence[tuple[Member, str]]) -> list[tuple[Member, str]]:
+    """The matches left when the record is a roundup of some member (:data:`VETO`): then it
+    is a page of its own, the version of no story (it matches the short first item of the
+    story it quotes whole, or another story it quotes a part of, as an expansion would):
+    only the same URL or the same text still join it. No chain through a roundup."""
+    if not any(rel == VETO for _, rel in pairs):
+        return list(pairs)
+    return [(m, rel) for m, rel in pairs if rel in _SAME_TEXT]
+
+
+def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -> str | None:
+    """How member ``m`` matches record ``r``: ``"exact_url"`` / ``"update_url"`` (same id, same
+    or new text), ``"exact"`` (same content hash), ``"update"`` (a copy or a version from the
+    same site), ``"near"`` (a copy or a version from another site), :data:`VETO` (``r`` is a
+    roundup of ``m``: no match, nor any but same-text ones for ``r``), or ``None``.
+
+    Copy: estimated Jaccard ``>= threshold``, or the shingle intersection covers
+    ``containment`` of the smaller body and ``min_cover`` of the larger. Version: it covers
+    ``version_overlap`` of the smaller body and ``version_entities`` of the smaller body's
+    names and quotes are in the other's. Two bodies of one site where one carries
+    ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
+    ``1 - roundup_extra`` of its own text, never match (a roundup quoting a story is not
+    that story's update; a full story expanding its short first item is). ``sim``: the Jaccard estimate when
+    the caller has computed it already."""
+    if m.id == r.id:
+        return "exact_url" if m.content_hash == r.content_hash else "update_url"
+    if r.content_hash and m.content_hash == r.content_hash:
+        return "exact"
+    if not r.sig or not m.sig:
+        return None
+    j = similarity(r.sig, m.sig) if sim is None else sim
+    cs, cl = overlap(j, r.nsh, m.nsh)
+    same_site = bool(r.domain) and r.domain == m.domain
+    if same_site and cs >= cfg.roundup_cover and cl <= 1.0 - cfg.roundup_extra:
+        # one carries the other whole plus text of its own: the record is a roundup when it is
+        # the larger and the quoted body is most of it (a larger record where it is not is the
+        # full story after its short first item); a record quoted whole by an earlier page
+        # of its site is not that page's version
+        if r.nsh <= m.nsh:
+            return None
+        if cl > cfg.roundup_share:
+            return VETO
+    ok = j >= (cfg.same_site_threshold if same_site else cfg.threshold) or (
+        cs >= cfg.containment and cl >= cfg.min_cover)
+    if not ok and cs >= cfg.version_overlap and min(len(r.ents), len(m.ents)) >= 2 * cfg.min_entities:
+        e = entity_containment(r.ents, m.ents, cfg.entity_k)
+        ok = e >= cfg.version_entities and cs + e >= cfg.version_sum
+    if not ok:
+        return None
+    return "update" if same_site else "near"
 
 
 def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig) -> Decision:
@@ -218,26 +365,24 @@ def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig)
     preceding: list[tuple[Member, str]] = []  # (member, relation)
     concurrent_later: list[Member] = []
     for tok, m in cands.items():
-        ok, _sim = _matches(r, m, cfg)
-        if not ok:
+        rel = relation(r, m, cfg)
+        if rel is None:
             continue
         # keys the two share: if r did not see m under one of them, m was inserted after r
         # there (processed concurrently elsewhere), so m also sees r: order them by stamp.
         shared = {i for i, v in key_values(m, cfg) if r_vals.get(i) == v}
         mutual = bool(shared - seen_in[tok])
         if mutual and m.order > r.order:
-            concurrent_later.append(m)
+            if rel != VETO:
+                concurrent_later.append(m)
             continue
-        if m.id == r.id:
-            rel = "exact_url" if (m.content_hash == r.content_hash) else "update_url"
-        elif r.content_hash and m.content_hash == r.content_hash:
-            rel = "exact"
-        elif m.domain == r.domain:
-            rel = "update"
-        else:
-            rel = "near"
         preceding.append((m, rel))
+    return resolve(r, _vetoed(preceding), concurrent_later)
 
+
+def resolve(r: Member, preceding: Sequence[tuple[Member, str]], concurrent_later: Sequence[Member] = ()) -> Decision:
+    """The decision of ``r`` from its matching members that precede it (with their
+    :func:`relation`) and the matching ones processed concurrently that order after it."""
     if preceding:
         root = min((m for m, _ in preceding), key=lambda m: m.order)
         cluster_id = root.cluster_id or root.id
@@ -247,7 +392,7 @@ def decide(r: Member, visible: Mapping[int, Sequence[Member]], cfg: DedupConfig)
         cluster_id = r.id
         root_canonical = r.id
 
-    everyone = sorted([m for m, _ in preceding] + concurrent_later + [r], key=lambda m: m.order)
+    everyone = sorted([m for m, _ in preceding] + list(concurrent_later) + [r], key=lambda m: m.order)
     agencies = [m for m in everyone if m.agency]
     if agencies:
         canon = agencies[0]
@@ -289,59 +434,257 @@ def visible_for(r: Member, entries: Iterable[tuple[int, Member]], value: int, ho
     return [m for v, m in entries if v == value and m.ts >= lo and m.token != r.token]
 
 
-class DedupIndex:
-    """Serial index with the same semantics as the Beam stage (one process, one key space).
+_KEY_MUL = np.uint64(0xD6E8FEB86659FD93)
+_BAND_VIEW = BAND_DTYPE  # a band value is its rows' 16-bit values as one integer
 
-    Memory is proportional to the members inside the horizon: every :meth:`process` call
-    first releases members whose event time is older than ``max event time seen - horizon``.
+
+def index_keys(m: Member, cfg: DedupConfig) -> np.ndarray:
+    """32-bit hash-table keys of a member: one per LSH band (none without a signature), then
+    the id and the content hash (a candidate filter: every candidate is verified, so a
+    collision costs one comparison). Vectorised equivalent of hashing :func:`key_values`."""
+    n_b = cfg.bands if m.sig else 0
+    vals = np.empty(n_b + 2, dtype=np.uint64)
+    if n_b:
+        vals[:n_b] = np.frombuffer(m.sig, dtype=_BAND_VIEW[cfg.rows], count=n_b) if cfg.rows in _BAND_VIEW else (
+            np.asarray(band_values(m.sig, cfg.bands, cfg.rows), dtype=np.uint64))
+    vals[n_b] = _value_of_str(m.id)
+    vals[n_b + 1] = _value_of_str(m.content_hash) if m.content_hash else 0
+    idx = np.arange(n_b + 2, dtype=np.uint64)
+    if not n_b:
+        idx += np.uint64(cfg.bands)
+    with np.errstate(over="ignore"):
+        h = (vals ^ (idx * _KEY_MUL)) * np.uint64(_GOLDEN)
+    keys = (h >> np.uint64(32)).astype(np.uint32)
+    return keys if m.content_hash else keys[:-1]
+
+
+class DedupIndex:
+    """The index of the members inside the horizon, in compact numpy arrays, and the serial
+    decision (the Beam stage keeps one of these in its ``Index`` step; see ``docs/dedup.md``).
+
+    Members live in a ring of ``capacity`` positions (columns: signature, shingle count,
+    event time, sequence number, 64-bit hashes of id and content hash, and the member without
+    its signature in its compact encoding, :func:`encode_member`), in arrival order. A
+    member's keys (:func:`index_keys`: its LSH bands, id and content hash as 32-bit hashes)
+    are entries of a chained hash table kept in arrays: ``head[bucket]`` (the bucket is the
+    key's low bits) is the newest entry of a bucket, ``nxt[entry]`` the next older one, an
+    entry being ``position * k + column`` and holding the key's high 16 bits. Chains run
+    strictly from newer to older members, so a link to a position that was reused by a newer
+    member, or to one released, ends the chain: nothing is ever unlinked. A member is released
+    when its event time is older than the newest event time seen minus the horizon (the ring
+    releases in arrival order, so one with a later event time holds the ones behind it for a
+    while). The ring grows by half (entries relinked) when it is full of members inside the
+    horizon.
+
+    Per position: the signature (256 bytes), ``(2 + 4 + 2) x (bands + 2)`` bytes of keys,
+    links and table (~530 bytes), ~40 bytes of columns and the encoded member (~330 bytes
+    with its entity sketch); ``benchmarks/bench_dedup.py --part core`` measures the RSS.
     """
 
-    def __init__(self, cfg: DedupConfig) -> None:
+    MAX_CHAIN = 64  # entries walked per key at most: a key shared by very many members (boilerplate) is capped
+
+    def __init__(self, cfg: DedupConfig, capacity: int = 4096) -> None:
         self.cfg = cfg
-        self._buckets: dict[tuple[int, int], list[Member]] = {}
-        self._expiry: list[tuple[float, str, tuple[tuple[int, int], ...]]] = []
-        self._members: dict[str, Member] = {}
+        self._k = cfg.bands + 2
         self._now = -math.inf
+        self._start = 0  # sequence number of the oldest member kept
+        self._end = 0  # next sequence number
+        self.last: Member | None = None  # the member :meth:`process` inserted last
+        self._alloc(max(16, capacity))
+
+    def _alloc(self, cap: int) -> None:
+        if cap * self._k >= 2**31:
+            raise MemoryError("dedup index: more than 2**31 entries")
+        self._cap = cap
+        self._sig = np.zeros((cap, self.cfg.num_perm), dtype=np.uint16)
+        self._nsh = np.zeros(cap, dtype=np.int32)
+        self._ts = np.zeros(cap, dtype=np.float64)
+        self._seq = np.full(cap, -1, dtype=np.int64)  # sequence number of the member at a position
+        self._keys = np.zeros(cap * self._k, dtype=np.uint16)  # high 16 bits of each key (the bucket has the low ones)
+        self._nxt = np.full(cap * self._k, -1, dtype=np.int32)
+        self._blob: list[bytes | None] = [None] * cap  # the member without its signature, encoded
+        self._has_sig = np.zeros(cap, dtype=bool)
+        self._idh = np.zeros(cap, dtype=np.uint64)  # 64-bit hashes of the id and the content hash
+        self._chh = np.zeros(cap, dtype=np.uint64)
+        nb = 1
+        while nb < cap * self._k // 2:
+            nb <<= 1
+        self._mask = np.uint32(nb - 1)
+        self._head = np.full(nb, -1, dtype=np.int32)
 
     def __len__(self) -> int:
-        return len(self._members)
+        return self._end - self._start
+
+    def tokens(self) -> list[str]:
+        """Tokens of the members kept (tests, diagnostics)."""
+        return [m.token for m in self.members()]
 
     def _prune(self) -> None:
         lo = self._now - self.cfg.horizon_seconds
-        while self._expiry and self._expiry[0][0] < lo:
-            _, tok, keys = heapq.heappop(self._expiry)
-            self._members.pop(tok, None)
-            for k in keys:
-                lst = self._buckets.get(k)
-                if lst is None:
-                    continue
-                lst[:] = [m for m in lst if m.token != tok]
-                if not lst:
-                    del self._buckets[k]
+        cap = self._cap
+        while self._start < self._end and self._ts[self._start % cap] < lo:
+            p = self._start % cap
+            self._blob[p] = None
+            self._seq[p] = -1
+            self._start += 1
 
-    def _insert(self, m: Member, kv: list[tuple[int, int]]) -> None:
-        keys = tuple(kv)
-        for k in keys:
-            self._buckets.setdefault(k, []).append(m)
-        self._members[m.token] = m
-        heapq.heappush(self._expiry, (m.ts, m.token, keys))
+    def _grow(self) -> None:
+        """Half as many positions again: the live members are laid out in arrival order from
+        position 0 and the table is rebuilt from their keys in one vectorised pass (the keys
+        of position ``p`` in columns ``0..k-1``: the bands, the id, the content hash)."""
+        cfg, k = self.cfg, self._k
+        ps = np.arange(self._start, self._end, dtype=np.int64) % self._cap
+        n = ps.size
+        old = (self._sig[ps], self._nsh[ps], self._ts[ps], self._has_sig[ps], self._idh[ps], self._chh[ps],
+               [self._blob[p] for p in ps.tolist()])
+        self._alloc(self._cap * 3 // 2)
+        self._sig[:n], self._nsh[:n], self._ts[:n], self._has_sig[:n], self._idh[:n], self._chh[:n] = old[:6]
+        self._blob[:n] = old[6]
+        self._seq[:n] = np.arange(n)
+        self._start, self._end = 0, n
+        vals = np.zeros((n, k), dtype=np.uint64)
+        valid = np.zeros((n, k), dtype=bool)
+        if cfg.rows in _BAND_VIEW:
+            vals[:, :cfg.bands] = self._sig[:n].view(_BAND_VIEW[cfg.rows])[:, :cfg.bands]
+        else:
+            for i in np.flatnonzero(self._has_sig[:n]).tolist():
+                vals[i, :cfg.bands] = band_values(self._sig[i].tobytes(), cfg.bands, cfg.rows)
+        valid[:, :cfg.bands] = self._has_sig[:n, None]
+        vals[:, cfg.bands], vals[:, cfg.bands + 1] = self._idh[:n], self._chh[:n]
+        valid[:, cfg.bands], valid[:, cfg.bands + 1] = True, self._chh[:n] != 0
+        with np.errstate(over="ignore"):
+            keys = (((vals ^ (np.arange(k, dtype=np.uint64) * _KEY_MUL)) * np.uint64(_GOLDEN)) >> np.uint64(32)).astype(
+                np.uint32)
+        flat = keys.ravel()
+        self._keys[:n * k] = flat >> np.uint32(16)
+        ents = np.flatnonzero(valid.ravel()).astype(np.int64)  # entry ids, oldest first
+        buckets = (flat[ents] & self._mask).astype(np.int64)
+        order = np.lexsort((ents, buckets))
+        e, b = ents[order], buckets[order]
+        same = np.zeros(e.size, dtype=bool)
+        same[1:] = b[1:] == b[:-1]
+        self._nxt[e] = np.where(same, np.roll(e, 1), -1)
+        last = np.ones(e.size, dtype=bool)
+        last[:-1] = b[1:] != b[:-1]
+        self._head[b[last]] = e[last]
+
+    def _member(self, p: int) -> Member:
+        b = self._blob[p]
+        assert b is not None
+        m = decode_member(b)
+        return m._replace(sig=self._sig[p].tobytes()) if self._has_sig[p] else m
+
+    def _insert(self, m: Member, keys: np.ndarray) -> None:
+        if self._end - self._start >= self._cap:
+            self._grow()
+        seq = self._end
+        p = seq % self._cap
+        self._end += 1
+        if m.sig:
+            self._sig[p] = np.frombuffer(m.sig, dtype="<u2")
+        self._nsh[p] = m.nsh
+        self._ts[p] = m.ts
+        self._seq[p] = seq
+        self._blob[p] = encode_member(m._replace(sig=b""))
+        self._has_sig[p] = bool(m.sig)
+        self._idh[p] = _value_of_str(m.id)
+        self._chh[p] = _value_of_str(m.content_hash) if m.content_hash else 0
+        n = keys.size
+        base = p * self._k + (0 if m.sig else self.cfg.bands)  # the columns of _grow's layout
+        self._nxt[p * self._k:(p + 1) * self._k] = -1
+        self._keys[base:base + n] = keys >> np.uint32(16)
+        buckets = (keys & self._mask).astype(np.int64)
+        ids = np.arange(base, base + n, dtype=np.int32)
+        if len(set(buckets.tolist())) == n:
+            self._nxt[base:base + n] = self._head[buckets]
+            self._head[buckets] = ids
+        else:  # two keys of one member in one bucket: link them in order
+            for b, e in zip(buckets.tolist(), ids.tolist()):
+                self._nxt[e] = self._head[b]
+                self._head[b] = e
 
     def add_seed(self, m: Member) -> None:
         """Insert a restored member without deciding anything for it."""
-        self._now = max(self._now, m.ts)
-        self._insert(m, key_values(m, self.cfg))
+        if m.ts > self._now:
+            self._now = m.ts
+            self._prune()
+        self._insert(m, index_keys(m, self.cfg))
 
-    def lookup(self, m: Member, kv: list[tuple[int, int]] | None = None) -> dict[int, list[Member]]:
-        """What each of ``m``'s keys returns (visible members per key index)."""
-        kv = key_values(m, self.cfg) if kv is None else kv
-        lo = m.ts - self.cfg.horizon_seconds
+    def candidates(self, m: Member, keys: np.ndarray | None = None) -> np.ndarray:
+        """Ring positions of the kept members sharing a key with ``m`` and inside its
+        horizon, oldest first."""
+        keys = index_keys(m, self.cfg) if keys is None else keys
+        cur = self._head[keys & self._mask]
+        live = cur >= 0
+        if not live.all():
+            cur, keys = cur[live], keys[live]
+        hi = (keys >> np.uint32(16)).astype(np.uint16)
+        prev = np.full(cur.size, self._end, dtype=np.int64)  # chains must go to older members
+        k, start, seq_of, nxt, ekeys = self._k, self._start, self._seq, self._nxt, self._keys
+        found = []
+        for _ in range(self.MAX_CHAIN):
+            if not cur.size:
+                break
+            p = cur // k
+            s = seq_of[p]
+            ok = (s >= start) & (s <= prev)  # (<=: two keys of one member may share a bucket)
+            if not ok.all():
+                cur, hi, p, s = cur[ok], hi[ok], p[ok], s[ok]
+            hit = ekeys[cur] == hi
+            found.append(p[hit])
+            cur = nxt[cur]
+            live = cur >= 0
+            if not live.all():
+                cur, hi, s = cur[live], hi[live], s[live]
+            prev = s
+        ps = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+        if not ps.size:
+            return ps
+        ps = ps[self._ts[ps] >= m.ts - self.cfg.horizon_seconds]
+        return ps[np.argsort(self._seq[ps], kind="stable")]
+
+    def matches(self, m: Member, keys: np.ndarray | None = None) -> list[tuple[Member, str]]:
+        """The kept members that match ``m`` (:func:`relation`, :data:`VETO` included), oldest
+        first."""
+        ps = self.candidates(m, keys)
+        if not ps.size:
+            return []
+        cfg = self.cfg
+        if m.sig:  # a slot without a signature may hold an older member's: masked
+            sims = (self._sig[ps] == np.frombuffer(m.sig, dtype="<u2")).sum(axis=1) / cfg.num_perm
+            sims = np.where(self._has_sig[ps], sims, 0.0)
+        else:
+            sims = np.zeros(ps.size)
+        # a cheap bound first: the share of the smaller body the intersection can cover
+        n_c = self._nsh[ps].astype(np.float64)
+        inter = sims / (1.0 + sims) * (n_c + m.nsh)
+        cover = np.where((n_c > 0) & (m.nsh > 0), inter / np.maximum(np.minimum(n_c, m.nsh), 1.0), sims)
+        maybe = (sims >= cfg.threshold) | (cover >= min(cfg.containment, cfg.version_overlap))
+        maybe |= self._idh[ps] == np.uint64(_value_of_str(m.id))
+        if m.content_hash:
+            maybe |= self._chh[ps] == np.uint64(_value_of_str(m.content_hash))
+        out = []
+        for p, sim in zip(ps[maybe].tolist(), sims[maybe].tolist()):
+            c = self._member(p)
+            if c.token == m.token:
+                continue
+            rel = relation(m, c, cfg, sim if m.sig and c.sig else 0.0)
+            if rel is not None:
+                out.append((c, rel))
+        return out
+
+    def lookup(self, m: Member) -> dict[int, list[Member]]:
+        """What each of ``m``'s keys returns (visible members per key index; for tests of
+        :func:`decide` against the serial index)."""
         out: dict[int, list[Member]] = {}
-        for k in kv:
-            lst = self._buckets.get(k)
-            if lst:
-                vis = [x for x in lst if x.ts >= lo and x.token != m.token]
-                if vis:
-                    out[k[0]] = vis
+        mine = dict(key_values(m, self.cfg))
+        for p in self.candidates(m).tolist():
+            c = self._member(p)
+            if c.token == m.token:
+                continue
+            for i, v in key_values(c, self.cfg):
+                if mine.get(i) == v:
+                    out.setdefault(i, []).append(c)
         return out
 
     def process(self, m: Member) -> Decision:
@@ -349,10 +692,16 @@ class DedupIndex:
         if m.ts > self._now:
             self._now = m.ts
             self._prune()
-        kv = key_values(m, self.cfg)
-        d = decide(m, self.lookup(m, kv), self.cfg)
-        self._insert(m, kv)
+        keys = index_keys(m, self.cfg)
+        d = resolve(m, _vetoed(self.matches(m, keys)))
+        # kept with its decision: a later copy that matches only this one joins its cluster
+        self.last = m._replace(cluster_id=d.cluster_id, canonical=d.duplicate_of or m.id)
+        self._insert(self.last, keys)
         return d
+
+    def members(self) -> list[Member]:
+        """The members kept, oldest first (with their signatures)."""
+        return [self._member(s % self._cap) for s in range(self._start, self._end)]
 
 
 # --- event time, fingerprint entries -------------------------------------------------------
@@ -383,6 +732,28 @@ def event_time(record: Any, element_ts: float | None = None) -> float:
     return 0.0
 
 
+_SEEN: collections.OrderedDict[tuple[str, str], tuple[int, bytes]] = collections.OrderedDict()
+_SEEN_MAX = 8192
+
+
+def remember_features(m: Member) -> None:
+    """Keep a decided member's shingle count and entity sketch for a moment, so that
+    :func:`fingerprint_entry` of its record (written right after, usually in the same
+    process) need not tokenise the body again."""
+    _SEEN[(m.id, m.content_hash)] = (m.nsh, m.ents)
+    if len(_SEEN) > _SEEN_MAX:
+        _SEEN.popitem(last=False)
+
+
+def _features_of(record: Any, cfg: DedupConfig) -> tuple[int, bytes]:
+    got = _SEEN.get((record.id, record.content_hash or ""))
+    if got is not None:
+        return got
+    _sig, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
+                               cfg.entity_k, signature=False)
+    return nsh, ents
+
+
 def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, Any]:
     """The small, JSON-able entry that restores a de-duplicated record into the index.
 
@@ -390,12 +761,15 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
     ``fingerprint`` is the MinHash fingerprint set by the dedup stage). Keys: ``v`` (format
     version), ``id``, ``cluster_id``, ``canonical`` (the cluster's canonical id as decided),
     ``fp`` (the fingerprint string), ``domain``, ``ts`` (event time, epoch s), ``agency``,
-    ``content_hash``. Key it by ``id`` in a compacted topic.
+    ``content_hash``, and since format 2 ``n`` (distinct shingles) and ``ents`` (the entity
+    sketch, URL-safe base64), both recomputed from the record's text. Key it by ``id`` in a
+    compacted topic.
     """
     cfg = cfg or DedupConfig()
     domain = record.source_domain or ""
+    nsh, ents = _features_of(record, cfg)
     return {
-        "v": 1,
+        "v": 2,
         "id": record.id,
         "cluster_id": record.cluster_id or record.id,
         "canonical": record.duplicate_of or record.id,
@@ -404,6 +778,8 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
         "ts": event_time(record),
         "agency": is_agency_domain(domain, cfg.agency_domains),
         "content_hash": record.content_hash or "",
+        "n": nsh,
+        "ents": base64.urlsafe_b64encode(ents).decode("ascii"),
     }
 
 
@@ -422,4 +798,6 @@ def member_from_entry(entry: Mapping[str, Any]) -> Member:
         content_hash=entry.get("content_hash") or "",
         cluster_id=entry.get("cluster_id") or entry["id"],
         canonical=entry.get("canonical") or entry["id"],
+        nsh=int(entry.get("n") or 0),
+        ents=base64.urlsafe_b64decode(entry.get("ents") or ""),
     )

@@ -16,7 +16,7 @@ MinHash
 
 LSH
     The signature is cut into ``bands`` bands of ``rows`` values; a band value is the 64-bit
-    integer of its ``rows`` 16-bit values (rows == 4) or their BLAKE2b-64 (other sizes). Two
+    integer of its ``rows`` 16-bit values (rows 1, 2 or 4) or their BLAKE2b-64 (other sizes). Two
     texts with Jaccard ``J`` share at least one band with probability ``1 - (1 - J**rows)**bands``.
 
 Scripts written without spaces (Han, Hiragana, Katakana) are split into single characters
@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import re
 import hashlib
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -44,7 +45,11 @@ __all__ = [
     "normalized_words",
     "decode_signature",
     "encode_signature",
+    "entity_containment",
+    "entity_sketch",
+    "features",
     "jaccard",
+    "overlap",
     "shingle_hashes",
     "similarity",
     "tokens",
@@ -177,6 +182,70 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
+def features(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, seed: int = 1,
+             entity_k: int = 48, signature: bool = True) -> tuple[bytes, int, bytes]:
+    """What dedup keeps of a body: its MinHash signature (empty below ``min_words`` tokens:
+    exact matching only; not computed with ``signature=False``), its number of distinct
+    shingles and its entity sketch."""
+    toks = tokens(text)
+    if len(toks) < min_words:
+        return EMPTY_SIGNATURE, 0, b""
+    hs = shingle_hashes(toks, k)
+    sig = minhasher(num_perm, seed).signature(hs) if signature else EMPTY_SIGNATURE
+    return sig, int(np.unique(hs).size), entity_sketch(text, entity_k)
+
+
+def overlap(sim: float, n_a: int, n_b: int) -> tuple[float, float]:
+    """Shares of the smaller and of the larger shingle set covered by the intersection,
+    estimated from the Jaccard estimate ``sim`` and the two sets' sizes:
+    ``|A & B| = J / (1 + J) * (|A| + |B|)``. ``(sim, sim)`` when a size is unknown (0)."""
+    if n_a <= 0 or n_b <= 0:
+        return sim, sim
+    inter = sim / (1.0 + sim) * (n_a + n_b)
+    return min(1.0, inter / min(n_a, n_b)), min(1.0, inter / max(n_a, n_b))
+
+
+# a word that follows whitespace after a character that does not end a sentence (so not the
+# first word of a sentence or of a line)
+_UPPER = "".join(chr(i) for i in range(0x10000) if chr(i).isupper())
+_INNER_WORD = re.compile(r"(?<=[^.!?\s])[ \t]+([" + re.escape(_UPPER) + r"]\w+)")
+_QUOTE = re.compile(r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]"  # an opening quote mark,
+                    r"([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})"  # 20-400 characters,
+                    r"[\"\u201d\u201c\u00bb\u00ab\u2019]")  # a closing one
+
+
+def entity_sketch(text: str, k: int = 48) -> bytes:
+    """Bottom-``k`` sketch of a body's names and quotes: capitalised words that do not start
+    a sentence or a line (names and places; in German all nouns) and quoted spans of 20-400
+    characters, case-folded, hashed to 16 bits (CRC-32), the ``k`` smallest distinct values
+    as sorted little-endian uint16 (at most ``2 * k`` bytes; empty for caseless scripts)."""
+    items = {w.casefold() for w in _INNER_WORD.findall(text)}
+    for q in _QUOTE.findall(text):
+        items.add("\x00" + " ".join(normalized_words(q)))
+    if not items:
+        return b""
+    hs = np.fromiter((zlib.crc32(i.encode("utf-8")) & 0xFFFF for i in items), dtype=np.uint16, count=len(items))
+    return np.unique(hs)[:k].astype("<u2").tobytes()
+
+
+def entity_containment(a: bytes, b: bytes, k: int = 48) -> float:
+    """Share of the smaller entity set found in the other, estimated from two
+    :func:`entity_sketch` values (a full sketch holds the ``k`` smallest hashes: both are
+    compared below the smaller of their largest values). 0.0 when either is empty."""
+    if not a or not b:
+        return 0.0
+    x, y = np.frombuffer(a, dtype="<u2"), np.frombuffer(b, dtype="<u2")
+    cut = min(x[-1] if x.size >= k else 0xFFFF, y[-1] if y.size >= k else 0xFFFF)
+    x, y = x[x <= cut], y[y <= cut]
+    n = min(x.size, y.size)
+    if n == 0:
+        return 0.0
+    return float(np.intersect1d(x, y, assume_unique=True).size) / n
+
+
+BAND_DTYPE = {1: "<u2", 2: "<u4", 4: "<u8"}
+
+
 def band_values(sig: bytes, bands: int, rows: int) -> list[int]:
     """The ``bands`` LSH band values of a signature (64-bit ints); [] for an empty signature.
 
@@ -187,8 +256,8 @@ def band_values(sig: bytes, bands: int, rows: int) -> list[int]:
     need = bands * rows * 2
     if len(sig) < need:
         raise ValueError(f"signature has {len(sig) // 2} values, bands*rows needs {bands * rows}")
-    if rows == 4:
-        return np.frombuffer(sig, dtype="<u8", count=bands).tolist()
+    if rows in BAND_DTYPE:
+        return np.frombuffer(sig, dtype=BAND_DTYPE[rows], count=bands).tolist()
     step = rows * 2
     return [
         int.from_bytes(hashlib.blake2b(sig[i * step : (i + 1) * step], digest_size=8).digest(), "little")

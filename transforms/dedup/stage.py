@@ -2,75 +2,64 @@
 
 ``records, dropped = articles | Deduplicate(DedupConfig(), seed=fingerprint_entries)``
 
-Three keyed steps, all state bounded by the horizon (see ``docs/dedup.md``):
+Two steps (see ``docs/dedup.md``):
 
-1. ``Prepare`` (stateless): MinHash signature of the body (:mod:`copydesk.transforms.dedup.minhash`),
-   an arrival stamp, a unique token; emits one lookup per key -- each LSH band, the canonical
-   URL (record id) and the content hash -- keyed by a *bounded* shard key
-   ``key index * 2**shard_bits + shard(value)``, and the record itself keyed by its token.
-2. ``Lookup`` (stateful per shard key): a bag of ``(value, member)`` entries. For a lookup it
-   returns the members under the same value within the horizon (keyed by the asking token),
-   then stores the asker. Entries older than ``newest event time - horizon`` are pruned
-   whenever the key is touched; because the key space is bounded (``bands + 2`` kinds x
-   ``2**shard_bits``) every key is touched regularly, so memory follows the records inside
-   the horizon with no timers (on the local runner timers fire right after the bundle).
-   Seeds (fingerprint entries from before a restart) arrive as a side input and are merged
-   into a key's bag the first time the key is touched.
-3. ``Decide`` (stateful per token): collects the record and its ``bands + 2`` answers in one
-   bag (its length is the count), runs :func:`copydesk.transforms.dedup.core.decide`, clears
-   its state and emits the annotated record on ``records`` or, with ``drop_duplicates``,
-   non-canonical ones on ``dropped``.
+1. ``Prepare`` (stateless, parallel): the member of each record -- MinHash signature,
+   distinct shingle count and entity sketch of the body
+   (:mod:`copydesk.transforms.dedup.minhash`), an arrival stamp, a unique token -- encoded
+   once; the records of a bundle go on as one batch under the index key.
+2. ``Index`` (stateful, one key): :class:`~copydesk.transforms.dedup.core.DedupIndex` in
+   the DoFn, a log of the decided members in Beam state (a bag of chunks, compacted to the
+   members inside the horizon) and a version string that says whether the DoFn's index is
+   the state's (else it is rebuilt from the log). Each record of a batch is decided in
+   order against the index, inserted and emitted: on ``records`` or, with
+   ``drop_duplicates``, non-canonical ones on ``dropped``. Seeds (fingerprint entries from
+   before a restart, a side input) are merged the first time the key is touched, without
+   those older than the newest seed minus the horizon (``DedupConfig.prune_seeds``).
 
-Keys are typed (``VarIntCoder`` shard keys, ``StrUtf8Coder`` tokens) and members travel
-encoded (:mod:`copydesk.transforms.dedup.coders`): encoded once in ``Prepare``, decoded in
-``Decide`` only when visible. Seeds older than the newest seed minus the horizon are dropped
-before expansion (``DedupConfig.prune_seeds``; see ``docs/dedup.md``).
-
-Every input record leaves on exactly one of the two outputs, with its ``ref``.
+One key means the index runs on one worker at a time (the price in parallelism; the
+signature work of step 1, most of the cost, stays parallel). Every input record leaves on
+exactly one of the two outputs, with its ``ref``.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import math
 import os
+import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.coders import BytesCoder, StrUtf8Coder
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 from apache_beam.typehints import KV
-from apache_beam.transforms.userstate import BagStateSpec
+from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.records import ArticleRecord
-from copydesk.transforms.dedup.coders import (
-    DecideMsg,
-    DecideMsgCoder,
-    EntryCoder,
-    EntryMsg,
-    LookupMsg,
-    decode_member,
-    encode_member,
-    member_ts_token,
-)
+from copydesk.transforms.dedup.coders import DedupBatch, decode_member, encode_member
 from copydesk.transforms.dedup.core import (
     DEFAULT_AGENCY_DOMAINS,
     Decision,
     DedupConfig,
     DedupIndex,
     Member,
-    decide,
     event_time,
     fingerprint_entry,
     is_agency_domain,
-    key_values,
     member_from_entry,
-    shard_key,
+    remember_features,
 )
-from copydesk.transforms.dedup.minhash import EMPTY_SIGNATURE, encode_signature, minhasher, shingle_hashes, tokens
-from copydesk.transforms.stage_metrics import DedupMetrics
+from copydesk.transforms.dedup.minhash import encode_signature, features
+from copydesk.transforms.dedup.metrics import DedupMetrics
+from copydesk.transforms.stage_metrics import DEDUP_NS as METRICS_NS
 
 __all__ = [
     "DEFAULT_AGENCY_DOMAINS",
@@ -85,17 +74,18 @@ __all__ = [
 ]
 
 DROPPED = "dropped"
-_REC = 0
-_ANS = 1
 
 
 def signature_for(text: str, cfg: DedupConfig) -> bytes:
     """The MinHash signature of a body, or an empty one when it has fewer than
     ``cfg.min_words`` tokens (such records are matched exactly only)."""
-    toks = tokens(text or "")
-    if len(toks) < cfg.min_words:
-        return EMPTY_SIGNATURE
-    return minhasher(cfg.num_perm, cfg.seed).signature(shingle_hashes(toks, cfg.shingle_size))
+    return features_for(text, cfg)[0]
+
+
+def features_for(text: str, cfg: DedupConfig) -> tuple[bytes, int, bytes]:
+    """Signature, distinct shingle count and entity sketch of a body
+    (:func:`copydesk.transforms.dedup.minhash.features`)."""
+    return features(text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k)
 
 
 _counter = itertools.count()
@@ -106,7 +96,11 @@ def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None
                element_ts: float | None = None) -> Member:
     """The index member of a live record: signature, arrival stamp (``time.time_ns()``) and a
     token unique to this delivery."""
-    sig = signature_for(record.text, cfg) if sig is None else sig
+    if sig is None:
+        sig, nsh, ents = features_for(record.text, cfg)
+    else:
+        _, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
+                                cfg.entity_k, signature=False)
     n = next(_counter)
     return Member(
         token=f"{record.id}:{_WORKER}:{os.getpid()}:{n}",
@@ -117,6 +111,8 @@ def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None
         domain=record.source_domain or "",
         agency=is_agency_domain(record.source_domain or "", cfg.agency_domains),
         content_hash=record.content_hash or "",
+        nsh=nsh,
+        ents=ents,
     )
 
 
@@ -135,16 +131,27 @@ def annotate(record: ArticleRecord, member: Member, d: Decision) -> ArticleRecor
 
 
 class _Prepare(beam.DoFn):
-    """Record -> (token, record msg) on the main output, (shard key, lookup) on ``lookups``."""
+    """Records -> one batch per bundle and window: ``(0, [(record, encoded member), ...])``.
 
-    def __init__(self, cfg: DedupConfig) -> None:
+    The member (signature, shingle count, entity sketch, arrival stamp, token) is computed
+    here, in parallel; the batch goes to the one index key. A batch is emitted at the end
+    of the bundle with the latest timestamp of its records (so the decided records carry
+    that timestamp, never an earlier one than their own)."""
+
+    def __init__(self, cfg: DedupConfig, max_batch: int = 512) -> None:
         self.cfg = cfg
+        self.max_batch = max_batch
         self._metrics: DedupMetrics | None = None
+        self._buf: dict[Any, list] = {}
 
     def setup(self) -> None:
         self._metrics = DedupMetrics()
 
-    def process(self, record: ArticleRecord, ts=beam.DoFn.TimestampParam) -> Iterator[Any]:
+    def start_bundle(self) -> None:
+        self._buf = {}
+
+    def process(self, record: ArticleRecord, ts=beam.DoFn.TimestampParam,
+                win=beam.DoFn.WindowParam) -> Iterator[Any]:
         if self._metrics is None:
             self.setup()
         self._metrics.record_in()
@@ -153,197 +160,202 @@ class _Prepare(beam.DoFn):
         except (AttributeError, OverflowError, TypeError):
             ets = None
         m = member_for(record, self.cfg, element_ts=ets)
-        blob = encode_member(m)  # encoded once for all its lookups, entries and answers
-        kv = key_values(m, self.cfg)
-        n = len(kv)
-        yield (m.token, (_REC, n, record, m))
-        for idx, value in kv:
-            yield beam.pvalue.TaggedOutput("lookups", (shard_key(idx, value, self.cfg.shard_bits), (idx, value, n, blob)))
+        slot = self._buf.setdefault(win, [ts, []])
+        if ts > slot[0]:
+            slot[0] = ts
+        slot[1].append((record, encode_member(m)))
+        if len(slot[1]) >= self.max_batch:
+            del self._buf[win]
+            yield WindowedValue((0, slot[1]), slot[0], (win,))
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for win, (ts, items) in self._buf.items():
+            yield WindowedValue((0, items), ts, (win,))
+        self._buf = {}
 
 
 def seed_cutoff(entries: Iterable[dict[str, Any]], cfg: DedupConfig) -> float:
-    """Event time below which a seed is dropped before expansion: the newest seed's event time
-    minus the horizon (``-inf`` with ``cfg.prune_seeds=False`` or no seeds). A record whose
-    event time is at or after the newest seed's cannot see an older one (it is outside the
-    record's horizon); see docs/dedup.md for records with older event times (backfills)."""
+    """Event time below which a seed is dropped: the newest seed's event time minus the
+    horizon (``-inf`` with ``cfg.prune_seeds=False`` or no seeds). A record whose event time
+    is at or after the newest seed's cannot see an older one (it is outside the record's
+    horizon); see docs/dedup.md for records with older event times (backfills)."""
     if not cfg.prune_seeds:
         return -math.inf
     newest = max((float(e["ts"]) for e in entries), default=-math.inf)
     return newest - cfg.horizon_seconds
 
 
-class _SeedKeys(beam.DoFn):
-    """Seed entry -> its ``bands + 2`` keyed bag entries, unless it is older than
-    :func:`seed_cutoff` (computed once per bundle from the whole seed input, a side input)."""
+def seed_members(entries: Iterable[dict[str, Any]], cfg: DedupConfig) -> list[Member]:
+    """The members restored from fingerprint entries, oldest first, without those older than
+    :func:`seed_cutoff`."""
+    entries = list(entries)
+    lo = seed_cutoff(entries, cfg)
+    return sorted((member_from_entry(e) for e in entries if float(e["ts"]) >= lo), key=lambda m: (m.ts, m.token))
+
+
+def _chunk(blobs: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+
+
+def _unchunk(chunk: bytes) -> Iterator[bytes]:
+    p, n = 0, len(chunk)
+    while p < n:
+        (k,) = struct.unpack_from("<I", chunk, p)
+        yield chunk[p + 4:p + 4 + k]
+        p += 4 + k
+
+
+class _Cached:
+    """The index of one ``Index`` step in this process and the state versions it wrote."""
+
+    __slots__ = ("cur", "vers", "index", "logged", "log_bytes", "writes", "lock")
+
+    def __init__(self, index: DedupIndex, logged: int, log_bytes: int) -> None:
+        self.cur: str | None = None  # the version written last
+        self.vers: collections.deque[str] = collections.deque(maxlen=1024)  # all written recently
+        self.index, self.logged, self.log_bytes, self.writes = index, logged, log_bytes, 0
+        self.lock = threading.Lock()
+
+
+# uid of an Index step -> its index in this process, shared by the step's DoFn instances. A
+# runner may run bundles of one key concurrently on several threads, each with a snapshot of
+# the state as it was when the bundle started (Prism does when it splits a slow bundle: see
+# docs/dedup.md), so the index is the authority while the state holds a version this process
+# wrote, and a batch is decided under the index's lock.
+_CACHE: dict[str, _Cached] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_MAX = 8  # steps kept per process (pipelines built one after another in one process)
+
+
+class _Index(beam.DoFn):
+    """The one index key: decide every batch's records in order against the index, emit them.
+
+    State: ``log``, a bag of chunks of encoded members (the decided members, with their
+    cluster id and canonical), and ``ver``, a version string. The index itself
+    (:class:`~copydesk.transforms.dedup.core.DedupIndex`) lives in the process between
+    bundles (shared by the step's DoFn instances); it is rebuilt from the log only when
+    ``ver`` is not the version this process wrote last (first touch, another worker took the
+    key over, a restart, a failed bundle). So a batch costs one small read (``ver``), one
+    blind append to ``log`` and one small write. The log is rewritten with the live members
+    only when it holds more than twice as many (state bounded by the horizon). On first
+    touch ever (``ver`` empty) the seeds, a side input of fingerprint entries, are merged
+    and logged."""
+
+    LOG = BagStateSpec("log", BytesCoder())
+    VER = ReadModifyWriteStateSpec("ver", StrUtf8Coder())
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
-        self._all: Any = None
-        self._lo = -math.inf
-
-    def process(self, entry: dict[str, Any], all_entries: list[dict[str, Any]]) -> Iterator[Any]:
-        if all_entries is not self._all:  # the side input is one object per bundle
-            self._all = all_entries
-            self._lo = seed_cutoff(all_entries, self.cfg)
-        if float(entry["ts"]) < self._lo:
-            return
-        yield from _seed_keys(entry, self.cfg)
-
-
-def _seed_keys(entry: dict[str, Any], cfg: DedupConfig) -> Iterator[tuple[int, tuple[int, float, bytes]]]:
-    m = member_from_entry(entry)
-    blob = encode_member(m)
-    for idx, value in key_values(m, cfg):
-        yield (shard_key(idx, value, cfg.shard_bits), (value, m.ts, blob))
-
-
-class _Lookup(beam.DoFn):
-    """Per shard key: answer a lookup with the visible members, then store the asker.
-
-    Bag entries are ``(value, ts, encoded member)``; members stay encoded here (what
-    :func:`~copydesk.transforms.dedup.core.visible_for` selects is computed from ``value``,
-    ``ts`` and the token alone) and ``Decide`` decodes the few that are visible. Without
-    seeds the stage uses this DoFn (no side input, no ``seeded`` state: Beam's per-element
-    side-input and state-parameter plumbing is a large part of the cost on the local
-    runner); with seeds, :class:`_SeededLookup`."""
-
-    ENTRIES = BagStateSpec("entries", EntryCoder())
-
-    def __init__(self, cfg: DedupConfig) -> None:
-        self.cfg = cfg
-
-    def _answer(self, element: tuple[int, tuple[int, int, int, bytes]], entries: Any,
-                seeds: Any = None) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
-        key, (idx, value, n, blob) = element
-        ts, token = member_ts_token(blob)
-        current = list(entries.read())
-        added: list[tuple[int, float, bytes]] = []
-        if seeds is not None:
-            marked = [e for e in current if not e[2]]
-            if marked:
-                current = [e for e in current if e[2]]
-            else:  # first touch of this key: merge its seeds, mark it
-                added = [_SEEDED] + list(seeds[key])
-        horizon = self.cfg.horizon_seconds
-        newest = ts
-        for e in current:
-            if e[1] > newest:
-                newest = e[1]
-        for e in added:
-            if e[1] > newest and e[2]:
-                newest = e[1]
-        lo = newest - horizon
-        live = [e for e in current if e[1] >= lo]
-        pruned = len(live) != len(current)
-        if added:
-            live.extend(e for e in added if e[1] >= lo)
-        # = visible_for(member, live, value, horizon): same value, within the horizon, not itself.
-        # "Not itself" compares the encoded member: equal bytes <=> equal token here, because a
-        # live token is unique per delivery and never equal to a seed's ("seed:...").
-        lo_r = ts - horizon
-        visible = [b for v, t, b in live if v == value and t >= lo_r and b and b != blob]
-        if pruned:
-            entries.clear()
-            if seeds is not None and not added:
-                entries.add(_SEEDED)
-            for e in live:
-                entries.add(e)
-        else:
-            for e in live[len(current):]:
-                entries.add(e)
-        entries.add((value, ts, blob))
-        return [(token, (_ANS, n, idx, visible))]
-
-    def process(
-        self,
-        element: tuple[int, tuple[int, int, int, bytes]],
-        entries=beam.DoFn.StateParam(ENTRIES),
-    ) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
-        return self._answer(element, entries)
-
-
-_SEEDED = (0, math.inf, b"")  # bag marker: this key's seeds are merged (an empty blob is never a member)
-
-
-class _SeededLookup(_Lookup):
-    """:class:`_Lookup` with seeds (a side input ``shard key -> [(value, ts, encoded member)]``),
-    merged into a key's bag the first time the key is touched. A marker entry in the bag
-    (:data:`_SEEDED`) records that, so no second state is read and written per element."""
-
-    ENTRIES = _Lookup.ENTRIES
-
-    def process(  # type: ignore[override]
-        self,
-        element: tuple[int, tuple[int, int, int, bytes]],
-        seeds: dict[int, list[tuple[int, float, bytes]]],
-        entries=beam.DoFn.StateParam(ENTRIES),
-    ) -> list[tuple[str, tuple[int, int, int, list[bytes]]]]:
-        return self._answer(element, entries, seeds)
-
-
-class _Decide(beam.DoFn):
-    """Per token: gather the record and its answers, decide, emit, release the state."""
-
-    MSGS = BagStateSpec("msgs", DecideMsgCoder())
-
-    def __init__(self, cfg: DedupConfig) -> None:
-        self.cfg = cfg
+        self._uid = uuid.uuid4().hex  # one per step, kept through pickling
         self._metrics: DedupMetrics | None = None
-        self._open: dict[str, list[tuple]] = {}
 
     def setup(self) -> None:
         self._metrics = DedupMetrics()
+        self._tag = f"{_WORKER}:{os.getpid()}:{self._uid[:8]}"
+        self._g_members = Metrics.gauge(METRICS_NS, "index_members")
+        self._g_bytes = Metrics.gauge(METRICS_NS, "index_log_bytes")
+        self._c_loads = Metrics.counter(METRICS_NS, "index_loads")  # index rebuilt from the log (or seeds)
+        self._c_batches = Metrics.counter(METRICS_NS, "index_batches")
 
-    def start_bundle(self) -> None:
-        # token -> its messages (state as read once in this bundle + what arrived since): the bag
-        # is read once per token and bundle, each message is one blind append, and the bag's
-        # length is the count (empty answers are kept, ~17 bytes each), so no second state.
-        self._open = {}
+    def _load(self, ver: str | None, log: Any, seeds: list[dict[str, Any]] | None) -> _Cached:
+        idx = DedupIndex(self.cfg)
+        n = size = 0
+        if ver is None:
+            log.clear()
+            ms = seed_members(seeds or [], self.cfg)
+            for m in ms:
+                idx.add_seed(m)
+            if ms:
+                chunk = _chunk([encode_member(m) for m in ms])
+                log.add(chunk)
+                size = len(chunk)
+            n = len(ms)
+        else:
+            for chunk in log.read():
+                size += len(chunk)
+                for b in _unchunk(chunk):
+                    idx.add_seed(decode_member(b))
+                    n += 1
+        self._c_loads.inc()
+        return _Cached(idx, n, size)
 
-    def process(
-        self,
-        element: tuple[str, tuple],
-        msgs=beam.DoFn.StateParam(MSGS),
-    ) -> Iterator[Any]:
-        token, msg = element
-        n = msg[1]
-        got = self._open.get(token)
-        if got is None:
-            got = self._open[token] = list(msgs.read())
-        got.append(msg)
-        if len(got) < n + 1:  # n answers + the record
-            msgs.add(msg)
-            return
-        del self._open[token]
-        msgs.clear()
-        record: ArticleRecord | None = None
-        member: Member | None = None
-        visible: dict[int, list[Member]] = {}
-        decoded: dict[bytes, Member] = {}  # a copy seen under many bands is decoded once
-        for g in got:
-            if g[0] == _REC:
-                record, member = g[2], g[3]
-            elif g[3]:
-                ms = []
-                for b in g[3]:
-                    m = decoded.get(b)
-                    if m is None:
-                        m = decoded[b] = decode_member(b)
-                    ms.append(m)
-                visible[g[2]] = ms
-        assert record is not None and member is not None
-        d = decide(member, visible, self.cfg)
-        out = annotate(record, member, d)
-        drop = self.cfg.drop_duplicates and not (d.is_canonical or (d.is_update and self.cfg.keep_updates))
-        if drop and (self.cfg.force or record.force):
-            drop = False  # --force / "force": true: reprocess what dedup would skip (still annotated)
+    def process(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]],
+                log=beam.DoFn.StateParam(LOG), ver=beam.DoFn.StateParam(VER)) -> Iterator[Any]:
+        return self._batch(element, log, ver, None)
+
+    def _batch(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]], log: Any, ver: Any,
+               seeds: list[dict[str, Any]] | None) -> Iterator[Any]:
         if self._metrics is None:
             self.setup()
-        self._metrics.decided(record.id, d, drop)
-        if drop:
-            yield beam.pvalue.TaggedOutput(DROPPED, out)
+        v = ver.read()
+        with _CACHE_LOCK:
+            c = _CACHE.get(self._uid)
+            if c is not None and not (v is None or v in c.vers):
+                c = None  # the state moved on elsewhere (another worker, a restart): rebuild
+            if c is None:
+                c = self._load(v, log, seeds)
+                _CACHE.pop(self._uid, None)
+                while len(_CACHE) >= _CACHE_MAX:
+                    _CACHE.pop(next(iter(_CACHE)))
+                _CACHE[self._uid] = c
+        with c.lock:
+            try:
+                yield from self._decide(element[1], c, log, ver, fresh=(v == c.cur))
+            except BaseException:
+                with _CACHE_LOCK:  # half a batch is in the index: rebuild from the state next time
+                    if _CACHE.get(self._uid) is c:
+                        del _CACHE[self._uid]
+                raise
+
+    def _decide(self, items: list[tuple[ArticleRecord, bytes]], c: _Cached, log: Any, ver: Any,
+                fresh: bool) -> Iterator[Any]:
+        self._c_batches.inc()
+        idx, cfg = c.index, self.cfg
+        logged = []
+        for record, blob in items:
+            m = decode_member(blob)
+            d = idx.process(m)
+            logged.append(encode_member(idx.last))
+            remember_features(m)
+            out = annotate(record, m, d)
+            drop = cfg.drop_duplicates and not (d.is_canonical or (d.is_update and cfg.keep_updates))
+            if drop and (cfg.force or record.force):
+                drop = False  # --force / "force": true: reprocess what dedup would skip (still annotated)
+            self._metrics.decided(record.id, d, drop)
+            yield beam.pvalue.TaggedOutput(DROPPED, out) if drop else out
+        c.logged += len(logged)
+        if fresh and c.logged > 2 * len(idx) + 1024:
+            # compaction, only from a current snapshot of the state (a stale one appends only)
+            log.clear()
+            live = idx.members()
+            chunk = _chunk([encode_member(x) for x in live])
+            c.logged, c.log_bytes = len(live), 0
         else:
-            yield out
+            chunk = _chunk(logged)
+        log.add(chunk)
+        c.log_bytes += len(chunk)
+        self._g_members.set(len(idx))
+        self._g_bytes.set(c.log_bytes)
+        c.writes += 1
+        c.cur = f"{self._tag}:{c.writes}"
+        c.vers.append(c.cur)
+        ver.write(c.cur)
+
+    def teardown(self) -> None:
+        with _CACHE_LOCK:
+            _CACHE.pop(self._uid, None)
+
+
+class _SeededIndex(_Index):
+    """:class:`_Index` with the seeds as a side input (a list of ``(0, fingerprint entry)``)."""
+
+    LOG = _Index.LOG
+    VER = _Index.VER
+
+    def process(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]],  # type: ignore[override]
+                seeds: list[dict[str, Any]], log=beam.DoFn.StateParam(LOG),
+                ver=beam.DoFn.StateParam(VER)) -> Iterator[Any]:
+        return self._batch(element, log, ver, [e for _, e in seeds])
 
 
 class Deduplicate(beam.PTransform):
@@ -356,7 +368,7 @@ class Deduplicate(beam.PTransform):
 
     ``seed``: an optional ``PCollection`` of :func:`fingerprint_entry` dicts (e.g. read from a
     compacted topic the job writes) that restore the index after a restart. Seeds are a
-    side input: lookups wait until it is complete, produce no output themselves.
+    side input: the index waits until it is complete; they produce no output themselves.
     """
 
     def __init__(self, config: DedupConfig | None = None, seed: beam.PCollection | None = None) -> None:
@@ -366,24 +378,17 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, pcoll: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cfg = self.config
-        prepared = pcoll | "Prepare" >> beam.ParDo(_Prepare(cfg)).with_outputs("lookups", main="records")
-        # typed keys and compact value coders (copydesk.transforms.dedup.coders) instead of
-        # FastPrimitivesCoder/PickleCoder on every keyed element
-        prepared.records.element_type = KV[str, DecideMsg]
-        prepared.lookups.element_type = KV[int, LookupMsg]
+        batches = pcoll | "Prepare" >> beam.ParDo(_Prepare(cfg)).with_output_types(KV[int, DedupBatch])
+        batches.element_type = KV[int, DedupBatch]  # a VarInt key and the compact batch coder
         if self.seed is not None:
-            seed_kvs = self.seed | "SeedKeys" >> beam.ParDo(_SeedKeys(cfg), beam.pvalue.AsList(self.seed)).with_output_types(
-                KV[int, EntryMsg])
-            lookup = beam.ParDo(_SeededLookup(cfg), beam.pvalue.AsMultiMap(seed_kvs)).with_input_types(
-                KV[int, LookupMsg], Any)
+            # the side input is typed as KV pairs: Beam 2.77 picks the stateful ParDo's key coder
+            # from an arbitrary one of its inputs (ParDo._get_key_and_window_coder), so every
+            # input must be KV-typed with the same key coder
+            seeds = self.seed | "SeedPairs" >> beam.Map(lambda e: (0, e)).with_output_types(KV[int, Any])
+            index = beam.ParDo(_SeededIndex(cfg), beam.pvalue.AsList(seeds))
         else:
-            lookup = beam.ParDo(_Lookup(cfg)).with_input_types(KV[int, LookupMsg])
-        answers = prepared.lookups | "Lookup" >> lookup.with_output_types(KV[str, DecideMsg])
-        decided = (
-            (prepared.records, answers)
-            | "Gather" >> beam.Flatten().with_output_types(KV[str, DecideMsg])
-            | "Decide" >> beam.ParDo(_Decide(cfg)).with_input_types(KV[str, DecideMsg]).with_outputs(DROPPED, main="records")
-        )
+            index = beam.ParDo(_Index(cfg)).with_input_types(KV[int, DedupBatch])
+        decided = batches | "Index" >> index.with_outputs(DROPPED, main="records")
         return decided.records, decided[DROPPED]
 
 

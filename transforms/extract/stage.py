@@ -55,6 +55,7 @@ class ExtractConfig:
     recover_below_chars: int = 250  # retry with favor_recall, then trafilatura.baseline
     prune: bool = True  # HTML-level pruning before trafilatura (copydesk.transforms.extract.prune)
     timeout_s: float = 10.0  # per page, enforced by the extraction pool (not in-process)
+    memory_mb: int = 512  # address space a worker may add for one page (pool workers only; 0 = no limit)
 
     def __post_init__(self) -> None:
         if self.compare not in COMPARE_MODES:
@@ -263,11 +264,15 @@ def _extract_tree(tree, html: str, url: str | None, config: ExtractConfig) -> Ex
 
 
 class _ExtractDoFn(beam.DoFn):
-    """Extract a bundle's pages on the supervised pool (all cores), emitting in windows.
+    """Extract pages on the supervised pool (all cores) while the bundle goes on.
 
-    Pages are buffered in ``process`` and extracted together in ``finish_bundle`` (or when
-    the buffer is full), so a bundle's pages run in parallel across the pool's workers.
-    Each output keeps its input's window and timestamp. Beam metrics: see
+    ``process`` hands each page to the pool and returns at once, emitting whatever pages
+    have finished meanwhile; it waits only when ``max_buffer`` pages are in flight.
+    ``finish_bundle`` waits for the rest. So the workers extract while the stages before
+    this one read and parse the next messages, instead of in turns with them. Results come
+    out in the order they finish; each keeps its input's window and timestamp. The pool is
+    leased in ``setup`` and given back in ``teardown`` (pool.lease/release): the next
+    micro-batch of the local runner reuses its workers. Beam metrics: see
     :mod:`copydesk.transforms.stage_metrics` (pages whose text is under ``short_chars``
     count as short for the per-domain extraction health).
     """
@@ -281,33 +286,43 @@ class _ExtractDoFn(beam.DoFn):
         self.max_buffer = max_buffer
         self.short_chars = short_chars
         self._pool = None
-        self._buf: list = []
+        self._inflight: dict = {}
+        self._next = 0
         self._metrics = None
 
     def setup(self) -> None:
-        from copydesk.transforms.extract.pool import ExtractPool
-        from copydesk.transforms.stage_metrics import ExtractMetrics
+        from copydesk.transforms.extract.pool import lease
+        from copydesk.transforms.extract.metrics import ExtractMetrics
 
-        self._pool = ExtractPool(self.config, workers=self.workers)
+        self._pool = lease(self.config, self.workers)
         self._metrics = ExtractMetrics(short_chars=self.short_chars)
 
     def teardown(self) -> None:
         if self._pool is not None:
-            self._pool.close()
+            from copydesk.transforms.extract.pool import release
+
+            release(self._pool)
             self._pool = None
 
     def start_bundle(self) -> None:
-        self._buf = []
+        if self._pool is not None and (self._inflight or self._pool.pending):
+            self._pool.close()  # a failed bundle left pages in it: drop them (new workers on demand)
+        self._inflight = {}
 
     def process(self, page: FetchedPage, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        self._buf.append((page, timestamp, window))
-        if len(self._buf) >= self.max_buffer:
-            yield from self._flush()
+        if self._pool is None or self._metrics is None:
+            self.setup()
+        tag, self._next = self._next, self._next + 1
+        self._inflight[tag] = (page, timestamp, window)
+        self._metrics.pages(1)
+        self._pool.submit(page.html, page.final_url or page.message.url, tag=tag)
+        yield from self._emit(self._pool.results(wait=len(self._inflight) >= self.max_buffer))
 
     def finish_bundle(self):
-        yield from self._flush()
+        while self._inflight:
+            yield from self._emit(self._pool.results(wait=True))
 
-    def _flush(self):
+    def _emit(self, done):
         import logging
 
         from apache_beam.utils.windowed_value import WindowedValue
@@ -319,19 +334,12 @@ class _ExtractDoFn(beam.DoFn):
         from copydesk.transforms.urls import domain_of
 
         log = logging.getLogger(__name__)
-        buf, self._buf = self._buf, []
-        if not buf:
-            return
-        if self._pool is None or self._metrics is None:
-            self.setup()
         m = self._metrics
-        m.pages(len(buf))
-        results = self._pool.extract_many([(p.html, p.final_url or p.message.url) for p, _, _ in buf])
-        times = list(getattr(self._pool, "last_seconds", None) or [])
-        for i, ((page, ts, win), res) in enumerate(zip(buf, results)):
+        for tag, res, seconds in done:
+            page, ts, win = self._inflight.pop(tag)
             msg = page.message
             domain = domain_of(page.final_url or msg.url)
-            m.seconds(times[i] if i < len(times) else None)
+            m.seconds(seconds)
             if isinstance(res, ExtractFailure):
                 m.dead(domain, res.reason)
                 if res.reason != Reason.EMPTY:  # empty pages are routine; timeouts/crashes are not

@@ -43,30 +43,50 @@ BLOCKED_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
         "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
         "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated, RFC 7526)
         "::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8", "2001:db8::/32",
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translated inside the network, wherever the IPv4 sits
+        "100::/64", "2001::/23",  # discard-only; IETF protocol assignments (Teredo, benchmarking, ORCHID ...)
     )
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _DNS_CACHE_MAX = 10_000
 
+# IPv6 ranges whose addresses carry an IPv4 address, which is what a packet to them reaches
+# (through the kernel, a translator or a tunnel relay): (network, where the IPv4 address is).
+_EMBEDDING: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(n), how)
+    for n, how in (
+        ("::ffff:0:0/96", "low32"),  # IPv4-mapped ::ffff:a.b.c.d
+        ("::ffff:0:0:0/96", "low32"),  # SIIT-translated ::ffff:0:a.b.c.d (RFC 6145)
+        ("::/96", "low32"),  # IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks)
+        ("64:ff9b::/96", "low32"),  # well-known NAT64 prefix (RFC 6052)
+        ("2002::/16", "6to4"),  # 6to4: bits 16-48 (RFC 3056)
+        ("2001::/32", "teredo"),  # Teredo: server and (obfuscated) client (RFC 4380)
+    )
+)
 
-def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address hidden in an IPv6 one (mapped, 6to4, NAT64), which is what is reached."""
+
+def embedded_ipv4(ip: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address embeds or translates to (what is really reached)."""
     if not isinstance(ip, ipaddress.IPv6Address):
-        return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+        return ()
+    for net, how in _EMBEDDING:
+        if ip in net:
+            if how == "6to4":
+                return (ip.sixtofour,) if ip.sixtofour is not None else ()
+            if how == "teredo":
+                return tuple(ip.teredo) if ip.teredo is not None else ()
+            return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    return ()
 
 
 def is_public_ip(ip: IPAddress) -> bool:
-    """True for an address that is globally routable unicast (what a crawler may contact)."""
-    inner = _embedded_ipv4(ip)
-    if inner is not None and not is_public_ip(inner):
+    """True for an address that is globally routable unicast (what a crawler may contact).
+
+    Refused: what Python's ``ipaddress`` does not call global, what :data:`BLOCKED_NETWORKS`
+    lists, multicast, and every IPv6 form whose embedded IPv4 address is not public itself.
+    """
+    if any(not is_public_ip(inner) for inner in embedded_ipv4(ip)):
         return False
     if any(ip in net for net in BLOCKED_NETWORKS if net.version == ip.version):
         return False
@@ -110,6 +130,8 @@ class AddressGuard:
         self._pending: dict[tuple[str, int], asyncio.Future[tuple[str, ...]]] = {}
 
     def is_allowed(self, ip: IPAddress) -> bool:
+        """Public, or inside ``allowed_networks`` as written (127.0.0.1/32 does not let
+        ::ffff:127.0.0.1 through: list an IPv6 form to allow it)."""
         if self.allow_private or is_public_ip(ip):
             return True
         return any(ip in net for net in self.allowed_networks if net.version == ip.version)

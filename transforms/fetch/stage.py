@@ -1,8 +1,10 @@
 """The fetch stage: polite, safe, bounded HTTP fetching of input URLs (issue #4).
 
 ``Fetcher`` is an asyncio fetcher over one ``httpx.AsyncClient``; ``FetchPages`` is the
-Beam stage that runs it on an event loop owned by the DoFn. Every failure becomes a
-``DeadLetter`` with a reason from the closed list in :mod:`copydesk.schemas.reasons`.
+Beam stage that runs it on an event loop of the DoFn's own thread and emits each result as
+it completes. Every failure becomes a ``DeadLetter`` with a reason from the closed list in
+:mod:`copydesk.schemas.reasons`. A message's URL was checked once by the parse stage
+(``InputMessage.checked``); redirect targets are checked here, by the same ``parse_url``.
 
 One request ("hop") goes through, in order:
 
@@ -17,19 +19,23 @@ One request ("hop") goes through, in order:
    at ``max_page_bytes`` raw *and* decompressed.
 
 Redirects are followed by hand so that every hop gets all of the above. Retries (timeouts,
-connection errors, 429, 5xx) retry the failing hop, not the whole chain.
+connection errors, 429, 5xx) retry the failing hop, not the whole chain. One deadline per
+message (``FetchConfig.deadline``) covers every hop, attempt and backoff wait; its clock
+stops only while the message queues for its polite turn at the host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as _dt
 import email.utils
 import ipaddress
 import logging
 import random
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -42,7 +48,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.codec import dead_letter, now_iso
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import DeadLetter, FetchedPage, InputMessage, SourceRef
+from copydesk.schemas.records import CheckedURL, DeadLetter, FetchedPage, InputMessage
 from copydesk.transforms.fetch.body import ACCEPT_ENCODING, read_capped, too_large
 from copydesk.transforms.fetch.charset import decode_html, looks_binary
 from copydesk.transforms.fetch.errors import FetchFailure
@@ -50,7 +56,7 @@ from copydesk.transforms.fetch.guard import AddressGuard, PerHostTransport
 from copydesk.transforms.fetch.hosts import BackoffStats, CircuitBreaker, Politeness
 from copydesk.transforms.fetch.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
 from copydesk.transforms.stage_metrics import CounterSet, log_fields
-from copydesk.transforms.urls import InvalidURL, check_url
+from copydesk.transforms.urls import InvalidURL, parse_url
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +66,6 @@ __all__ = [
     "FetchPages",
     "Fetcher",
     "METRICS_NAMESPACE",
-    "page_from_raw_record",
-    "raw_page_record",
 ]
 
 DEFAULT_USER_AGENT = "copydesk/0.1 (+https://github.com/copydesk/copydesk)"
@@ -85,6 +89,10 @@ class FetchConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 15.0  # between two reads of the socket
     total_timeout: float = 30.0  # one attempt of one hop, connect to last body byte
+    # One message, all hops, retries and backoff waits (and its share of robots.txt), from its
+    # first step; time queued behind this worker's own politeness gate for the host is not
+    # counted (that is throughput, not a slow message). Caps every attempt's total_timeout.
+    deadline: float = 60.0
     max_page_bytes: int = 5_000_000  # raw and decompressed body
     max_redirects: int = 5
     max_in_flight: int = 64  # requests in flight per Fetcher (i.e. per DoFn instance)
@@ -113,7 +121,7 @@ class FetchConfig:
     resolve: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "read_timeout", "total_timeout"):
+        for name in ("connect_timeout", "read_timeout", "total_timeout", "deadline"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("max_page_bytes", "max_in_flight", "per_host_concurrency", "batch_size", "circuit_failures"):
@@ -149,18 +157,16 @@ class _Target:
         return f"{self.scheme}://{self.hostkey}"
 
     @classmethod
+    def of(cls, checked: CheckedURL) -> _Target:
+        return cls(_strip_fragment(checked.url), checked.scheme, checked.host, checked.port)
+
+    @classmethod
     def parse(cls, url: str) -> _Target:
+        """A URL the fetcher meets itself (a redirect target, robots.txt): checked here, once."""
         try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise FetchFailure(Reason.BAD_URL, f"unparsable URL: {exc}", url=url) from exc
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise FetchFailure(Reason.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not http or https", url=url)
-        if not parts.hostname:
-            raise FetchFailure(Reason.BAD_URL, "URL has no host", url=url)
-        return cls(url, scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80))
+            return cls.of(parse_url(url))
+        except InvalidURL as exc:
+            raise FetchFailure(Reason(exc.reason), str(exc), url=url[:2048]) from exc
 
 
 @dataclass(slots=True)
@@ -180,6 +186,7 @@ class _FetchState:
     attempts: int = 0
     network_s: float = 0.0  # time inside request slots, excluding politeness and backoff waits
     redirects: list[str] = field(default_factory=list)
+    budget: asyncio.Timeout | None = None  # the message's deadline (paused while queued for a slot)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -235,8 +242,43 @@ def _on_headers_sent(sent: Callable[[], None]) -> Callable[[str, dict[str, Any]]
     return trace
 
 
+_LOCATION = "copydesk.location"
+
+
+async def _take_location(response: httpx.Response) -> None:
+    """httpx response hook: take the ``Location`` header away before httpx reads it.
+
+    httpx builds the next request from ``Location`` even with redirects off, and raises on one
+    it cannot parse (``javascript:alert(1)``) before the fetcher sees it. The fetcher follows
+    redirects itself and checks the target like any other URL (``parse_url``), so the header
+    waits in ``response.extensions`` instead."""
+    if "location" in response.headers:
+        response.extensions[_LOCATION] = response.headers["location"]
+        del response.headers["location"]
+
+
 def _strip_fragment(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(fragment=""))
+    return urlunsplit(urlsplit(url)._replace(fragment="")) if "#" in url else url
+
+
+def _left(budget: asyncio.Timeout | None) -> float:
+    """Seconds left of a message's deadline (infinite without one, or while it is paused)."""
+    when = budget.when() if budget is not None else None
+    return float("inf") if when is None else when - asyncio.get_running_loop().time()
+
+
+def _pause(budget: asyncio.Timeout | None) -> float | None:
+    """Stop a message's deadline clock (while it queues for a request slot); returns what was left."""
+    if budget is None or budget.when() is None or budget.expired():
+        return None
+    left = _left(budget)
+    budget.reschedule(None)
+    return left
+
+
+def _resume(budget: asyncio.Timeout | None, left: float | None) -> None:
+    if budget is not None and left is not None and not budget.expired():
+        budget.reschedule(asyncio.get_running_loop().time() + left)
 
 
 class Fetcher:
@@ -279,6 +321,7 @@ class Fetcher:
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: a proxy would bypass the address guard
             cookies=_no_cookies(),
+            event_hooks={"response": [_take_location]},
             headers={
                 "User-Agent": cfg.user_agent,
                 "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
@@ -317,16 +360,20 @@ class Fetcher:
             return self._prescraped(msg)
         state = _FetchState()
         try:
-            url = check_url(msg.url)
-            return await self._fetch_chain(msg, url, state)
-        except InvalidURL as exc:
-            return self._dead(msg, Reason(exc.reason), str(exc), state, {})
+            target = _Target.of(msg.checked) if msg.checked is not None else _Target.parse(msg.url)
+            try:
+                async with asyncio.timeout(self.config.deadline) as state.budget:
+                    return await self._fetch_chain(msg, target, state)
+            except TimeoutError as exc:
+                raise FetchFailure(Reason.TIMEOUT, f"no page within the message deadline of {self.config.deadline:g}s",
+                                   timeout="deadline") from exc
         except FetchFailure as exc:
             return self._dead(msg, exc.reason, str(exc), state, exc.detail)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must cost one message, not the bundle
-            log.exception("unexpected error fetching %s", msg.url,
+            log.exception("unexpected error fetching %s (%s:%s offset %s)", msg.url, msg.ref.topic,
+                          msg.ref.partition, msg.ref.offset,
                           extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.INTERNAL), stage="fetch"))
             return self._dead(msg, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", state, {})
 
@@ -371,32 +418,37 @@ class Fetcher:
 
     # -- the redirect chain and retries ------------------------------------------------
 
-    async def _fetch_chain(self, msg: InputMessage, url: str, state: _FetchState) -> FetchedPage:
+    async def _fetch_chain(self, msg: InputMessage, first: _Target, state: _FetchState) -> FetchedPage:
         """Follow redirects by hand, so every hop is checked like the first."""
         cookies = httpx.Cookies()
-        current = _strip_fragment(url)
+        target = first
         for _hop in range(self.config.max_redirects + 1):
             try:
-                resp = await self._hop_with_retries(current, cookies, state)
+                resp = await self._hop_with_retries(target, cookies, state)
             except FetchFailure as exc:
                 if state.redirects:
-                    exc.detail.setdefault("hop_url", current)
+                    exc.detail.setdefault("hop_url", target.url)
                 raise
             if resp.location is None:
                 return self._page(msg, resp, state)
-            state.redirects.append(current)
-            current = _strip_fragment(urljoin(current, resp.location.strip()))
+            state.redirects.append(target.url)
+            nxt = urljoin(target.url, resp.location.strip())
+            try:
+                target = _Target.parse(nxt)
+            except FetchFailure as exc:
+                exc.detail.setdefault("hop_url", nxt[:2048])
+                raise
         raise FetchFailure(
             Reason.TOO_MANY_REDIRECTS, f"more than {self.config.max_redirects} redirects",
-            redirects=list(state.redirects), next_url=current,
+            redirects=list(state.redirects), next_url=target.url,
         )
 
-    async def _hop_with_retries(self, url: str, cookies: httpx.Cookies, state: _FetchState) -> _Response:
+    async def _hop_with_retries(self, target: _Target, cookies: httpx.Cookies, state: _FetchState) -> _Response:
         cfg = self.config
         for attempt in range(cfg.retries + 1):
             state.attempts += 1
             try:
-                return await self._hop(url, cookies, state)
+                return await self._hop(target, cookies, state)
             except FetchFailure as exc:
                 if not self._retryable(exc) or attempt == cfg.retries:
                     raise
@@ -405,6 +457,9 @@ class Fetcher:
                     exc.detail["gave_up"] = f"Retry-After over max_retry_after ({cfg.max_retry_after}s)"
                     raise
                 wait = self._backoff(attempt)
+                if wait >= _left(state.budget):  # the deadline would end the wait: keep the real reason
+                    exc.detail["gave_up"] = f"message deadline ({cfg.deadline:g}s)"
+                    raise
                 self.backoff.retry_waits += 1
                 self.backoff.retry_wait_s += wait
                 await asyncio.sleep(wait)  # Retry-After is enforced by the host gate
@@ -432,9 +487,10 @@ class Fetcher:
 
     # -- one hop -----------------------------------------------------------------------
 
-    async def _hop(self, url: str, cookies: httpx.Cookies | None, state: _FetchState | None, *, page: bool = True) -> _Response:
+    async def _hop(self, target: _Target, cookies: httpx.Cookies | None, state: _FetchState | None, *,
+                   page: bool = True) -> _Response:
         """One request to one URL through breaker, guard, robots and politeness."""
-        target = _Target.parse(url)
+        url = target.url
         self.breaker.check(target.hostkey)
         try:
             await self.guard.resolve(target.host, target.port)
@@ -445,7 +501,10 @@ class Fetcher:
                     raise FetchFailure(Reason.ROBOTS, f"robots.txt of {target.origin} disallows this URL",
                                        robots_status=rules.status)
                 delay = self._host_delay(rules)
+            budget = state.budget if state is not None else None
+            left = _pause(budget)  # queued behind our own politeness: not the message's time
             async with self.gate.slot(target.hostkey, delay) as sent:
+                _resume(budget, left)
                 started = time.monotonic()
                 try:
                     return await self._request(target, cookies, sent, page=page)
@@ -471,7 +530,10 @@ class Fetcher:
         """Send one GET with the total timeout; map transport errors to reason codes."""
         assert self._client is not None, "Fetcher is not open"
         cfg = self.config
-        request = self._client.build_request("GET", target.url)
+        try:
+            request = self._client.build_request("GET", target.url)
+        except (httpx.InvalidURL, UnicodeError, ValueError) as exc:  # parse_url lets none of these through
+            raise FetchFailure(Reason.BAD_URL, f"unusable URL: {exc}") from exc
         request.extensions["trace"] = _on_headers_sent(sent)
         if cookies is not None:
             cookies.set_cookie_header(request)
@@ -502,7 +564,7 @@ class Fetcher:
         cfg = self.config
         status = response.status_code
         headers = _kept_headers(response.headers)
-        location = response.headers.get("location") if status in REDIRECT_STATUSES else None
+        location = response.extensions.get(_LOCATION) if status in REDIRECT_STATUSES else None
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after:
@@ -521,6 +583,9 @@ class Fetcher:
             return _Response(target.url, status, headers, location=location, body=body, raw_bytes=raw)
         if 400 <= status < 500:
             raise FetchFailure(Reason.HTTP_4XX, f"HTTP {status}", status=status)
+        if 300 <= status < 400:
+            why = "without a Location" if status in REDIRECT_STATUSES else "is no redirect to follow"
+            raise FetchFailure(Reason.HTTP_3XX, f"HTTP {status} {why}", status=status)
         if not 200 <= status < 300:
             raise FetchFailure(Reason.CONNECTION, f"unexpected HTTP status {status}", status=status)
         ctype = response.headers.get("content-type")
@@ -539,13 +604,14 @@ class Fetcher:
     async def _fetch_robots(self, origin: str) -> tuple[int, bytes]:
         """GET /robots.txt through guard and politeness (no robots check, no retries)."""
         url = origin + "/robots.txt"
-        for _ in range(6):  # RFC 9309: follow at least five redirects
-            resp = await self._hop(url, None, None, page=False)
-            if resp.location is None:
-                if 200 <= resp.status < 300:
-                    self._space_after_robots(origin, resp.body)
-                return resp.status, resp.body
-            url = _strip_fragment(urljoin(url, resp.location.strip()))
+        async with asyncio.timeout(self.config.deadline):  # shared by the origin's messages: bounded alike
+            for _ in range(6):  # RFC 9309: follow at least five redirects
+                resp = await self._hop(_Target.parse(url), None, None, page=False)
+                if resp.location is None:
+                    if 200 <= resp.status < 300:
+                        self._space_after_robots(origin, resp.body)
+                    return resp.status, resp.body
+                url = urljoin(url, resp.location.strip())
         raise FetchFailure(Reason.TOO_MANY_REDIRECTS, "robots.txt redirects too often")
 
     def _space_after_robots(self, origin: str, body: bytes) -> None:
@@ -557,62 +623,6 @@ class Fetcher:
         delay = self._host_delay(rules)
         if delay > self.config.per_host_delay:
             self.gate.defer(_Target.parse(origin + "/").hostkey, delay)
-
-
-# -- raw archive ---------------------------------------------------------------------------
-
-RAW_RECORD_VERSION = 1
-
-
-def raw_page_record(page: FetchedPage) -> dict[str, Any]:
-    """A fetched page as a JSON-able dict for the raw-pages topic (re-extraction without fetching).
-
-    The body is the decoded HTML text, so re-extraction needs no charset guessing again.
-    """
-    msg = page.message
-    ref = msg.ref or SourceRef()
-    return {
-        "schema_version": RAW_RECORD_VERSION,
-        "url": msg.url,
-        "final_url": page.final_url,
-        "status": page.status,
-        "headers": dict(page.headers),
-        "body": page.html,
-        "encoding": page.encoding,
-        "fetched_at": page.fetched_at,
-        "elapsed_ms": page.elapsed_ms,
-        "redirects": list(page.redirects),
-        "body_bytes": page.body_bytes,
-        "prescraped": page.prescraped,
-        "input_id": msg.id,
-        "input_source": msg.source,
-        "discovered_at": msg.discovered_at,
-        "topic": ref.topic,
-        "partition": ref.partition,
-        "offset": ref.offset,
-    }
-
-
-def page_from_raw_record(d: dict[str, Any]) -> FetchedPage:
-    """Inverse of :func:`raw_page_record`: a FetchedPage ready for the extract stage."""
-    ref = SourceRef(topic=d.get("topic"), partition=d.get("partition"), offset=d.get("offset"))
-    msg = InputMessage(
-        url=d["url"], ref=ref, id=d.get("input_id"), source=d.get("input_source"),
-        discovered_at=d.get("discovered_at"),
-    )
-    return FetchedPage(
-        message=msg,
-        final_url=d.get("final_url") or d["url"],
-        html=d.get("body") or "",
-        status=int(d.get("status") or 200),
-        headers=dict(d.get("headers") or {}),
-        encoding=d.get("encoding"),
-        fetched_at=d.get("fetched_at"),
-        elapsed_ms=float(d.get("elapsed_ms") or 0.0),
-        prescraped=bool(d.get("prescraped", False)),
-        redirects=list(d.get("redirects") or []),
-        body_bytes=int(d.get("body_bytes") or 0),
-    )
 
 
 # -- Beam ----------------------------------------------------------------------------------
@@ -639,15 +649,14 @@ class _FetchMetrics:
         self.circuit_open_hosts = Metrics.gauge(ns, "fetch_circuit_open_hosts")
         self.by_name = CounterSet(ns)  # fetch_dead_<reason>, fetch_status_<class>
 
-    def backoff(self, fetcher: Fetcher) -> None:
-        """Drain the fetcher's backoff stats (since the last batch) into the counters."""
-        b = fetcher.backoff.take()
+    def backoff(self, b: BackoffStats, open_hosts: int) -> None:
+        """The fetcher's backoff stats since the last bundle (``BackoffStats.take``) into the counters."""
         for counter, v in ((self.retry_waits, b.retry_waits), (self.retry_wait_ms, int(b.retry_wait_s * 1000)),
                            (self.retry_after, b.retry_after), (self.retry_after_ms, int(b.retry_after_s * 1000)),
                            (self.circuit_opened, b.circuit_opened)):
             if v:
                 counter.inc(v)
-        self.circuit_open_hosts.set(fetcher.breaker.open_hosts())
+        self.circuit_open_hosts.set(open_hosts)
 
     def record(self, result: FetchedPage | DeadLetter) -> None:
         if isinstance(result, DeadLetter):
@@ -667,70 +676,102 @@ class _FetchMetrics:
 
 
 class _FetchDoFn(beam.DoFn):
-    """Buffers messages, fetches each batch concurrently on the DoFn's own event loop."""
+    """Fetches on an event loop of its own thread; results are emitted as they complete.
+
+    ``process`` hands each message to the loop and emits whatever has finished meanwhile;
+    with ``batch_size`` messages in flight it waits for the *first* to finish, not for all,
+    so one slow host holds up only its own messages. ``finish_bundle`` waits for the rest,
+    which the message deadline bounds. Beam's outputs and metrics stay on the DoFn's thread.
+    """
 
     DEAD = "dead_letter"
 
     def __init__(self, config: FetchConfig) -> None:
         self.config = config
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._fetcher: Fetcher | None = None
-        self._buffer: list[tuple[InputMessage, Any, Any]] = []
+        self._pending: dict[concurrent.futures.Future, tuple[InputMessage, Any, Any]] = {}
 
     def setup(self) -> None:
         self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="copydesk-fetch-loop", daemon=True)
+        self._thread.start()
         self._fetcher = Fetcher(self.config)
-        self._loop.run_until_complete(self._fetcher.open())
+        self._on_loop(self._fetcher.open())
         self._metrics = _FetchMetrics()
 
+    def _on_loop(self, coro: Awaitable[Any]) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
     def start_bundle(self) -> None:
-        self._buffer = []
+        self._pending = {}
+        self._bundle_size = 0
 
     def process(self, msg: InputMessage, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        self._buffer.append((msg, timestamp, window))
-        if len(self._buffer) >= self.config.batch_size:
-            yield from self._flush()
+        assert self._loop is not None and self._fetcher is not None
+        self._bundle_size += 1
+        fut = asyncio.run_coroutine_threadsafe(self._fetcher.fetch(msg), self._loop)
+        self._pending[fut] = (msg, timestamp, window)
+        yield from self._emit(block=len(self._pending) >= self.config.batch_size)
 
     def finish_bundle(self):
-        yield from self._flush()
+        while self._pending:
+            yield from self._emit(block=True)
+        if self._bundle_size:
+            self._metrics.batch.update(self._bundle_size)
+            peak, backoff, open_hosts = self._on_loop(self._take_stats())
+            self._metrics.in_flight.set(peak)
+            self._metrics.backoff(backoff, open_hosts)
+
+    async def _take_stats(self) -> tuple[int, BackoffStats, int]:
+        """Peak in flight, backoff stats and open circuits since the last bundle, read (and
+        reset) on the loop that changes them; Beam's metrics are then set on the DoFn's thread."""
+        assert self._fetcher is not None
+        gate = self._fetcher.gate
+        peak, gate.peak_in_flight = gate.peak_in_flight, 0
+        return peak, self._fetcher.backoff.take(), self._fetcher.breaker.open_hosts()
+
+    def _emit(self, *, block: bool):
+        """Emit every finished fetch; with ``block``, wait until at least one has finished."""
+        done, _ = concurrent.futures.wait(self._pending, timeout=None if block else 0,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        for fut in done:
+            msg, ts, window = self._pending.pop(fut)
+            try:
+                result = fut.result()
+            except Exception as exc:  # Fetcher.fetch never raises per message: this is a bug
+                log.exception("fetch of %s failed (%s:%s offset %s)", msg.url, msg.ref.topic, msg.ref.partition,
+                              msg.ref.offset,
+                              extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.INTERNAL), stage="fetch"))
+                result = dead_letter(Stage.FETCH, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=msg.ref,
+                                     raw=msg.raw, url=msg.url)
+            self._metrics.record(result)
+            value = WindowedValue(result, ts, [window])
+            yield beam.pvalue.TaggedOutput(self.DEAD, value) if isinstance(result, DeadLetter) else value
+
+    async def _close(self) -> None:
+        """Cancel what is still in flight (a bundle that failed elsewhere), then close the client."""
+        assert self._fetcher is not None
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._fetcher.aclose()
 
     def teardown(self) -> None:
         if self._loop is None:
             return
         try:
             if self._fetcher is not None:
-                self._loop.run_until_complete(self._fetcher.aclose())
+                self._on_loop(self._close())
         finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
             self._loop.close()
             self._loop = None
-
-    def _flush(self):
-        batch, self._buffer = self._buffer, []
-        if not batch:
-            return
-        results = self._run([m for m, _ts, _w in batch])
-        self._metrics.batch.update(len(batch))
-        if self._fetcher is not None and self._fetcher._gate is not None:
-            self._metrics.in_flight.set(self._fetcher.gate.peak_in_flight)
-            self._fetcher.gate.peak_in_flight = 0
-        if self._fetcher is not None:
-            self._metrics.backoff(self._fetcher)
-        for (msg, ts, window), result in zip(batch, results, strict=True):
-            self._metrics.record(result)
-            value = WindowedValue(result, ts, [window])
-            yield beam.pvalue.TaggedOutput(self.DEAD, value) if isinstance(result, DeadLetter) else value
-
-    def _run(self, msgs: Sequence[InputMessage]) -> list[FetchedPage | DeadLetter]:
-        assert self._loop is not None and self._fetcher is not None
-        try:
-            return self._loop.run_until_complete(self._fetcher.fetch_many(msgs))
-        except Exception as exc:  # Fetcher.fetch never raises per message: this is a loop-level bug
-            log.exception("fetch batch failed")
-            return [
-                dead_letter(Stage.FETCH, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=m.ref, raw=m.raw,
-                            url=m.url)
-                for m in msgs
-            ]
 
 
 class FetchPages(beam.PTransform):

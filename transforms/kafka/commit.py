@@ -20,7 +20,8 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from copydesk.transforms.kafka.io import KafkaConfig
+from copydesk.transforms.kafka.client import split_tp_key, topic_partition
+from copydesk.transforms.kafka.config import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,12 @@ class OffsetTracker:
             prev = self.pending.get(start)
             self.pending[start] = max(end, prev or end)
             return False
-        while True:
-            # absorb ranges that now touch or overlap the prefix
-            hit = [s for s in self.pending if s <= self.next]
-            if not hit:
+        # absorb ranges that now touch or overlap the prefix, in order of their start: one
+        # pass (the first start beyond the prefix ends it), not a rescan per absorbed range
+        for s in sorted(self.pending):
+            if s > self.next:
                 break
-            for s in hit:
-                self.next = max(self.next, self.pending.pop(s))
+            self.next = max(self.next, self.pending.pop(s))
         return advanced
 
     def state(self) -> tuple[int | None, dict[int, int]]:
@@ -96,13 +96,11 @@ class _CommitFn(beam.DoFn):
     def finish_bundle(self) -> None:
         if not self._to_commit or self.dry_run:
             return
-        from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
         offsets = {}
         for key, off in self._to_commit.items():
-            topic, _, part = key.rpartition(":")
-            offsets[TopicPartition(topic, int(part))] = OffsetAndMetadata(off, "", -1)
+            offsets[topic_partition(*split_tp_key(key))] = OffsetAndMetadata(off, "", -1)
         try:
             self._client().commit(offsets)
         except Exception as exc:  # kept in _to_commit: the next bundle retries; nothing is lost

@@ -6,6 +6,19 @@ self-checkpoint (``defer_remainder``) when the partition is idle or a batch is d
 manual watermark estimator driven by record timestamps (advanced to wall time while a
 partition is idle, so downstream event-time logic is not held back by a quiet partition).
 
+Where a partition starts: an explicit offset (replays), else the group's committed offset,
+else ``start`` (``earliest``/``latest``), like Kafka's ``auto.offset.reset``. The live read
+(``discovery_seconds`` set: a streaming runner) is :mod:`copydesk.transforms.kafka.live`: one
+element for all partitions, so that the stages fused with the reader (fetch, extract) have one
+instance for the job's life; it re-lists partitions and keeps a bounded distance from the
+group's committed offset. The bounded reads (replays, micro-batches, the fingerprint topic)
+are one element per partition, here.
+
+``request_drain()`` (SIGTERM, pipelines/job.py) ends every unbounded read of this process
+where it is: what was read flows on to the sinks and the committer, then the pipeline
+completes. The job's workers run in the job's process (Prism's LOOPBACK environment), which
+is what makes a process-wide flag reach them.
+
 ``WriteToKafka`` is the buffered-sink shape of Beam's own Pub/Sub sink: the producer is
 built in ``setup()``, sends are buffered per bundle and ``finish_bundle()`` flushes and
 checks every send before the bundle counts as done; a failed send fails the bundle so the
@@ -21,9 +34,8 @@ download), which is why the Python implementation is the default.
 from __future__ import annotations
 
 import logging
-import sys
+import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -36,115 +48,65 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.records import SourceRef
+from copydesk.transforms.kafka.client import advance_watermark, partitions_for, topic_partition, tp_key
+from copydesk.transforms.kafka.config import UNBOUNDED, KafkaConfig, KafkaRecord, PartitionSpec, ReadConfig
 
 log = logging.getLogger(__name__)
 
-UNBOUNDED = sys.maxsize
+_DRAIN = threading.Event()
 
 
-@dataclass(frozen=True, kw_only=True)
-class KafkaConfig:
-    """Connection settings shared by readers, writers and the committer.
-
-    ``client_config`` passes any other kafka-python setting through (security protocol,
-    SASL credentials, SSL files ...); it is masked when options are printed.
-    """
-
-    bootstrap_servers: str
-    group_id: str = "copydesk"
-    client_config: tuple[tuple[str, Any], ...] = ()
-    request_timeout_ms: int = 30_000
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap_servers.split(","),
-                "request_timeout_ms": self.request_timeout_ms, **dict(self.client_config)}
+def request_drain() -> None:
+    """Stop every unbounded read of this process where it is (see the module doc)."""
+    _DRAIN.set()
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReadConfig:
-    topics: tuple[str, ...]
-    start: str = "committed"  # committed | earliest | latest
-    # Bounded reads (replay / demo): explicit start and stop offsets per "topic:partition".
-    start_offsets: tuple[tuple[str, int], ...] = ()
-    stop_offsets: tuple[tuple[str, int], ...] = ()
-    stop_at_end: bool = False  # stop at the end offsets seen when the job starts
-    # Micro-batch reads (the local runner, see pipelines/job.py): stop a partition when it
-    # has been idle this long, at a wall-clock deadline, or after this many offsets.
-    stop_when_idle_seconds: float | None = None
-    deadline: float | None = None  # time.time() value
-    max_records_per_partition: int | None = None
-    max_records_per_call: int = 500
-    max_seconds_per_call: float = 1.0
-    poll_timeout_ms: int = 200
-    idle_resume_seconds: float = 0.2
-    isolation_level: str = "read_committed"
-    max_message_bytes: int = 16 * 1024 * 1024
-    # Counters: "<namespace>/<prefix>_records_read" etc. An auxiliary read (the fingerprint
-    # topic) counts under other names, so it is not taken for input (idle detection, metrics).
-    counter_namespace: str = "copydesk.read"
-    counter_prefix: str = "kafka"
+def reset_drain() -> None:
+    _DRAIN.clear()
 
 
-@dataclass(frozen=True)
-class PartitionSpec:
-    """One element of the reader: a partition and the offsets to read ([start, stop))."""
-
-    topic: str
-    partition: int
-    start: int
-    stop: int = UNBOUNDED
-
-    @property
-    def key(self) -> str:
-        return f"{self.topic}:{self.partition}"
-
-
-@dataclass(slots=True)
-class KafkaRecord:
-    """A message as read: raw key and value, and where it came from."""
-
-    value: bytes | None
-    key: bytes | None
-    ref: SourceRef
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+def draining() -> bool:
+    return _DRAIN.is_set()
 
 
 # --------------------------------------------------------------------------- discovery
 
 
-def _tp(topic: str, partition: int):
-    from kafka import TopicPartition
+def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
+                       only: Iterable[tuple[str, int]] | None = None,
+                       reset: str | None = None) -> list[PartitionSpec]:
+    """List the partitions of the input topics (or just ``only``) and where to start and stop
+    reading each.
 
-    return TopicPartition(topic, partition)
-
-
-def resolve_partitions(kafka: KafkaConfig, read: ReadConfig) -> list[PartitionSpec]:
-    """List the partitions of the input topics and where to start and stop reading each.
-
-    Start: an explicit offset, else the group's committed offset, else earliest/latest.
+    Start: an explicit offset, else the group's committed offset, else ``reset`` (default
+    ``read.start``): earliest or latest, as Kafka's ``auto.offset.reset``.
     """
     from kafka import KafkaConsumer
 
+    reset = reset or read.start
     consumer = KafkaConsumer(group_id=kafka.group_id, enable_auto_commit=False, **kafka.kwargs())
     try:
-        tps = []
-        for topic in read.topics:
-            parts = _partitions_for(consumer, topic)
-            tps.extend(_tp(topic, p) for p in sorted(parts))
+        if only is not None:
+            tps = [topic_partition(t, p) for t, p in only]
+        else:
+            tps = []
+            for topic in read.topics:
+                parts = partitions_for(consumer, topic)
+                tps.extend(topic_partition(topic, p) for p in sorted(parts))
         explicit_start = dict(read.start_offsets)
         explicit_stop = dict(read.stop_offsets)
         beginning = consumer.beginning_offsets(tps)
-        end = consumer.end_offsets(tps) if (read.start == "latest" or read.stop_at_end) else {}
+        end = consumer.end_offsets(tps) if (reset == "latest" or read.stop_at_end) else {}
         specs = []
         for tp in tps:
-            key = f"{tp.topic}:{tp.partition}"
+            key = tp_key(tp.topic, tp.partition)
             if key in explicit_start:
                 start = explicit_start[key]
             else:
-                committed = consumer.committed(tp) if read.start == "committed" else None
+                committed = consumer.committed(tp) if read.use_committed else None
                 if committed is not None:
                     start = committed
-                elif read.start == "latest":
+                elif reset == "latest":
                     start = end[tp]
                 else:
                     start = beginning[tp]
@@ -158,18 +120,6 @@ def resolve_partitions(kafka: KafkaConfig, read: ReadConfig) -> list[PartitionSp
         consumer.close()
 
 
-def _partitions_for(consumer, topic: str, timeout: float = 30.0) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return parts
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic!r} does not exist or has no partitions")
-        time.sleep(0.2)
-        consumer.topics()  # refresh metadata
-
-
 class _DiscoverPartitions(beam.DoFn):
     """Impulse -> one PartitionSpec per partition, resolved when the job starts (on a worker)."""
 
@@ -180,9 +130,27 @@ class _DiscoverPartitions(beam.DoFn):
     def process(self, _impulse) -> Iterator[PartitionSpec]:
         specs = resolve_partitions(self.kafka, self.read)
         for spec in specs:
-            log.info("reading %s from offset %d%s", spec.key, spec.start,
-                     "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
+            _log_spec(spec)
         yield from specs
+
+
+class _CheckpointOnlyTracker(OffsetRestrictionTracker):
+    """An offset tracker that splits only at the current position (a checkpoint: fraction 0).
+
+    A runner may also split a running bundle dynamically (Prism does, for long bundles): at
+    a fraction of an *unbounded* range that is an offset near ``sys.maxsize``, and it would
+    start a second reader of the same partition there. A partition is read in order by one
+    reader, so only checkpoints are allowed."""
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder:
+            return None
+        return super().try_split(0)
+
+
+def _log_spec(spec: PartitionSpec) -> None:
+    log.info("reading %s from offset %d%s", spec.key, spec.start,
+             "" if spec.stop == UNBOUNDED else f" to {spec.stop}")
 
 
 # --------------------------------------------------------------------------- the SDF
@@ -193,7 +161,7 @@ class _PartitionRestrictionProvider(RestrictionProvider):
         return OffsetRange(element.start, element.stop)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+        return _CheckpointOnlyTracker(restriction)
 
     def split(self, element, restriction):
         # A partition is read in order by one reader; no initial split.
@@ -246,7 +214,7 @@ class _ReadPartitionFn(beam.DoFn):
                 client_id=f"copydesk-reader-{spec.key}",
                 **self.kafka.kwargs(),
             )
-            c.assign([_tp(spec.topic, spec.partition)])
+            c.assign([topic_partition(spec.topic, spec.partition)])
             self._consumers[spec.key] = c
         return c
 
@@ -258,7 +226,7 @@ class _ReadPartitionFn(beam.DoFn):
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[Any]:
         restriction = tracker.current_restriction()
-        tp = _tp(spec.topic, spec.partition)
+        tp = topic_partition(spec.topic, spec.partition)
         consumer = self._consumer(spec)
         if self._positions.get(spec.key) != restriction.start:
             consumer.seek(tp, restriction.start)
@@ -267,6 +235,10 @@ class _ReadPartitionFn(beam.DoFn):
         deadline = time.monotonic() + self.read.max_seconds_per_call
         self._last_data.setdefault(spec.key, time.monotonic())
         while True:
+            if restriction.stop == UNBOUNDED and draining():
+                self._positions[spec.key] = covers_from
+                tracker.try_claim(restriction.stop)  # the job drains: this read ends here
+                return
             if restriction.stop != UNBOUNDED and consumer.position(tp) >= restriction.stop:
                 tracker.try_claim(restriction.stop)  # past the end: marks the range done
                 return
@@ -285,7 +257,7 @@ class _ReadPartitionFn(beam.DoFn):
                     return
                 if emitted == 0:
                     # Idle: nothing newer can carry an older timestamp than "now - a little".
-                    _advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
+                    advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
                 tracker.defer_remainder(Duration(seconds=self.read.idle_resume_seconds))
                 return
             for msg in batch:
@@ -300,7 +272,7 @@ class _ReadPartitionFn(beam.DoFn):
                 self.bytes_read.inc(len(msg.value or b""))
                 self._last_data[spec.key] = time.monotonic()
                 yield TimestampedValue(KafkaRecord(msg.value, msg.key, ref, list(msg.headers or [])), ts)
-                _advance_watermark(watermark, ts)
+                advance_watermark(watermark, ts)
                 emitted += 1
             if emitted >= self.read.max_records_per_call or time.monotonic() >= deadline:
                 self._positions[spec.key] = covers_from
@@ -316,12 +288,6 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumers = {}
 
 
-def _advance_watermark(estimator: ManualWatermarkEstimator, ts: Timestamp) -> None:
-    current = estimator.current_watermark()
-    if current is None or ts > current:
-        estimator.set_watermark(ts)
-
-
 class ReadFromKafkaPartitions(beam.PTransform):
     """Read topics as a PCollection of :class:`KafkaRecord` (timestamped with the record time)."""
 
@@ -331,12 +297,10 @@ class ReadFromKafkaPartitions(beam.PTransform):
         self.read = read
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "Impulse" >> beam.Impulse()
-            | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
-            | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read))
-        )
+        return (pbegin
+                | "Impulse" >> beam.Impulse()
+                | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self.kafka, self.read))
+                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self.kafka, self.read)))
 
 
 # --------------------------------------------------------------------------- acks
@@ -353,7 +317,7 @@ def acks_for(refs: Iterable[SourceRef]) -> list[Ack]:
             continue
         start = ref.covers_from if ref.covers_from is not None else ref.offset
         origin = ref.origin if ref.origin is not None else start
-        by_tp.setdefault(f"{ref.topic}:{ref.partition}", []).append((start, ref.offset + 1, origin))
+        by_tp.setdefault(tp_key(ref.topic, ref.partition), []).append((start, ref.offset + 1, origin))
     out: list[Ack] = []
     for key, ranges in by_tp.items():
         ranges.sort()

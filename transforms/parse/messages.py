@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import apache_beam as beam
@@ -19,7 +20,8 @@ from apache_beam.metrics import Metrics
 from copydesk.schemas.codec import dead_letter
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import DeadLetter, InputMessage, SourceRef
-from copydesk.transforms.urls import InvalidURL, check_url
+from copydesk.transforms.stage_metrics import log_fields
+from copydesk.transforms.urls import InvalidURL, parse_url
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # TEST HOOK, not a feature: with COPYDESK_TEST_CRASH_ON=<substring> in the environment the
@@ -31,38 +33,51 @@ TEST_CRASH_EXIT_CODE = 70
 _OPTIONAL_STR = ("source", "discovered_at", "id", "html")
 
 
+_JSON_SCALAR_START = frozenset("-0123456789tfn")  # how null, true, false and numbers begin
+_JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
 def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
                   max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> InputMessage | DeadLetter:
+    """One message -> an :class:`InputMessage` (its URL checked, once) or a parse dead letter.
+
+    ``malformed``: no value, empty or blank, not UTF-8 (overlong forms and encoded
+    surrogates included), invalid JSON (lone ``\\u`` surrogates included), a JSON value that
+    is no object or string (null, true, a number, an array), a field of the wrong type;
+    ``no_url``: no or a blank ``url``; ``bad_url``/``unsupported_scheme``: see
+    :func:`copydesk.transforms.urls.parse_url`; ``message_too_large``.
+    """
     def dead(reason: Reason, message: str, url: str | None = None) -> DeadLetter:
         return dead_letter(Stage.PARSE, reason, message, ref=ref, raw=value, url=url)
 
     if value is None:
         return dead(Reason.MALFORMED, "empty message (null value)")
-    size = len(value) if isinstance(value, bytes) else len(value.encode("utf-8", errors="replace"))
-    if size > max_bytes:
-        return dead(Reason.MESSAGE_TOO_LARGE, f"message is {size} bytes (max {max_bytes})")
-    if isinstance(value, bytes):
-        try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return dead(Reason.MALFORMED, f"message is not UTF-8: {exc}")
-    else:
-        text = value
-    stripped = text.strip().lstrip("\ufeff")
+    if isinstance(value, str):  # tests and callers with text: the same rules as for bytes
+        value = value.encode("utf-8", errors="surrogatepass")
+    if len(value) > max_bytes:
+        return dead(Reason.MESSAGE_TOO_LARGE, f"message is {len(value)} bytes (max {max_bytes})")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead(Reason.MALFORMED, f"message is not UTF-8: {exc}")
+    stripped = text.lstrip("\ufeff").strip()
     if not stripped:
-        return dead(Reason.MALFORMED, "empty message")
+        return dead(Reason.MALFORMED, "empty message" if not value else "blank message (only white space)")
     fields: dict[str, Any]
-    if stripped[0] in "{[\"":
+    if stripped[0] in "{[\"" or stripped[0] in _JSON_SCALAR_START:
         try:
             doc = orjson.loads(stripped)
         except orjson.JSONDecodeError as exc:
-            return dead(Reason.MALFORMED, f"invalid JSON: {exc}")
+            if stripped[0] in "{[\"" or _JSON_NUMBER.fullmatch(stripped):  # (a number too big for orjson)
+                return dead(Reason.MALFORMED, f"invalid JSON: {exc}")
+            doc = stripped  # not a JSON literal after all: a bare URL (or garbage) string
         if isinstance(doc, str):
             fields = {"url": doc}
         elif isinstance(doc, dict):
             fields = doc
         else:
-            return dead(Reason.MALFORMED, f"JSON message must be an object or a string, not {type(doc).__name__}")
+            kind = "null" if doc is None else type(doc).__name__
+            return dead(Reason.MALFORMED, f"JSON message must be an object or a string, not {kind}")
     else:
         fields = {"url": stripped}
     url = fields.get("url")
@@ -72,16 +87,16 @@ def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
         return dead(Reason.MALFORMED, f"url must be a string, not {type(url).__name__}")
     for name in _OPTIONAL_STR:
         if fields.get(name) is not None and not isinstance(fields[name], str):
-            return dead(Reason.MALFORMED, f"{name} must be a string, not {type(fields[name]).__name__}", url)
+            return dead(Reason.MALFORMED, f"{name} must be a string, not {type(fields[name]).__name__}", url[:2048])
     force = fields.get("force", False)
     if not isinstance(force, bool):
-        return dead(Reason.MALFORMED, f"force must be true or false, not {force!r}", url)
+        return dead(Reason.MALFORMED, f"force must be true or false, not {force!r}"[:2000], url[:2048])
     try:
-        url = check_url(url)
+        checked = parse_url(url)
     except InvalidURL as exc:
         return dead(Reason(exc.reason), str(exc), url[:2048])
     return InputMessage(
-        url=url,
+        url=checked.url,
         ref=ref,
         html=fields.get("html"),
         source=fields.get("source"),
@@ -90,6 +105,7 @@ def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
         force=force,
         raw=stripped[:4096] if fields.get("html") is None else orjson.dumps(
             {k: v for k, v in fields.items() if k != "html"}).decode(),
+        checked=checked,
     )
 
 
@@ -108,11 +124,17 @@ class _ParseFn(beam.DoFn):
     def process(self, element):
         value, ref = element
         crash_on = getattr(self, "_crash_on", None)
-        if crash_on and value is not None and crash_on in (value if isinstance(value, bytes) else value.encode()):
+        if crash_on and value is not None and crash_on in (value if isinstance(value, bytes) else value.encode(errors="surrogatepass")):
             logging.getLogger(__name__).critical("%s test hook: ending the process on %s:%s offset %s",
                                                  TEST_CRASH_ENV, ref.topic, ref.partition, ref.offset)
             os._exit(TEST_CRASH_EXIT_CODE)
-        out = parse_message(value, ref, self.max_bytes)
+        try:
+            out = parse_message(value, ref, self.max_bytes)
+        except Exception as exc:  # a bug: it costs this message (kept, with its offset), not the bundle
+            logging.getLogger(__name__).exception(
+                "parsing the message at %s:%s offset %s failed", ref.topic, ref.partition, ref.offset,
+                extra=log_fields(ref, reason=str(Reason.INTERNAL), stage="parse"))
+            out = dead_letter(Stage.PARSE, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=ref, raw=value)
         if isinstance(out, DeadLetter):
             self.rejected.inc()
             yield beam.pvalue.TaggedOutput(self.DEAD, out)

@@ -1,11 +1,11 @@
 """Read back the raw-pages archive: re-extraction without fetching.
 
 A job run with ``--raw-pages-topic`` writes every fetched page there
-(:func:`copydesk.transforms.fetch.stage.raw_page_record`: URL, final URL, status, headers, the
+(:func:`copydesk.schemas.codec.raw_page_record`: URL, final URL, status, headers, the
 decoded body, the input message's id/source and its topic/partition/offset). With
 ``--raw-pages-input`` (``copydesk replay --source raw-pages``) the input topic is such an
 archive: each record becomes a :class:`FetchedPage` again
-(:func:`copydesk.transforms.fetch.stage.page_from_raw_record`) and goes straight to the extract,
+(:func:`copydesk.schemas.codec.page_from_raw_record`) and goes straight to the extract,
 dedup and write stages; no HTTP request is made.
 
 The page's ``ref`` is the archive record's own position (what this run read and commits),
@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from copydesk.schemas.codec import dead_letter
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import DeadLetter, FetchedPage, SourceRef
-from copydesk.transforms.fetch.stage import page_from_raw_record
+from copydesk.schemas.codec import page_from_raw_record
 
 
 def parse_raw_page(value: bytes | str | None, ref: SourceRef = SourceRef()) -> FetchedPage | DeadLetter:

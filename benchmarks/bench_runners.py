@@ -1,0 +1,226 @@
+"""copydesk on Prism (one streaming pipeline) vs the micro-batch runner, same broker, same pages.
+
+One real Apache Kafka node (``tests/realkafka.py``). The pages: the 258 pages of
+``../shared/eval/fundus``, each repeated ``--copies`` times (default 4) under distinct URLs,
+as ``{"url", "html"}`` messages (no fetching). For each runner, one ``copydesk run`` process:
+
+1. **throughput**: the whole backlog is in the input topic before the job starts; pages/s
+   from the first output to the last (start-up printed apart);
+2. **latency**: then, in the same running job, pages are produced one by one at half the
+   rate just measured for ``--latency-seconds``; p50/p99 from produce to the output record
+   being readable by a consumer;
+3. **CPU s/page**: user+system CPU of the job's whole process tree (Prism, extraction
+   workers) over both phases (``getrusage(RUSAGE_CHILDREN)``), per page;
+4. **peak RSS**: the largest sum of the tree's resident sets, sampled every 0.2 s from /proc.
+
+Usage: python benchmarks/bench_runners.py [--copies 4] [--latency-seconds 60] [--runners prism,microbatch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNDUS = ROOT.parent / "shared" / "eval" / "fundus" / "html"
+sys.path.insert(0, str(ROOT / "tests"))
+from realkafka import KafkaBroker  # noqa: E402
+
+from copydesk.pipelines.demo.broker import create_topics  # noqa: E402
+
+RUNNER_ARGS = {"prism": [], "microbatch": ["--runner", "FnApiRunner"]}
+
+
+def pages(copies: int, folder: Path = FUNDUS) -> list[bytes]:
+    files = sorted(folder.glob("*.html*"))
+    if not files:
+        sys.exit(f"{folder} is absent (evaluation data lives beside the project in ../shared; --fundus DIR)")
+    out = []
+    for c in range(copies):
+        for f in files:
+            raw = gzip.open(f).read() if f.suffix == ".gz" else f.read_bytes()
+            html = raw.decode("utf-8", errors="replace")
+            out.append(orjson.dumps({"url": f"https://bench.test/{c}/{f.name.split('.')[0]}", "html": html}))
+    return out
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.2):
+            total = 0
+            for pid in _tree(self.pid):
+                try:
+                    total += int(open(f"/proc/{pid}/statm").read().split()[1]) * page
+                except (OSError, IndexError, ValueError):
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Outputs(threading.Thread):
+    """Reads the output and dead-letter topics; the time each input URL came out."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        super().__init__(daemon=True)
+        self.c = KafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                               fetch_max_bytes=64 << 20, max_partition_fetch_bytes=64 << 20)
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            for recs in self.c.poll(100).values():
+                now = time.time()
+                for r in recs:
+                    d = orjson.loads(r.value)
+                    url = d.get("url")
+                    if url and url not in self.seen:
+                        self.seen[url] = now
+        self.c.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def wait_for(outputs: Outputs, urls: list[str], proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(u in outputs.seen for u in urls):
+            return
+        if proc.poll() is not None:
+            sys.exit(f"the job exited ({proc.returncode}) early")
+        time.sleep(0.2)
+    sys.exit(f"{sum(u not in outputs.seen for u in urls)} of {len(urls)} pages did not come out in {timeout:.0f}s")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float, workdir: Path) -> dict:
+    run = uuid.uuid4().hex[:8]
+    t = {n: f"bench-{run}-{n}" for n in ("in", "out", "dead")}
+    create_topics(bootstrap, list(t.values()), partitions=2)
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=32 << 20)
+    for m in msgs:
+        prod.send(t["in"], m)
+    prod.flush()
+    urls = [orjson.loads(m)["url"] for m in msgs]
+    outputs = Outputs(bootstrap, t["out"], t["dead"])
+    outputs.start()
+    cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers", bootstrap,
+           "--input-topic", t["in"], "--output-topic", t["out"], "--dead-letter-topic", t["dead"],
+           "--group-id", f"g-{run}", *RUNNER_ARGS[runner]]
+    log = open(workdir / f"{runner}.log", "wb")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    rss = RssSampler(proc.pid)
+    rss.start()
+    try:
+        wait_for(outputs, urls, proc, 1800)
+        first = min(outputs.seen[u] for u in urls)
+        last = max(outputs.seen[u] for u in urls)
+        rate = (len(urls) - 1) / max(last - first, 1e-9)
+        # Latency at half the sustainable rate, in the same running job.
+        half = rate / 2
+        lat_urls, sent_at = [], {}
+        src = [orjson.loads(m) for m in msgs]
+        i = 0
+        began = time.time()
+        while time.time() - began < latency_seconds:
+            doc = dict(src[i % len(src)], url=f"https://bench.test/lat-{i}/{run}")
+            at = time.time()
+            prod.send(t["in"], orjson.dumps(doc))
+            prod.flush()
+            sent_at[doc["url"]] = at
+            lat_urls.append(doc["url"])
+            i += 1
+            time.sleep(max(0.0, began + i / half - time.time()))
+        wait_for(outputs, lat_urls, proc, 600)
+        lats = [outputs.seen[u] - sent_at[u] for u in lat_urls]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        rss.stop()
+        outputs.stop()
+        prod.close()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    n_pages = len(urls) + len(lat_urls)
+    return {"runner": runner, "pages": len(urls), "startup_s": first - started, "pages_per_s": rate,
+            "half_rate": half, "latency_n": len(lats), "p50": pct(lats, 0.5), "p99": pct(lats, 0.99),
+            "max": max(lats), "cpu_per_page": cpu / n_pages, "peak_rss_mb": rss.peak / 2**20, "exit": proc.returncode}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--latency-seconds", type=float, default=60.0)
+    ap.add_argument("--runners", default="prism,microbatch")
+    ap.add_argument("--fundus", type=Path, default=FUNDUS, help="the fundus html folder (default ../shared/...)")
+    args = ap.parse_args()
+    msgs = pages(args.copies, args.fundus)
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-runners-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir(parents=True)
+    results = []
+    with KafkaBroker() as kafka:
+        print(f"Apache Kafka on {kafka.bootstrap}; {len(msgs)} pages ({args.copies} x fundus); logs in {workdir}",
+              flush=True)
+        for runner in args.runners.split(","):
+            r = bench(runner, kafka.bootstrap, msgs, args.latency_seconds, workdir)
+            results.append(r)
+            print(f"{runner:>10}: {r['pages_per_s']:6.1f} pages/s (first output after {r['startup_s']:.1f} s); "
+                  f"at {r['half_rate']:.1f}/s: p50 {r['p50']:.2f} s, p99 {r['p99']:.2f} s, max {r['max']:.2f} s "
+                  f"({r['latency_n']} pages); CPU {r['cpu_per_page'] * 1000:.0f} ms/page; "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MiB; exit {r['exit']}", flush=True)
+    if len(results) == 2:
+        a, b = results
+        print(f"{a['runner']} / {b['runner']}: throughput x{a['pages_per_s'] / b['pages_per_s']:.2f}, "
+              f"p99 {a['p99']:.2f} s vs {b['p99']:.2f} s, CPU/page x{a['cpu_per_page'] / b['cpu_per_page']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The live (unbounded) Kafka read: one splittable DoFn element for all input partitions.
+
+A streaming runner runs the bundles of different elements of a stage at the same time, each
+with its own instances of the stage's DoFns. Prism fuses the reader with everything up to the
+first shuffle (parse, fetch, extract), so one reader element per partition meant one fetcher
+and one extraction pool *per partition* (two partitions: two pools, two fetchers, two sets of
+robots.txt caches and per-host spacings, measured). Here the job reads every partition of
+its topics in **one** element, with one consumer: its bundles follow one another, so the
+fused stage has one instance of each DoFn for the job's life.
+
+The restriction (:class:`Positions`) is where each partition is: the next offset to read, and
+the offset the job started it at (the acks' ``origin``, transforms/kafka/commit.py). The
+tracker claims a whole poll at once (the positions after it) and splits only at a checkpoint
+(the rest of the stream, from the claimed positions). Every ``discovery_seconds`` the reader
+lists the topics again; a partition found after the first listing starts at its committed
+offset, else at its beginning (its first messages predate the listing, as in Flink's Kafka
+source); those of the first listing at their committed offset, else ``start``. A partition
+more than ``max_ahead_of_commit`` offsets past the group's committed offset is paused until
+the commits catch up (the source's back-pressure). ``request_drain()`` ends the element
+where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import apache_beam as beam
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from copydesk.schemas.records import SourceRef
+from copydesk.transforms.kafka.client import advance_watermark, partitions_for, split_tp_key, topic_partition, tp_key
+from copydesk.transforms.kafka.config import KafkaConfig, KafkaRecord, ReadConfig
+from copydesk.transforms.kafka.io import draining, resolve_partitions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Where the live read is: ``{"topic:partition": (next offset, origin)}``, and when the
+    partitions were last listed (``listed_at``, wall-clock seconds; 0: never)."""
+
+    offsets: tuple[tuple[str, int, int], ...] = ()
+    listed_at: float = 0.0
+    done: bool = False
+
+    def as_dict(self) -> dict[str, tuple[int, int]]:
+        return {k: (nxt, origin) for k, nxt, origin in self.offsets}
+
+    @classmethod
+    def of(cls, d: dict[str, tuple[int, int]], listed_at: float) -> "Positions":
+        return cls(tuple((k, nxt, origin) for k, (nxt, origin) in sorted(d.items())), listed_at)
+
+
+class _PositionsTracker(RestrictionTracker):
+    def __init__(self, restriction: Positions) -> None:
+        self._restriction = restriction
+        self._claimed: Positions | None = None
+        self._stopped = False
+
+    def current_restriction(self) -> Positions:
+        return self._restriction
+
+    def try_claim(self, positions: Positions | None) -> bool:
+        """Claim the read up to ``positions``; ``None`` ends the read here (drain)."""
+        if self._stopped:
+            return False
+        if positions is None:
+            self._stopped = True
+            return False
+        self._claimed = positions
+        return True
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder or self._stopped:
+            return None  # only checkpoints: a partition is read in order by one reader
+        self._stopped = True
+        residual = self._claimed or self._restriction
+        return Positions(residual.offsets, residual.listed_at, done=True), residual
+
+    def check_done(self) -> None:
+        pass
+
+    def current_progress(self) -> RestrictionProgress:
+        return RestrictionProgress(fraction=0.0)  # an unbounded stream: no fraction done
+
+    def is_bounded(self) -> bool:
+        return False
+
+
+class _PositionsProvider(RestrictionProvider):
+    def initial_restriction(self, element) -> Positions:
+        return Positions()
+
+    def create_tracker(self, restriction: Positions) -> _PositionsTracker:
+        return _PositionsTracker(restriction)
+
+    def split(self, element, restriction):
+        yield restriction
+
+    def restriction_size(self, element, restriction: Positions) -> int:
+        return 1
+
+    def truncate(self, element, restriction):
+        return None  # on drain: stop here
+
+
+class _ReadAllPartitionsFn(beam.DoFn):
+    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
+        self.kafka = kafka
+        self.read = read
+        ns, pre = read.counter_namespace, read.counter_prefix
+        self.records_read = Metrics.counter(ns, f"{pre}_records_read")
+        self.bytes_read = Metrics.counter(ns, f"{pre}_bytes_read")
+        self.idle_polls = Metrics.counter(ns, f"{pre}_idle_polls")
+        self.held_back = Metrics.counter(ns, f"{pre}_held_back")
+
+    def setup(self) -> None:
+        self._consumer = None
+        self._group = None
+        self._assigned: dict[str, int] = {}  # key -> the position the consumer is at
+        self._committed: dict[str, tuple[int, float]] = {}
+        self._paused: set[str] = set()
+        self._idle_since: float | None = None
+        self._checked_at = 0.0
+
+    def _clients(self):
+        from kafka import KafkaConsumer
+
+        if self._consumer is None:
+            self._assigned = {}
+            self._consumer = KafkaConsumer(
+                group_id=None, enable_auto_commit=False, isolation_level=self.read.isolation_level,
+                fetch_max_wait_ms=100, max_poll_records=self.read.max_records_per_call,
+                max_partition_fetch_bytes=max(self.read.max_message_bytes, 1 << 20),
+                fetch_max_bytes=max(self.read.max_message_bytes * 2, 50 << 20),
+                client_id="copydesk-reader", **self.kafka.kwargs())
+        if self._group is None:
+            self._group = KafkaConsumer(group_id=self.kafka.group_id, enable_auto_commit=False,
+                                        client_id="copydesk-reader-commits", **self.kafka.kwargs())
+        return self._consumer
+
+    def _discover(self, pos: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        consumer = self._clients()
+        first = not pos
+        listed = []
+        for topic in self.read.topics:
+            consumer.topics()  # fresh metadata
+            listed.extend((topic, p) for p in sorted(partitions_for(consumer, topic)))
+        new = [(t, p) for t, p in listed if tp_key(t, p) not in pos]
+        if new:
+            for spec in resolve_partitions(self.kafka, self.read, only=new,
+                                           reset=self.read.start if first else "earliest"):
+                pos[spec.key] = (spec.start, spec.start)
+                if first:
+                    log.info("reading %s from offset %d", spec.key, spec.start)
+                else:
+                    log.warning("new partition %s (found while running): reading it from offset %d",
+                                spec.key, spec.start)
+        return pos
+
+    def _sync_assignment(self, pos: dict[str, tuple[int, int]]) -> None:
+        """Assign every partition and seek where the restriction says (after a checkpoint by
+        another instance, or a runner restart, the consumer's own positions are stale)."""
+        consumer = self._clients()
+        if set(self._assigned) != set(pos):
+            consumer.assign([topic_partition(*split_tp_key(k)) for k in pos])
+            self._assigned = {}
+            self._paused = set()
+        for key, (nxt, _origin) in pos.items():
+            if self._assigned.get(key) != nxt:
+                consumer.seek(topic_partition(*split_tp_key(key)), nxt)
+                self._assigned[key] = nxt
+
+    def _apply_back_pressure(self, pos: dict[str, tuple[int, int]]) -> None:
+        cap = self.read.max_ahead_of_commit
+        if not cap:
+            return
+        consumer = self._consumer
+        now = time.monotonic()
+        for key, (nxt, origin) in pos.items():
+            committed, asked = self._committed.get(key, (origin, 0.0))
+            ahead = nxt - committed >= cap
+            if ahead and now - asked >= 0.25:  # ask the group again, at most 4 times a second
+                try:
+                    committed = self._group.committed(topic_partition(*split_tp_key(key))) or origin
+                except Exception as exc:  # the broker is away: stay paused, ask again later
+                    log.debug("committed offset of %s unknown: %r", key, exc)
+                self._committed[key] = (max(committed, origin), now)
+                ahead = nxt - self._committed[key][0] >= cap
+            tp = topic_partition(*split_tp_key(key))
+            if ahead and key not in self._paused:
+                consumer.pause(tp)
+                self._paused.add(key)
+                self.held_back.inc()
+            elif not ahead and key in self._paused:
+                consumer.resume(tp)
+                self._paused.discard(key)
+
+    def _watchdog(self, pos: dict[str, tuple[int, int]]) -> None:
+        """Polls that return nothing while a partition (not paused) has messages past its
+        position for 5 s: the consumer is rebuilt (kafka-python 3 was seen to stop returning
+        a partition's records after the job spent seconds in a fetch, with no error)."""
+        now = time.monotonic()
+        self._idle_since = self._idle_since or now
+        if now - self._idle_since < 5.0 or now - self._checked_at < 5.0:
+            return
+        self._checked_at = now
+        try:
+            tps = {k: topic_partition(*split_tp_key(k)) for k in pos if k not in self._paused}
+            ends = self._group.end_offsets(list(tps.values())) if tps else {}
+        except Exception as exc:  # the broker is away: nothing to tell yet
+            log.debug("end offsets unknown: %r", exc)
+            return
+        behind = {k: (pos[k][0], ends[tp]) for k, tp in tps.items() if ends.get(tp, 0) > pos[k][0]}
+        if behind:
+            log.warning("reader: no records for %.0fs although %s have more (position, end): %s; reconnecting",
+                        now - self._idle_since, ", ".join(sorted(behind)), behind)
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # a broken client: replaced either way
+                pass
+            self._consumer = None
+            self._assigned = {}
+            self._paused = set()
+            self._idle_since = None
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, _impulse,
+                tracker=beam.DoFn.RestrictionParam(_PositionsProvider()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+                ) -> Iterator[Any]:
+        restriction = tracker.current_restriction()
+        if draining():
+            tracker.try_claim(None)
+            return
+        pos = restriction.as_dict()
+        listed_at = restriction.listed_at
+        if not pos or time.time() - listed_at >= (self.read.discovery_seconds or 30.0):
+            try:
+                pos = self._discover(dict(pos))
+            except Exception as exc:  # the broker is away: go on with the partitions known, list later
+                if not pos:
+                    raise
+                log.warning("partition discovery failed (listed again later): %r", exc)
+            listed_at = time.time()
+        self._sync_assignment(pos)
+        deadline = time.monotonic() + self.read.max_seconds_per_call
+        emitted = 0
+        while emitted < self.read.max_records_per_call and time.monotonic() < deadline:
+            self._apply_back_pressure(pos)
+            asked = self.read.max_records_per_call - emitted
+            polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
+            if not polled:
+                self.idle_polls.inc()
+                self._watchdog(pos)
+                break
+            self._idle_since = None
+            out: list[TimestampedValue] = []
+            for tp, msgs in polled.items():
+                key = tp_key(tp.topic, tp.partition)
+                nxt, origin = pos[key]
+                for msg in msgs:
+                    if msg.offset < nxt:
+                        continue  # already read (a re-sent fetch after a seek)
+                    ref = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                    covers_from=nxt, origin=origin, timestamp_ms=msg.timestamp)
+                    nxt = msg.offset + 1
+                    self.bytes_read.inc(len(msg.value or b""))
+                    out.append(TimestampedValue(KafkaRecord(msg.value, msg.key, ref, list(msg.headers or [])),
+                                                Timestamp(micros=max(msg.timestamp, 0) * 1000)))
+                pos[key] = (nxt, origin)
+                self._assigned[key] = nxt
+            if not tracker.try_claim(Positions.of(pos, listed_at)):
+                self._assigned = {}  # not ours to emit: the next call seeks again
+                return
+            for value in out:
+                yield value
+                advance_watermark(watermark, value.timestamp)
+            self.records_read.inc(len(out))
+            emitted += len(out)
+            if len(out) < asked:
+                break  # caught up: end the bundle now, so these records move on at once
+        if not tracker.try_claim(Positions.of(pos, listed_at)):
+            return
+        if emitted == 0:
+            # Idle: nothing newer can carry an older timestamp than "now - a little".
+            advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
+        tracker.defer_remainder(Duration(seconds=0 if emitted else self.read.idle_resume_seconds))
+
+    def teardown(self) -> None:
+        for c in (getattr(self, "_consumer", None), getattr(self, "_group", None)):
+            if c is not None:
+                try:
+                    c.close(autocommit=False)
+                except Exception:  # closing on shutdown: nothing left to protect
+                    pass
+
+
+class ReadLive(beam.PTransform):
+    """Every partition of ``read.topics``, unbounded, as :class:`KafkaRecord`s (module doc)."""
+
+    def __init__(self, kafka: KafkaConfig, read: ReadConfig) -> None:
+        super().__init__()
+        self.kafka = kafka
+        self.read = read
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Impulse" >> beam.Impulse()
+                | "ReadAllPartitions" >> beam.ParDo(_ReadAllPartitionsFn(self.kafka, self.read)))
