@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from copydesk.pipelines.argv import pop_flag
 from copydesk.transforms.logs import setup_logging, spawned_child_logging
@@ -41,6 +43,12 @@ def cmd_run(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print(_run_help())
         return 0
+    # A SIGTERM while Beam is still being imported (seconds) must not kill the job unclean:
+    # note it at once; the job's own handler takes over below and sees it.
+    early = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: early.set())
     argv, level = pop_flag(argv, "--log-level", os.environ.get("COPYDESK_LOG_LEVEL", "info"))
     argv, fmt = pop_flag(argv, "--log-format", os.environ.get("COPYDESK_LOG_FORMAT", "text"))
     argv, batch = pop_flag(argv, "--batch-seconds", "10")
@@ -48,7 +56,7 @@ def cmd_run(argv: list[str]) -> int:
     from copydesk.pipelines.pipeline import ConfigError
     from copydesk.pipelines.job import StopFlag, run_job
 
-    stop = StopFlag()
+    stop = StopFlag(early)
     stop.install()
     exporter = None
     try:

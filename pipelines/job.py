@@ -97,8 +97,8 @@ def is_local(options: PipelineOptions) -> bool:
 class StopFlag:
     """Set by SIGTERM/SIGINT: the current run finishes (drains), then the job exits."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event or threading.Event()
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
