@@ -42,7 +42,7 @@ _W = re.compile(r"\w+")
 def copydesk_config():
     """The configuration the benchmark measures as "copydesk": ExtractConfig's defaults, which
     ``copydesk extract`` and the pipeline run (tests/test_extract_one_config.py holds them equal)."""
-    from copydesk.transforms.extract.stage import ExtractConfig
+    from copydesk.transforms.extract.core import ExtractConfig
 
     return ExtractConfig()
 
@@ -116,7 +116,7 @@ def load_set(name: str, limit: int = 0) -> list[dict] | None:
 def _run_page(args) -> dict[str, tuple[str, float]]:
     import trafilatura
 
-    from copydesk.transforms.extract.stage import ExtractConfig, ExtractionError, extract_article
+    from copydesk.transforms.extract.core import ExtractConfig, ExtractionError, extract_article
 
     k, plain_input, plain_url, html, url = args
     configs = {"copydesk": copydesk_config(), "copydesk always": ExtractConfig(compare="always")}

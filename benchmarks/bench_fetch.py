@@ -171,7 +171,7 @@ async def run_fetch(urls: list[str], config: FetchConfig) -> tuple[list, float, 
 def extraction_rate(page: bytes, n: int, copydesk: bool = True) -> float:
     import trafilatura
 
-    from copydesk.transforms.extract.stage import extract_article
+    from copydesk.transforms.extract.core import extract_article
 
     html = page.decode("utf-8")
 

@@ -85,13 +85,13 @@ def cmd_run(argv: list[str]) -> int:
 def extract_cli_config(compare: str | None = None):
     """The ExtractConfig ``copydesk extract`` runs: ExtractConfig's defaults (as the pipeline's
     ``extract_config``) unless ``--compare`` is given."""
-    from copydesk.transforms.extract.stage import ExtractConfig
+    from copydesk.transforms.extract.core import ExtractConfig
 
     return ExtractConfig() if compare is None else ExtractConfig(compare=compare)
 
 
 def cmd_extract(argv: list[str]) -> int:
-    from copydesk.transforms.extract.stage import COMPARE_MODES
+    from copydesk.transforms.extract.core import COMPARE_MODES
 
     parser = argparse.ArgumentParser(prog="copydesk extract",
                                      description="Offline extraction of .html/.html.gz files or folders into "

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
-from copydesk.transforms.extract.stage import ExtractConfig, Extracted
+from copydesk.transforms.extract.core import ExtractConfig, Extracted
 from copydesk.transforms.fetch.charset import decode_html
 from copydesk.transforms.fetch.errors import FetchFailure
 

@@ -25,7 +25,8 @@ from copydesk.transforms.kafka.commit import CommitOffsets
 from copydesk.transforms.dedup.stage import DedupConfig, Deduplicate
 from copydesk.transforms.dedup.core import fingerprint_entry
 from copydesk.transforms.encode import EncodeRecords, encoded_key, encoded_value
-from copydesk.transforms.extract.stage import ExtractArticles, ExtractConfig
+from copydesk.transforms.extract.core import ExtractConfig
+from copydesk.transforms.extract.stage import ExtractArticles
 from copydesk.transforms.fetch.stage import FetchConfig, FetchPages
 from copydesk.transforms.files import ReadInputFile, WriteJsonLines
 from copydesk.transforms.kafka.io import KafkaConfig, ReadConfig, ReadFromKafkaPartitions, WriteToKafka, acks_for

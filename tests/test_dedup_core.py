@@ -51,11 +51,16 @@ def mem(tok: str, text: str, stamp: int, domain: str = "x.com", ts: float = 1000
                   nsh=nsh, ents=ents)
 
 
-def test_normalized_words_match_article_module() -> None:
-    article = pytest.importorskip("copydesk.transforms.extract.article")
+def test_one_word_normaliser_for_dedup_and_the_content_hash() -> None:
+    from copydesk.transforms import words
+    from copydesk.transforms.extract import article
+
     text = "Ｔhe  QUICK, brown—fox's déjà-vu 42!"
-    assert normalized_words(text) == article.normalized_words(text)
-    assert content_hash(text) == article.content_hash(text)
+    assert normalized_words(text) == ["the", "quick", "brown", "fox", "s", "déjà", "vu", "42"]
+    # one definition: the shingles of dedup and the record's content hash are built on it
+    assert normalized_words is words.normalized_words and content_hash is words.content_hash
+    assert article.content_hash is words.content_hash
+    assert content_hash(text) == content_hash("the quick brown fox s déjà vu 42")
 
 
 def test_tokens_split_cjk_into_characters() -> None:

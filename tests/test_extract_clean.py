@@ -224,7 +224,7 @@ def test_fundus_quality_floor():
 def test_language_comes_from_the_page_when_trafilatura_gives_none():
     from trafilatura.utils import load_html
 
-    from copydesk.transforms.extract.stage import extract_article, page_language
+    from copydesk.transforms.extract.core import extract_article, page_language
 
     body = "<p>" + "The council met on Tuesday and voted on the budget for the coming year. " * 6 + "</p>"
     assert extract_article(f'<html lang="en-US"><body><article>{body}</article></body></html>').language == "en"

@@ -10,7 +10,7 @@ from pathlib import Path
 from copydesk.pipelines.cli import extract_cli_config
 from copydesk.pipelines.options import CopydeskOptions
 from copydesk.pipelines.pipeline import extract_config
-from copydesk.transforms.extract.stage import ExtractConfig
+from copydesk.transforms.extract.core import ExtractConfig
 
 PARAS = "".join(
     f"<p>Paragraph {i}: the council approved the budget for schools, roads and the new bridge on Tuesday.</p>"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from copydesk.transforms.extract.stage import TEST_HOOKS_ENV, ExtractConfig, Extracted
+from copydesk.transforms.extract.core import TEST_HOOKS_ENV, ExtractConfig, Extracted
 from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
 
 GOOD = (

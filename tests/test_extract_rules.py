@@ -10,7 +10,7 @@ from copydesk.transforms.extract.cascade import extractor_options, looks_wrong, 
 from copydesk.transforms.extract.clean import clean_text
 from copydesk.transforms.extract.prune import prune_tree
 from copydesk.transforms.extract.repair import repair_html
-from copydesk.transforms.extract.stage import ExtractConfig, ExtractionError, extract_article
+from copydesk.transforms.extract.core import ExtractConfig, ExtractionError, extract_article
 
 SENTENCES = [
     "The council approved the budget on Tuesday after a long debate about schools and roads.",

@@ -34,7 +34,7 @@ from copydesk.schemas.codec import decode, encode, validate_article, validate_de
 from copydesk.schemas.reasons import Reason
 from copydesk.schemas.records import CheckedURL, DeadLetter, FetchedPage, InputMessage, SourceRef
 from copydesk.transforms.extract.pool import ExtractFailure, ExtractPool
-from copydesk.transforms.extract.stage import ExtractConfig, Extracted
+from copydesk.transforms.extract.core import ExtractConfig, Extracted
 from copydesk.transforms.fetch.errors import FetchFailure
 from copydesk.transforms.fetch.guard import AddressGuard, embedded_ipv4, is_public_ip
 from copydesk.transforms.fetch.stage import FetchConfig, Fetcher, _FetchDoFn

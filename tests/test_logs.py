@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from conftest import cli_env
-from copydesk.transforms.extract.stage import TEST_HOOKS_ENV
+from copydesk.transforms.extract.core import TEST_HOOKS_ENV
 
 ARTICLE = ("<html><head><title>Harbour reopens</title></head><body><article><h1>Harbour reopens</h1>"
            + "<p>The harbour reopened on Monday after three weeks of repairs to the sea wall, officials said.</p>" * 12

@@ -17,7 +17,7 @@ from conftest import cli_env
 from copydesk.pipelines.metrics import METRICS, SPECS, DomainHealth
 from copydesk.pipelines.top import render_top, scrape
 from copydesk.pipelines.demo.site import site_root
-from copydesk.transforms.extract.stage import TEST_HOOKS_ENV
+from copydesk.transforms.extract.core import TEST_HOOKS_ENV
 from fetch_server import MisbehavingServer, html_route, send
 
 

@@ -8,7 +8,7 @@ import lxml.html
 import pytest
 import trafilatura
 
-from copydesk.transforms.extract.stage import ExtractConfig, extract_article
+from copydesk.transforms.extract.core import ExtractConfig, extract_article
 from copydesk.transforms.extract.prune import embedded_body_html, page_headlines, prune_tree
 
 STORY = " ".join(

@@ -6,7 +6,7 @@ from copydesk.schemas.codec import (article_schema, dead_letter, decode, encode,
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, FetchedPage, InputMessage, SourceRef
 from copydesk.transforms.extract.article import build_article
-from copydesk.transforms.extract.stage import Extracted
+from copydesk.transforms.extract.core import Extracted
 
 
 def _article() -> ArticleRecord:

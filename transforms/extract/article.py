@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from copydesk.schemas.codec import now_iso
 from copydesk.schemas.records import ArticleRecord, FetchedPage
-from copydesk.transforms.extract.stage import Extracted
+from copydesk.transforms.extract.core import Extracted
 from copydesk.transforms.urls import InvalidURL, canonicalize, domain_of, record_id, same_site
-from copydesk.transforms.words import content_hash, normalized_words  # noqa: F401  (re-exported)
+from copydesk.transforms.words import content_hash
 
 def choose_canonical_url(received_url: str, final_url: str, page_canonical: str | None) -> str:
     """The page's rel=canonical when it is on the same site as the final URL, else the final URL."""

@@ -45,7 +45,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Hashable, Iterable, Sequence
 
 from copydesk.schemas.reasons import Reason
-from copydesk.transforms.extract.stage import ExtractConfig, Extracted, ExtractionError, extract_article
+from copydesk.transforms.extract.core import ExtractConfig, Extracted, ExtractionError, extract_article
 
 __all__ = ["ExtractFailure", "ExtractPool", "default_workers", "lease", "release"]
 
