@@ -222,7 +222,18 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-def test_broker_outage_under_load_pipeline_loses_nothing(own_broker, site, tmp_path):
+# On Prism this is a known, open gap (docs/runners.md, "Known gap"): during a 45-60 s outage of
+# the only broker, 1-4 of ~400-500 offsets read around the outage have come out only after a
+# restart. Nothing is committed past them, so a restart re-reads them and nothing is lost for
+# good, but the running job's commit for that partition stays behind them. The test runs on
+# Prism anyway and reports XPASS when it holds; the micro-batch runner must pass it.
+@pytest.mark.parametrize("runner", [
+    "micro-batch",
+    pytest.param("prism", marks=pytest.mark.xfail(
+        strict=False, reason="known gap on Prism: offsets read during a broker outage can wait for a restart "
+                             "(docs/runners.md)")),
+])
+def test_broker_outage_under_load_pipeline_loses_nothing(own_broker, site, tmp_path, runner):
     from copydesk.pipelines.demo.broker import free_port
 
     t = _topics(own_broker, "in", "out", "dead")
@@ -241,7 +252,8 @@ def test_broker_outage_under_load_pipeline_loses_nothing(own_broker, site, tmp_p
            "--bootstrap-servers", own_broker.bootstrap, "--input-topic", t["in"], "--group-id", group,
            "--output-topic", t["out"], "--dead-letter-topic", t["dead"],
            "--allow-networks", "127.0.0.1/32", "--per-host-delay", "0", "--per-host-concurrency", "8",
-           "--batch-seconds", "3", "--extract-workers", "1", "--metrics-port", str(metrics_port)]
+           "--batch-seconds", "3", "--extract-workers", "1", "--metrics-port", str(metrics_port),
+           *(["--runner", "FnApiRunner"] if runner == "micro-batch" else [])]
     log_path = tmp_path / "job.log"
     feeder.start()
     tail.start()
