@@ -358,11 +358,14 @@ def _runner_options(runner: str) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     if runner == "prism":
-        return "PrismRunner", PipelineOptions(["--prism_location", PRISM, "--environment_type", "LOOPBACK"])
+        from copydesk.pipelines.job import find_prism
+
+        path, where = find_prism()
+        if not path:
+            raise SystemExit(f"no Prism binary ({where}): .ci/run builds it with go install")
+        return "PrismRunner", PipelineOptions(["--prism_location", path, "--environment_type", "LOOPBACK"])
     return "apache_beam.runners.portability.fn_api_runner.FnApiRunner", PipelineOptions([])
 
-
-PRISM = "/root/go/bin/prism"
 
 
 def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
@@ -445,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="synthetic records per second of event time (core)")
     ap.add_argument("--dup-every", type=int, default=4, help="every n-th record is a copy (core)")
     ap.add_argument("--beam-records", type=int, default=20_000)
-    ap.add_argument("--runners", default="fnapi,prism", help="beam: fnapi and/or prism (" + PRISM + ")")
+    ap.add_argument("--runners", default="fnapi,prism", help="beam: fnapi and/or prism (the binary the job finds: pipelines/job.py find_prism)")
     ap.add_argument("--baseline", default="d844a8f", help="beam: also time the stage of this git ref ('' for none)")
     ap.add_argument("--state-cache", action="store_true",
                     help="beam: keep Beam's state cache (the job turns it off on the FnApiRunner)")

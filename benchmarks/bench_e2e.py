@@ -39,7 +39,7 @@ broker (pipelines/demo/broker.py).
     .venv/bin/python benchmarks/bench_e2e.py --fetch              # fetched from 50 local hosts
     .venv/bin/python benchmarks/bench_e2e.py --pages 200 --rounds 1   # a quick check of the harness
     # another runner / another checkout's copydesk:
-    .venv/bin/python benchmarks/bench_e2e.py --copydesk "prism=/work/wt/prism/.venv/bin/copydesk --runner PrismRunner" \
+    .venv/bin/python benchmarks/bench_e2e.py --copydesk "default=.venv/bin/copydesk" \
         --copydesk "micro-batch=.venv/bin/copydesk --runner FnApiRunner"
 """
 
@@ -621,7 +621,7 @@ def main() -> int:
     ap.add_argument("--bootstrap", default=None, help="use this running broker")
     ap.add_argument("--copydesk", action="append", default=None, metavar="NAME=COMMAND [ARGS]",
                     help="a copydesk contender: a name, its executable and arguments added to `run` (e.g. "
-                         "'prism=/work/wt/prism/.venv/bin/copydesk --runner PrismRunner'); repeatable, all race "
+                         "'micro-batch=.venv/bin/copydesk --runner FnApiRunner'); repeatable, all race "
                          "in the same rounds. Default: this checkout's copydesk with the arguments after --")
     ap.add_argument("--only", choices=("loop", "copydesk"), default=None, help="run only the loop or copydesk")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds a contender may take")
