@@ -218,6 +218,15 @@ class _ReadPartitionFn(beam.DoFn):
             self._consumers[spec.key] = c
         return c
 
+    @staticmethod
+    def _caught_up(consumer, tp) -> bool:
+        """At the partition's end (the broker's end offset); True when the broker cannot say
+        (an outage: the idle stop then behaves as it always did)."""
+        try:
+            return consumer.position(tp) >= consumer.end_offsets([tp])[tp]
+        except Exception:
+            return True
+
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
@@ -253,8 +262,13 @@ class _ReadPartitionFn(beam.DoFn):
                 self._positions[spec.key] = covers_from
                 idle_for = time.monotonic() - self._last_data[spec.key]
                 if self.read.stop_when_idle_seconds is not None and idle_for >= self.read.stop_when_idle_seconds:
-                    tracker.try_claim(restriction.stop)  # caught up: end this micro-batch's read
-                    return
+                    if self._caught_up(consumer, tp):
+                        tracker.try_claim(restriction.stop)  # caught up: end this micro-batch's read
+                        return
+                    # Idle but not caught up: a new consumer's first fetches can take longer than
+                    # the idle limit on a loaded machine (a start-up read of the fingerprint topic
+                    # then ended with nothing). Keep reading until the partition's end.
+                    self._last_data[spec.key] = time.monotonic()
                 if emitted == 0:
                     # Idle: nothing newer can carry an older timestamp than "now - a little".
                     advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
