@@ -31,6 +31,7 @@ from apache_beam.metrics import Metrics
 from copydesk.schemas.codec import dead_letter, encode_doc, validate_article, validate_dead_letter
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import DeadLetter, SourceRef
+from copydesk.transforms.stage_metrics import ENCODE_FAILURES, WRITE_NS
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class _EncodeFn(beam.DoFn):
 
     def __init__(self, dead_letters: bool) -> None:
         self.dead_letters = dead_letters
-        self.failed = Metrics.counter("copydesk.write", "encode_failures")
+        self.failed = Metrics.counter(WRITE_NS, ENCODE_FAILURES)
 
     def setup(self) -> None:
         self._poison_marker = os.environ.get(TEST_UNENCODABLE_ENV) or None

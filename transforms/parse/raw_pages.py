@@ -27,6 +27,7 @@ from copydesk.schemas.codec import dead_letter
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import DeadLetter, FetchedPage, SourceRef
 from copydesk.schemas.codec import page_from_raw_record
+from copydesk.transforms.parse.metrics import MESSAGES_REJECTED, PARSE_NS, RAW_PAGES_READ
 
 
 def parse_raw_page(value: bytes | str | None, ref: SourceRef = SourceRef()) -> FetchedPage | DeadLetter:
@@ -63,8 +64,8 @@ class _ParseRawPageFn(beam.DoFn):
     DEAD = "dead_letter"
 
     def __init__(self) -> None:
-        self.pages = Metrics.counter("copydesk.parse", "raw_pages_read")
-        self.rejected = Metrics.counter("copydesk.parse", "messages_rejected")
+        self.pages = Metrics.counter(PARSE_NS, RAW_PAGES_READ)
+        self.rejected = Metrics.counter(PARSE_NS, MESSAGES_REJECTED)
 
     def process(self, element):
         value, ref = element
