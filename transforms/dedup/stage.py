@@ -58,8 +58,8 @@ from copydesk.transforms.dedup.core import (
     remember_features,
 )
 from copydesk.transforms.dedup.minhash import encode_signature, features
-from copydesk.transforms.dedup.metrics import DedupMetrics
-from copydesk.transforms.stage_metrics import DEDUP_NS as METRICS_NS
+from copydesk.transforms.dedup.metrics import DEDUP_NS as METRICS_NS
+from copydesk.transforms.dedup.metrics import INDEX_BATCHES, INDEX_LOADS, INDEX_LOG_BYTES, INDEX_MEMBERS, DedupMetrics
 
 __all__ = [
     "DEFAULT_AGENCY_DOMAINS",
@@ -252,10 +252,10 @@ class _Index(beam.DoFn):
     def setup(self) -> None:
         self._metrics = DedupMetrics()
         self._tag = f"{_WORKER}:{os.getpid()}:{self._uid[:8]}"
-        self._g_members = Metrics.gauge(METRICS_NS, "index_members")
-        self._g_bytes = Metrics.gauge(METRICS_NS, "index_log_bytes")
-        self._c_loads = Metrics.counter(METRICS_NS, "index_loads")  # index rebuilt from the log (or seeds)
-        self._c_batches = Metrics.counter(METRICS_NS, "index_batches")
+        self._g_members = Metrics.gauge(METRICS_NS, INDEX_MEMBERS)
+        self._g_bytes = Metrics.gauge(METRICS_NS, INDEX_LOG_BYTES)
+        self._c_loads = Metrics.counter(METRICS_NS, INDEX_LOADS)  # index rebuilt from the log (or seeds)
+        self._c_batches = Metrics.counter(METRICS_NS, INDEX_BATCHES)
 
     def _load(self, ver: str | None, log: Any, seeds: list[dict[str, Any]] | None) -> _Cached:
         idx = DedupIndex(self.cfg)
