@@ -25,7 +25,7 @@ from apache_beam.metrics import Metrics
 
 from copydesk.schemas.codec import dead_letter
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import DeadLetter, FetchedPage, SourceRef
+from copydesk.schemas.records import DeadLetter, Envelope, FetchedPage, SourceRef
 from copydesk.schemas.codec import page_from_raw_record
 from copydesk.transforms.parse.metrics import MESSAGES_REJECTED, PARSE_NS, RAW_PAGES_READ
 
@@ -72,14 +72,14 @@ class _ParseRawPageFn(beam.DoFn):
         out = parse_raw_page(value, ref)
         if isinstance(out, DeadLetter):
             self.rejected.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, out)
+            yield beam.pvalue.TaggedOutput(self.DEAD, Envelope(out, ref))
         else:
             self.pages.inc()
             yield out
 
 
 class ParseRawPages(beam.PTransform):
-    """(value, SourceRef) of the raw-pages archive -> (FetchedPage, DeadLetter)."""
+    """(value, SourceRef) of the raw-pages archive -> (FetchedPage, Envelope of a DeadLetter)."""
 
     def expand(self, pcoll):
         out = pcoll | "ParseRawPage" >> beam.ParDo(_ParseRawPageFn()).with_outputs(_ParseRawPageFn.DEAD, main="pages")
