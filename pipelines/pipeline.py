@@ -244,7 +244,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     records, dropped = articles | "Dedup" >> Deduplicate(dcfg, seed=seed)
     if o.fingerprint_topic and not o.copydesk_dry_run:
         # Auxiliary: not acked, so offsets never wait for (or get ahead because of) this write.
-        (records | "Fingerprints" >> beam.Map(fingerprint_entry, dcfg)
+        (records | "Fingerprints" >> beam.Map(lambda e, cfg: fingerprint_entry(e.record, cfg), dcfg)
          | "WriteFingerprints" >> WriteToKafka(kc, o.fingerprint_topic, encode_doc, key_of=lambda e: e["id"]))
     if o.raw_pages_topic and not o.copydesk_dry_run:
         (pages | "RawPages" >> beam.Map(raw_page_record)

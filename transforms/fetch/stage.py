@@ -48,7 +48,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.codec import dead_letter, now_iso
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import CheckedURL, DeadLetter, FetchedPage, InputMessage
+from copydesk.schemas.records import CheckedURL, DeadLetter, Envelope, FetchedPage, InputMessage
 from copydesk.transforms.fetch.body import ACCEPT_ENCODING, read_capped, too_large
 from copydesk.transforms.fetch.charset import decode_html, looks_binary
 from copydesk.transforms.fetch.errors import FetchFailure
@@ -749,8 +749,10 @@ class _FetchDoFn(beam.DoFn):
                 result = dead_letter(Stage.FETCH, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=msg.ref,
                                      raw=msg.raw, url=msg.url)
             self._metrics.record(result)
-            value = WindowedValue(result, ts, [window])
-            yield beam.pvalue.TaggedOutput(self.DEAD, value) if isinstance(result, DeadLetter) else value
+            if isinstance(result, DeadLetter):
+                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(Envelope(result, msg.ref), ts, [window]))
+            else:
+                yield WindowedValue(result, ts, [window])
 
     async def _close(self) -> None:
         """Cancel what is still in flight (a bundle that failed elsewhere), then close the client."""
@@ -776,7 +778,7 @@ class _FetchDoFn(beam.DoFn):
 
 
 class FetchPages(beam.PTransform):
-    """PCollection[InputMessage] -> (PCollection[FetchedPage], PCollection[DeadLetter])."""
+    """PCollection[InputMessage] -> (PCollection[FetchedPage], PCollection[Envelope of a DeadLetter])."""
 
     def __init__(self, config: FetchConfig = FetchConfig()) -> None:
         super().__init__()
