@@ -22,6 +22,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from copydesk.transforms.kafka.client import split_tp_key, topic_partition
 from copydesk.transforms.kafka.config import KafkaConfig
+from copydesk.transforms.kafka.metrics import COMMIT_NS, OFFSET_COMMIT_ERRORS, OFFSET_COMMITS, PENDING_ACK_RANGES
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ class _CommitFn(beam.DoFn):
     def __init__(self, kafka: KafkaConfig, dry_run: bool = False) -> None:
         self.kafka = kafka
         self.dry_run = dry_run
-        self.commits = Metrics.counter("copydesk.commit", "offset_commits")
-        self.commit_errors = Metrics.counter("copydesk.commit", "offset_commit_errors")
-        self.pending_ranges = Metrics.gauge("copydesk.commit", "pending_ack_ranges")
+        self.commits = Metrics.counter(COMMIT_NS, OFFSET_COMMITS)
+        self.commit_errors = Metrics.counter(COMMIT_NS, OFFSET_COMMIT_ERRORS)
+        self.pending_ranges = Metrics.gauge(COMMIT_NS, PENDING_ACK_RANGES)
 
     def setup(self) -> None:
         self._consumer = None

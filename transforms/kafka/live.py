@@ -39,6 +39,7 @@ from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.client import advance_watermark, partitions_for, split_tp_key, topic_partition, tp_key
 from copydesk.transforms.kafka.config import KafkaConfig, KafkaRecord, ReadConfig
 from copydesk.transforms.kafka.io import draining, resolve_partitions
+from copydesk.transforms.kafka.metrics import BYTES_READ, HELD_BACK, IDLE_POLLS, RECORDS_READ, read_counter
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,10 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self.kafka = kafka
         self.read = read
         ns, pre = read.counter_namespace, read.counter_prefix
-        self.records_read = Metrics.counter(ns, f"{pre}_records_read")
-        self.bytes_read = Metrics.counter(ns, f"{pre}_bytes_read")
-        self.idle_polls = Metrics.counter(ns, f"{pre}_idle_polls")
-        self.held_back = Metrics.counter(ns, f"{pre}_held_back")
+        self.records_read = Metrics.counter(ns, read_counter(pre, RECORDS_READ))
+        self.bytes_read = Metrics.counter(ns, read_counter(pre, BYTES_READ))
+        self.idle_polls = Metrics.counter(ns, read_counter(pre, IDLE_POLLS))
+        self.held_back = Metrics.counter(ns, read_counter(pre, HELD_BACK))
 
     def setup(self) -> None:
         self._consumer = None
