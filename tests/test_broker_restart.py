@@ -15,7 +15,9 @@ process group.
   and data; production goes on. Every offset the producer got acknowledged must end as a
   record or a dead letter (after de-duplication). Kafka keeps what it acknowledged (acks=all
   on one node: in its log before the answer, and a SIGKILL does not lose the page cache), so
-  the broker itself must lose nothing either; the pipeline's own losses must be zero.
+  the broker itself must lose nothing either; the pipeline's own losses must be zero, and the
+  running job commits every partition to its end. It runs on the micro-batch runner and on
+  Prism (one streaming pipeline), and must pass on both.
 """
 
 from __future__ import annotations
@@ -228,17 +230,10 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-# On Prism this is a known, open gap (docs/runners.md, "Known gap"): during a 45-60 s outage of
-# the only broker, 1-4 of ~400-500 offsets read around the outage have come out only after a
-# restart. Nothing is committed past them, so a restart re-reads them and nothing is lost for
-# good, but the running job's commit for that partition stays behind them. The test runs on
-# Prism anyway and reports XPASS when it holds; the micro-batch runner must pass it.
-@pytest.mark.parametrize("runner", [
-    "micro-batch",
-    pytest.param("prism", marks=pytest.mark.xfail(
-        strict=False, reason="known gap on Prism: offsets read during a broker outage can wait for a restart "
-                             "(docs/runners.md)")),
-])
+# Both runners must pass. On Prism this was a known gap (docs/runners.md): the running job's
+# commits stayed behind (Prism runs a split stateful bundle's residual concurrently with its
+# primary, on stale state), and the reads here stopped early on a loaded machine.
+@pytest.mark.parametrize("runner", ["micro-batch", "prism"])
 def test_broker_outage_under_load_pipeline_loses_nothing(own_broker, site, tmp_path, runner):
     from copydesk.pipelines.demo.broker import free_port
 
