@@ -14,6 +14,7 @@ as ``{"url", "html"}`` messages (no fetching). For each runner, one ``copydesk r
 4. **peak RSS**: the largest sum of the tree's resident sets, sampled every 0.2 s from /proc.
 
 Usage: python benchmarks/bench_runners.py [--copies 4] [--latency-seconds 60] [--runners prism,microbatch]
+       [--variant base=/other/checkout/.venv/bin/python --variant new=.venv/bin/python]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import gzip
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,20 +76,36 @@ def _tree(root: int) -> list[int]:
 
 
 class RssSampler(threading.Thread):
+    """Peak RSS of the job's process tree, and the CPU seconds of its parts (the job's own
+    process, the Prism binary, everything else: forkserver and extraction workers), from
+    the last sample of each process (a process that ends between samples loses < 0.2 s)."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._cpu: dict[int, tuple[str, float]] = {}
 
     def run(self) -> None:
         page = os.sysconf("SC_PAGE_SIZE")
+        tick = os.sysconf("SC_CLK_TCK")
         while not self._stop.wait(0.2):
             total = 0
             for pid in _tree(self.pid):
                 try:
                     total += int(open(f"/proc/{pid}/statm").read().split()[1]) * page
+                    comm, rest = open(f"/proc/{pid}/stat").read().rsplit(")", 1)
+                    f = rest.split()
+                    part = "job" if pid == self.pid else "prism" if comm.endswith("(prism") else "workers"
+                    self._cpu[pid] = (part, (int(f[11]) + int(f[12])) / tick)
                 except (OSError, IndexError, ValueError):
                     pass
             self.peak = max(self.peak, total)
+
+    def cpu_by_part(self) -> dict[str, float]:
+        out = {"job": 0.0, "prism": 0.0, "workers": 0.0}
+        for part, seconds in self._cpu.values():
+            out[part] += seconds
+        return out
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,7 +152,23 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float, workdir: Path) -> dict:
+def _py_spy() -> str:
+    """py-spy on PATH, else next to the site-packages it was pip-installed into."""
+    found = shutil.which("py-spy")
+    for p in sys.path:
+        if not found and p.endswith("site-packages"):
+            found = shutil.which("py-spy", path=str(Path(p).parents[2] / "bin"))
+    if not found:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    return found
+
+
+def load() -> str:
+    return "load average " + " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float, workdir: Path,
+          python: str = sys.executable, name: str = "", profile: Path | None = None) -> dict:
     run = uuid.uuid4().hex[:8]
     t = {n: f"bench-{run}-{n}" for n in ("in", "out", "dead")}
     create_topics(bootstrap, list(t.values()), partitions=2)
@@ -145,15 +179,22 @@ def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float
     urls = [orjson.loads(m)["url"] for m in msgs]
     outputs = Outputs(bootstrap, t["out"], t["dead"])
     outputs.start()
-    cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers", bootstrap,
+    cmd = [python, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers", bootstrap,
            "--input-topic", t["in"], "--output-topic", t["out"], "--dead-letter-topic", t["dead"],
            "--group-id", f"g-{run}", *RUNNER_ARGS[runner]]
-    log = open(workdir / f"{runner}.log", "wb")
+    log = open(workdir / f"{(name or runner).replace('/', '-')}.log", "wb")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     rss = RssSampler(proc.pid)
     rss.start()
+    spy = None
+    if profile is not None:  # py-spy on the job's process only (GIL holder: Python at work)
+        profile.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen([_py_spy(), "record", "--pid", str(proc.pid),
+                                "--rate", "50", "--format", "raw", "--nonblocking", "--gil",
+                                "-o", str(profile / f"{(name or runner).replace('/', '-')}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(outputs, urls, proc, 1800)
         first = min(outputs.seen[u] for u in urls)
@@ -176,6 +217,8 @@ def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float
             time.sleep(max(0.0, began + i / half - time.time()))
         wait_for(outputs, lat_urls, proc, 600)
         lats = [outputs.seen[u] - sent_at[u] for u in lat_urls]
+        with open(workdir / f"{(name or runner).replace('/', '-')}-latency.tsv", "w") as fh:  # produced at, latency
+            fh.writelines(f"{sent_at[u] - began:.3f}\t{lat:.3f}\n" for u, lat in zip(lat_urls, lats))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -184,12 +227,15 @@ def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float
             proc.kill()
             proc.wait()
         rss.stop()
+        if spy is not None:
+            spy.wait(30)
         outputs.stop()
         prod.close()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     n_pages = len(urls) + len(lat_urls)
-    return {"runner": runner, "pages": len(urls), "startup_s": first - started, "pages_per_s": rate,
+    parts = {k: v / n_pages for k, v in rss.cpu_by_part().items()}
+    return {"runner": name or runner, "pages": len(urls), "cpu_parts": parts, "load": load(), "startup_s": first - started, "pages_per_s": rate,
             "half_rate": half, "latency_n": len(lats), "p50": pct(lats, 0.5), "p99": pct(lats, 0.99),
             "max": max(lats), "cpu_per_page": cpu / n_pages, "peak_rss_mb": rss.peak / 2**20, "exit": proc.returncode}
 
@@ -200,7 +246,12 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--runners", default="prism,microbatch")
     ap.add_argument("--fundus", type=Path, default=FUNDUS, help="the fundus html folder (default ../shared/...)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=PYTHON",
+                    help="another checkout's interpreter (its copydesk installed); each runner is run once per "
+                         "variant, variants in turn (default: this interpreter alone)")
+    ap.add_argument("--profile", type=Path, default=None, help="folder: py-spy raw stacks of each job's process")
     args = ap.parse_args()
+    variants = [tuple(v.split("=", 1)) for v in args.variant] or [("", sys.executable)]
     msgs = pages(args.copies, args.fundus)
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-runners-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
@@ -208,13 +259,17 @@ def main() -> int:
     with KafkaBroker() as kafka:
         print(f"Apache Kafka on {kafka.bootstrap}; {len(msgs)} pages ({args.copies} x fundus); logs in {workdir}",
               flush=True)
+        print(load(), flush=True)
         for runner in args.runners.split(","):
-            r = bench(runner, kafka.bootstrap, msgs, args.latency_seconds, workdir)
-            results.append(r)
-            print(f"{runner:>10}: {r['pages_per_s']:6.1f} pages/s (first output after {r['startup_s']:.1f} s); "
-                  f"at {r['half_rate']:.1f}/s: p50 {r['p50']:.2f} s, p99 {r['p99']:.2f} s, max {r['max']:.2f} s "
-                  f"({r['latency_n']} pages); CPU {r['cpu_per_page'] * 1000:.0f} ms/page; "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MiB; exit {r['exit']}", flush=True)
+            for vname, python in variants:
+                name = f"{runner}/{vname}" if vname else runner
+                r = bench(runner, kafka.bootstrap, msgs, args.latency_seconds, workdir, python, name, args.profile)
+                results.append(r)
+                parts = ", ".join(f"{k} {v * 1000:.0f}" for k, v in r["cpu_parts"].items())
+                print(f"{name:>10}: {r['pages_per_s']:6.1f} pages/s (first output after {r['startup_s']:.1f} s); "
+                      f"at {r['half_rate']:.1f}/s: p50 {r['p50']:.2f} s, p99 {r['p99']:.2f} s, max {r['max']:.2f} s "
+                      f"({r['latency_n']} pages); CPU {r['cpu_per_page'] * 1000:.0f} ms/page ({parts}); "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MiB; exit {r['exit']}; {r['load']} after", flush=True)
     if len(results) == 2:
         a, b = results
         print(f"{a['runner']} / {b['runner']}: throughput x{a['pages_per_s'] / b['pages_per_s']:.2f}, "
