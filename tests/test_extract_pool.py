@@ -76,13 +76,23 @@ def test_beam_extract_articles():
         return FetchedPage(message=InputMessage(url=url, ref=SourceRef(topic="t", partition=0, offset=off),
                                                 raw=url), final_url=url, html=html)
 
+    from copydesk.transforms.stage_metrics import DOMAIN_OUTCOMES
+
     pages = [page("https://example.com/a", GOOD, 1), page("https://example.com/b", EMPTY, 2)]
-    with TestPipeline() as p:
-        arts, dead = p | beam.Create(pages) | ExtractArticles(ExtractConfig(), workers=1)
-        assert_that(arts | "u" >> beam.Map(lambda a: (a.url, a.title, a.offset)),
-                    equal_to([("https://example.com/a", "Council approves budget", 1)]), label="arts")
-        assert_that(dead | "r" >> beam.Map(lambda d: (d.stage, d.reason, d.offset, d.url)),
-                    equal_to([("extract", "empty", 2, "https://example.com/b")]), label="dead")
+    DOMAIN_OUTCOMES.take()
+    p = TestPipeline()
+    arts, dead = p | beam.Create(pages) | ExtractArticles(ExtractConfig(), workers=1)
+    assert_that(arts | "u" >> beam.Map(lambda a: (a.url, a.title, a.offset)),
+                equal_to([("https://example.com/a", "Council approves budget", 1)]), label="arts")
+    assert_that(dead | "r" >> beam.Map(lambda d: (d.stage, d.reason, d.offset, d.url)),
+                equal_to([("extract", "empty", 2, "https://example.com/b")]), label="dead")
+    result = p.run()
+    result.wait_until_finish()
+    # per-domain outcomes in the process's tally, not one Beam counter per domain
+    assert DOMAIN_OUTCOMES.take() == {"example.com": {"ok": 1, "empty": 1}}
+    names = {(c.key.metric.namespace, c.key.metric.name): c.committed for c in result.metrics().query()["counters"]}
+    assert names[("copydesk.extract", "pages_in")] == 2 and names[("copydesk.extract", "dead_empty")] == 1
+    assert not [k for k in names if ":" in k[1]]
 
 
 def test_run_extract_writes_one_line_per_file(tmp_path):

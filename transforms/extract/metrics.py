@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from copydesk.transforms.stage_metrics import EXTRACT_DOMAIN_NS, EXTRACT_NS, OTHER_DOMAIN, CounterSet
+from copydesk.transforms.stage_metrics import DOMAIN_OUTCOMES, EXTRACT_NS, CounterSet, DomainOutcomes
 
 
 class ExtractMetrics:
-    """Counters of the extract DoFn (one instance per DoFn instance, made in ``setup``)."""
+    """Counters of the extract DoFn (one instance per DoFn instance, made in ``setup``).
+    Per-domain outcomes go to the process's :data:`DOMAIN_OUTCOMES` (not Beam counters:
+    see :mod:`copydesk.transforms.stage_metrics`)."""
 
-    def __init__(self, *, short_chars: int = 250, max_domains: int = 500) -> None:
+    def __init__(self, *, short_chars: int = 250, domains: DomainOutcomes = DOMAIN_OUTCOMES) -> None:
         from apache_beam.metrics import Metrics
 
         self.short_chars = short_chars
-        self.max_domains = max_domains
         self.counters = CounterSet(EXTRACT_NS)
-        self.domains = CounterSet(EXTRACT_DOMAIN_NS)
+        self.domains = domains
         self.time_ms = Metrics.distribution(EXTRACT_NS, "extract_time_ms")
-        self._named: set[str] = set()
 
     def pages(self, n: int) -> None:
         self.counters.inc("pages_in", n)
@@ -38,10 +38,4 @@ class ExtractMetrics:
         self._domain(domain, "empty" if reason == "empty" else "error")
 
     def _domain(self, domain: str, outcome: str) -> None:
-        domain = (domain or "").strip().lower() or "_unknown"
-        if domain not in self._named:
-            if len(self._named) >= self.max_domains:
-                domain = OTHER_DOMAIN
-            else:
-                self._named.add(domain)
-        self.domains.inc(f"{outcome}:{domain}")
+        self.domains.add(domain, outcome)
