@@ -168,7 +168,8 @@ def load() -> str:
 
 
 def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float, workdir: Path,
-          python: str = sys.executable, name: str = "", profile: Path | None = None) -> dict:
+          python: str = sys.executable, name: str = "", profile: Path | None = None,
+          latency_rate: float | None = None) -> dict:
     run = uuid.uuid4().hex[:8]
     t = {n: f"bench-{run}-{n}" for n in ("in", "out", "dead")}
     create_topics(bootstrap, list(t.values()), partitions=2)
@@ -201,7 +202,7 @@ def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float
         last = max(outputs.seen[u] for u in urls)
         rate = (len(urls) - 1) / max(last - first, 1e-9)
         # Latency at half the sustainable rate, in the same running job.
-        half = rate / 2
+        half = latency_rate or rate / 2
         lat_urls, sent_at = [], {}
         src = [orjson.loads(m) for m in msgs]
         i = 0
@@ -249,6 +250,8 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PYTHON",
                     help="another checkout's interpreter (its copydesk installed); each runner is run once per "
                          "variant, variants in turn (default: this interpreter alone)")
+    ap.add_argument("--latency-rate", type=float, default=None,
+                    help="pages/s of the latency phase for every contender (default: half its own backlog rate)")
     ap.add_argument("--profile", type=Path, default=None, help="folder: py-spy raw stacks of each job's process")
     args = ap.parse_args()
     variants = [tuple(v.split("=", 1)) for v in args.variant] or [("", sys.executable)]
@@ -263,7 +266,8 @@ def main() -> int:
         for runner in args.runners.split(","):
             for vname, python in variants:
                 name = f"{runner}/{vname}" if vname else runner
-                r = bench(runner, kafka.bootstrap, msgs, args.latency_seconds, workdir, python, name, args.profile)
+                r = bench(runner, kafka.bootstrap, msgs, args.latency_seconds, workdir, python, name, args.profile,
+                          args.latency_rate)
                 results.append(r)
                 parts = ", ".join(f"{k} {v * 1000:.0f}" for k, v in r["cpu_parts"].items())
                 print(f"{name:>10}: {r['pages_per_s']:6.1f} pages/s (first output after {r['startup_s']:.1f} s); "

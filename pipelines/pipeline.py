@@ -209,13 +209,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     o = options.view_as(CopydeskOptions)
     validate(o)
     kc = kafka_config(o)
+    live = False
     if o.input_topic and o.kafka_io == "java":
         raw = p | "ReadKafkaJava" >> _JavaKafkaRead(kc, o)
     elif o.input_topic:
         rc = read_config or live_read_config(o)
         # the live read (a streaming runner: partitions listed again every discovery_seconds),
         # else one element per partition (bounded reads: replay, demo, micro-batches)
-        reader = ReadLive if rc.discovery_seconds else ReadFromKafkaPartitions
+        live = bool(rc.discovery_seconds)
+        reader = ReadLive if live else ReadFromKafkaPartitions
         raw = (p | "ReadKafka" >> reader(kc, rc)
                | "Unwrap" >> beam.Map(lambda r: (r.value, r.ref)))
     else:
@@ -228,6 +230,14 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     else:
         messages, parse_dead = raw | "Parse" >> ParseMessages(o.max_message_bytes)
         pages, fetch_dead = messages | "Fetch" >> FetchPages(fetch_config(o))
+    if live:
+        # The live reader is one element, so the stages fused with it run one bundle at a
+        # time. A fusion break here lets a streaming runner run several extract bundles at
+        # once (each feeds the process's one extraction pool): the workers stay busy across
+        # bundles instead of draining at every bundle's end (docs/runners.md). Not on the
+        # micro-batch runner, where it would be a real shuffle: extraction would wait for the
+        # whole read instead of running beside it.
+        pages = pages | "SpreadPages" >> beam.Reshuffle()
     articles, extract_dead = pages | "Extract" >> ExtractArticles(extract_config(o), workers=o.extract_workers)
     dcfg = dedup_config(o)
     seed = None
