@@ -220,6 +220,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
         reader = ReadLive if live else ReadFromKafkaPartitions
         raw = (p | "ReadKafka" >> reader(kc, rc)
                | "Unwrap" >> beam.Map(lambda r: (r.value, r.ref)))
+        if live:
+            # The live reader is one element, so the stages fused with it run one bundle at a
+            # time. A fusion break here lets a streaming runner run several bundles of parse,
+            # fetch and extract at once (their DoFn instances share the process's one fetcher
+            # and one extraction pool): the workers stay busy across bundles instead of
+            # draining at every bundle's end (docs/runners.md). The messages cross it as read.
+            # Not on the micro-batch runner, where it would be a real shuffle: extraction would
+            # wait for the whole read instead of running beside it.
+            raw = raw | "Spread" >> beam.Reshuffle()
     else:
         raw = p | "ReadFile" >> ReadInputFile(o.input_file)
 
@@ -230,14 +239,6 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
     else:
         messages, parse_dead = raw | "Parse" >> ParseMessages(o.max_message_bytes)
         pages, fetch_dead = messages | "Fetch" >> FetchPages(fetch_config(o))
-    if live:
-        # The live reader is one element, so the stages fused with it run one bundle at a
-        # time. A fusion break here lets a streaming runner run several extract bundles at
-        # once (each feeds the process's one extraction pool): the workers stay busy across
-        # bundles instead of draining at every bundle's end (docs/runners.md). Not on the
-        # micro-batch runner, where it would be a real shuffle: extraction would wait for the
-        # whole read instead of running beside it.
-        pages = pages | "SpreadPages" >> beam.Reshuffle()
     articles, extract_dead = pages | "Extract" >> ExtractArticles(extract_config(o), workers=o.extract_workers)
     dcfg = dedup_config(o)
     seed = None
