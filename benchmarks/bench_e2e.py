@@ -441,7 +441,7 @@ def _tree_cpu(pids: list[int | None]) -> float:
     return total
 
 
-def _py_spy() -> str:
+def py_spy() -> str:
     """py-spy on PATH, else next to the site-packages it was pip-installed into."""
     found = shutil.which("py-spy")
     for p in sys.path:
@@ -500,7 +500,7 @@ def run_contender(name: str, cmd: list[str], bootstrap: str, out_topics: list[st
     if profile is not None:  # py-spy attached (it ends with the process); its CPU is not counted.
         # --gil: only samples of the thread holding the GIL, i.e. Python at work, not threads
         # blocked in C (gRPC's spin thread, selectors), which py-spy cannot always tell idle
-        spy = subprocess.Popen([_py_spy(), "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "50",
+        spy = subprocess.Popen([py_spy(), "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "50",
                                 "--format", "raw", "--nonblocking", "--gil", "-o", str(profile)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finished = watch.done.wait(timeout)

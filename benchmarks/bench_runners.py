@@ -7,13 +7,22 @@ as ``{"url", "html"}`` messages (no fetching). For each runner, one ``copydesk r
 1. **throughput**: the whole backlog is in the input topic before the job starts; pages/s
    from the first output to the last (start-up printed apart);
 2. **latency**: then, in the same running job, pages are produced one by one at half the
-   rate just measured for ``--latency-seconds``; p50/p99 from produce to the output record
-   being readable by a consumer;
-3. **CPU s/page**: user+system CPU of the job's whole process tree (Prism, extraction
-   workers) over both phases (``getrusage(RUSAGE_CHILDREN)``), per page;
-4. **peak RSS**: the largest sum of the tree's resident sets, sampled every 0.2 s from /proc.
+   rate just measured (or at ``--latency-rate`` for every contender) for
+   ``--latency-seconds``; p50/p99 from produce to the output record being readable by a
+   consumer (each page's figure is written beside the logs);
+3. **CPU s/page**: user+system CPU of the job's process tree over both phases, per page, by
+   part (the job's process, the Prism binary, the rest: forkserver and extraction workers),
+   sampled from /proc every 0.2 s (``RUSAGE_CHILDREN`` misses Prism, which the job never
+   waits for);
+4. **peak RSS**: the largest sum of the tree's resident sets, sampled every 0.2 s from /proc,
+   with the parts' shares at that peak.
+
+The load average is printed before and after each contender: on a shared machine only
+figures of one run compare. ``--variant`` runs other checkouts (their interpreter, copydesk
+installed there) in the same run.
 
 Usage: python benchmarks/bench_runners.py [--copies 4] [--latency-seconds 60] [--runners prism,microbatch]
+       [--variant base=/other/checkout/.venv/bin/python --variant new=.venv/bin/python]
 """
 
 from __future__ import annotations
@@ -21,7 +30,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -37,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FUNDUS = ROOT.parent / "shared" / "eval" / "fundus" / "html"
 sys.path.insert(0, str(ROOT / "tests"))
 from realkafka import KafkaBroker  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_e2e import py_spy  # noqa: E402
 
 from copydesk.pipelines.demo.broker import create_topics  # noqa: E402
 
@@ -74,20 +85,40 @@ def _tree(root: int) -> list[int]:
 
 
 class RssSampler(threading.Thread):
+    """Peak RSS of the job's process tree, and the CPU seconds of its parts (the job's own
+    process, the Prism binary, everything else: forkserver and extraction workers), from
+    the last sample of each process (a process that ends between samples loses < 0.2 s)."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._cpu: dict[int, tuple[str, float]] = {}
+        self.peak_parts: dict[str, int] = {}  # the parts' resident sets at the peak
 
     def run(self) -> None:
         page = os.sysconf("SC_PAGE_SIZE")
+        tick = os.sysconf("SC_CLK_TCK")
         while not self._stop.wait(0.2):
-            total = 0
+            total, by_part = 0, {}
             for pid in _tree(self.pid):
                 try:
-                    total += int(open(f"/proc/{pid}/statm").read().split()[1]) * page
+                    rss = int(open(f"/proc/{pid}/statm").read().split()[1]) * page
+                    comm, rest = open(f"/proc/{pid}/stat").read().rsplit(")", 1)
+                    f = rest.split()
+                    part = "job" if pid == self.pid else "prism" if comm.endswith("(prism") else "workers"
+                    self._cpu[pid] = (part, (int(f[11]) + int(f[12])) / tick)
                 except (OSError, IndexError, ValueError):
-                    pass
-            self.peak = max(self.peak, total)
+                    continue
+                total += rss
+                by_part[part] = by_part.get(part, 0) + rss
+            if total > self.peak:
+                self.peak, self.peak_parts = total, by_part
+
+    def cpu_by_part(self) -> dict[str, float]:
+        out = {"job": 0.0, "prism": 0.0, "workers": 0.0}
+        for part, seconds in self._cpu.values():
+            out[part] += seconds
+        return out
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,7 +165,13 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float, workdir: Path) -> dict:
+def load() -> str:
+    return "load average " + " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float, workdir: Path,
+          python: str = sys.executable, name: str = "", profile: Path | None = None,
+          latency_rate: float | None = None) -> dict:
     run = uuid.uuid4().hex[:8]
     t = {n: f"bench-{run}-{n}" for n in ("in", "out", "dead")}
     create_topics(bootstrap, list(t.values()), partitions=2)
@@ -145,22 +182,29 @@ def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float
     urls = [orjson.loads(m)["url"] for m in msgs]
     outputs = Outputs(bootstrap, t["out"], t["dead"])
     outputs.start()
-    cmd = [sys.executable, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers", bootstrap,
+    python, *job_args = python.split()
+    cmd = [python, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers", bootstrap,
            "--input-topic", t["in"], "--output-topic", t["out"], "--dead-letter-topic", t["dead"],
-           "--group-id", f"g-{run}", *RUNNER_ARGS[runner]]
-    log = open(workdir / f"{runner}.log", "wb")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+           "--group-id", f"g-{run}", *RUNNER_ARGS[runner], *job_args]
+    log = open(workdir / f"{(name or runner).replace('/', '-')}.log", "wb")
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     rss = RssSampler(proc.pid)
     rss.start()
+    spy = None
+    if profile is not None:  # py-spy on the job's process only (GIL holder: Python at work)
+        profile.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen([py_spy(), "record", "--pid", str(proc.pid),
+                                "--rate", "50", "--format", "raw", "--nonblocking", "--gil",
+                                "-o", str(profile / f"{(name or runner).replace('/', '-')}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(outputs, urls, proc, 1800)
         first = min(outputs.seen[u] for u in urls)
         last = max(outputs.seen[u] for u in urls)
         rate = (len(urls) - 1) / max(last - first, 1e-9)
         # Latency at half the sustainable rate, in the same running job.
-        half = rate / 2
+        half = latency_rate or rate / 2
         lat_urls, sent_at = [], {}
         src = [orjson.loads(m) for m in msgs]
         i = 0
@@ -176,6 +220,8 @@ def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float
             time.sleep(max(0.0, began + i / half - time.time()))
         wait_for(outputs, lat_urls, proc, 600)
         lats = [outputs.seen[u] - sent_at[u] for u in lat_urls]
+        with open(workdir / f"{(name or runner).replace('/', '-')}-latency.tsv", "w") as fh:  # produced at, latency
+            fh.writelines(f"{sent_at[u] - began:.3f}\t{lat:.3f}\n" for u, lat in zip(lat_urls, lats))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -184,14 +230,17 @@ def bench(runner: str, bootstrap: str, msgs: list[bytes], latency_seconds: float
             proc.kill()
             proc.wait()
         rss.stop()
+        if spy is not None:
+            spy.wait(30)
         outputs.stop()
         prod.close()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     n_pages = len(urls) + len(lat_urls)
-    return {"runner": runner, "pages": len(urls), "startup_s": first - started, "pages_per_s": rate,
+    parts = {k: v / n_pages for k, v in rss.cpu_by_part().items()}
+    cpu = sum(parts.values()) * n_pages
+    return {"runner": name or runner, "pages": len(urls), "cpu_parts": parts, "load": load(), "startup_s": first - started, "pages_per_s": rate,
             "half_rate": half, "latency_n": len(lats), "p50": pct(lats, 0.5), "p99": pct(lats, 0.99),
-            "max": max(lats), "cpu_per_page": cpu / n_pages, "peak_rss_mb": rss.peak / 2**20, "exit": proc.returncode}
+            "max": max(lats), "cpu_per_page": cpu / n_pages, "peak_rss_mb": rss.peak / 2**20,
+            "peak_rss_parts": {k: v / 2**20 for k, v in sorted(rss.peak_parts.items())}, "exit": proc.returncode}
 
 
 def main() -> int:
@@ -200,7 +249,15 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--runners", default="prism,microbatch")
     ap.add_argument("--fundus", type=Path, default=FUNDUS, help="the fundus html folder (default ../shared/...)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=PYTHON [ARGS]",
+                    help="another checkout's interpreter (its copydesk installed), and arguments added to "
+                         "`copydesk run`; each runner is run once per "
+                         "variant, variants in turn (default: this interpreter alone)")
+    ap.add_argument("--latency-rate", type=float, default=None,
+                    help="pages/s of the latency phase for every contender (default: half its own backlog rate)")
+    ap.add_argument("--profile", type=Path, default=None, help="folder: py-spy raw stacks of each job's process")
     args = ap.parse_args()
+    variants = [tuple(v.split("=", 1)) for v in args.variant] or [("", sys.executable)]
     msgs = pages(args.copies, args.fundus)
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-runners-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
@@ -208,13 +265,19 @@ def main() -> int:
     with KafkaBroker() as kafka:
         print(f"Apache Kafka on {kafka.bootstrap}; {len(msgs)} pages ({args.copies} x fundus); logs in {workdir}",
               flush=True)
+        print(load(), flush=True)
         for runner in args.runners.split(","):
-            r = bench(runner, kafka.bootstrap, msgs, args.latency_seconds, workdir)
-            results.append(r)
-            print(f"{runner:>10}: {r['pages_per_s']:6.1f} pages/s (first output after {r['startup_s']:.1f} s); "
-                  f"at {r['half_rate']:.1f}/s: p50 {r['p50']:.2f} s, p99 {r['p99']:.2f} s, max {r['max']:.2f} s "
-                  f"({r['latency_n']} pages); CPU {r['cpu_per_page'] * 1000:.0f} ms/page; "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MiB; exit {r['exit']}", flush=True)
+            for vname, python in variants:
+                name = f"{runner}/{vname}" if vname else runner
+                r = bench(runner, kafka.bootstrap, msgs, args.latency_seconds, workdir, python, name, args.profile,
+                          args.latency_rate)
+                results.append(r)
+                parts = ", ".join(f"{k} {v * 1000:.0f}" for k, v in r["cpu_parts"].items())
+                print(f"{name:>10}: {r['pages_per_s']:6.1f} pages/s (first output after {r['startup_s']:.1f} s); "
+                      f"at {r['half_rate']:.1f}/s: p50 {r['p50']:.2f} s, p99 {r['p99']:.2f} s, max {r['max']:.2f} s "
+                      f"({r['latency_n']} pages); CPU {r['cpu_per_page'] * 1000:.0f} ms/page ({parts}); "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MiB ("
+                      + ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_parts"].items()) + f"); exit {r['exit']}; {r['load']} after", flush=True)
     if len(results) == 2:
         a, b = results
         print(f"{a['runner']} / {b['runner']}: throughput x{a['pages_per_s'] / b['pages_per_s']:.2f}, "

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 
 from copydesk.transforms.dedup import metrics as dm
 from copydesk.transforms.extract import metrics as em
-from copydesk.transforms.extract.metrics import BAD_OUTCOMES, EXTRACT_DOMAIN_NS, OTHER_DOMAIN
+from copydesk.transforms.extract.metrics import BAD_OUTCOMES, DOMAIN_OUTCOMES, EXTRACT_DOMAIN_NS, OTHER_DOMAIN
 from copydesk.transforms.fetch import metrics as fm
 from copydesk.transforms.kafka import metrics as km
 from copydesk.transforms.parse import metrics as pm
@@ -264,9 +264,9 @@ def query_metrics(result: Any) -> RunMetrics:
 class DomainHealth:
     """Extraction health per source domain over a sliding window, kept by the exporter.
 
-    Fed after each run from the extract stage's per-domain outcome counters
-    (``copydesk.extract_domain``, names ``<outcome>:<domain>``, outcome ok | short | empty |
-    error). Each domain keeps its last ``window`` outcomes (a count window, not a time
+    Fed after each run with the extract stage's per-domain outcomes (outcome ok | short |
+    empty | error; :func:`domain_outcomes`: the stage's tally in this process, and
+    ``copydesk.extract_domain`` counters where a runner reports them). Each domain keeps its last ``window`` outcomes (a count window, not a time
     window: a site publishing a few pages an hour still gathers enough evidence, and a
     layout change shows once half of its newest pages come out bad); a domain with no page
     for ``idle_seconds`` is forgotten, and at most ``max_domains`` are kept (the least
@@ -327,9 +327,12 @@ class DomainHealth:
         return rows[: self.top_k]
 
 
-def domain_outcomes(counters: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
-    """The per-domain outcome counters of one run: domain -> {outcome: count}."""
-    out: dict[str, dict[str, int]] = {}
+def domain_outcomes(counters: dict[tuple[str, str], int],
+                    local: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, int]]:
+    """The per-domain outcomes of one run: domain -> {outcome: count}, from the extract
+    stage's tally in this process (``local``: ``DOMAIN_OUTCOMES.take()``) and from
+    ``copydesk.extract_domain`` counters (``<outcome>:<domain>``) where a runner has them."""
+    out: dict[str, dict[str, int]] = {d: dict(v) for d, v in (local or {}).items()}
     for (ns, name), v in counters.items():
         if ns != EXTRACT_DOMAIN_NS or ":" not in name or not v:
             continue
@@ -375,11 +378,14 @@ class Exporter:
 
     def __init__(self, *, output_topics: dict[str, str] | None = None, lag: LagProbe | None = None,
                  registry: Any = None, domains: DomainHealth | None = None,
-                 live: dict[str, Callable[[], float]] | None = None) -> None:
+                 live: dict[str, Callable[[], float]] | None = None, local_outcomes: bool = True) -> None:
         """``live``: gauges read at scrape time, exported name -> a function giving the value
-        now (default :data:`LIVE_GAUGES`: the fetchers' requests in flight in this process)."""
+        now (default :data:`LIVE_GAUGES`: the fetchers' requests in flight in this process).
+        ``local_outcomes``: read the extract stage's per-domain tally of this process (the
+        local runners run the DoFns here); False for an exporter fed runs from elsewhere."""
         from prometheus_client import CollectorRegistry
 
+        self.local_outcomes = local_outcomes
         self.kinds = {t: k for k, t in (output_topics or {}).items() if t}
         self.lag = lag
         self.domains = domains if domains is not None else DomainHealth()
@@ -507,7 +513,7 @@ class Exporter:
                                     ("write", "out", written_records), ("write", "dead_letters", written_dead)):
             self._inc("copydesk_stage_records_total", v, stage=stage, direction=direction)
         # extraction health per domain: feed the window, export the top domains
-        self.domains.feed(domain_outcomes(c))
+        self.domains.feed(domain_outcomes(c, DOMAIN_OUTCOMES.take() if self.local_outcomes else None))
         for key in [k for k in self._gauges if k[0] in ("copydesk_domain_extraction_bad_ratio",
                                                         "copydesk_domain_extractions")]:
             del self._gauges[key]

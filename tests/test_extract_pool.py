@@ -76,13 +76,23 @@ def test_beam_extract_articles():
         return FetchedPage(message=InputMessage(url=url, ref=SourceRef(topic="t", partition=0, offset=off),
                                                 raw=url), final_url=url, html=html)
 
+    from copydesk.transforms.extract.metrics import DOMAIN_OUTCOMES
+
     pages = [page("https://example.com/a", GOOD, 1), page("https://example.com/b", EMPTY, 2)]
-    with TestPipeline() as p:
-        arts, dead = p | beam.Create(pages) | ExtractArticles(ExtractConfig(), workers=1)
-        assert_that(arts | "u" >> beam.Map(lambda a: (a.record.url, a.record.title, a.ref.offset)),
-                    equal_to([("https://example.com/a", "Council approves budget", 1)]), label="arts")
-        assert_that(dead | "r" >> beam.Map(lambda d: (d.record.stage, d.record.reason, d.ref.offset, d.record.url)),
-                    equal_to([("extract", "empty", 2, "https://example.com/b")]), label="dead")
+    DOMAIN_OUTCOMES.take()
+    p = TestPipeline()
+    arts, dead = p | beam.Create(pages) | ExtractArticles(ExtractConfig(), workers=1)
+    assert_that(arts | "u" >> beam.Map(lambda a: (a.record.url, a.record.title, a.ref.offset)),
+                equal_to([("https://example.com/a", "Council approves budget", 1)]), label="arts")
+    assert_that(dead | "r" >> beam.Map(lambda d: (d.record.stage, d.record.reason, d.ref.offset, d.record.url)),
+                equal_to([("extract", "empty", 2, "https://example.com/b")]), label="dead")
+    result = p.run()
+    result.wait_until_finish()
+    # per-domain outcomes in the process's tally, not one Beam counter per domain
+    assert DOMAIN_OUTCOMES.take() == {"example.com": {"ok": 1, "empty": 1}}
+    names = {(c.key.metric.namespace, c.key.metric.name): c.committed for c in result.metrics().query()["counters"]}
+    assert names[("copydesk.extract", "pages_in")] == 2 and names[("copydesk.extract", "dead_empty")] == 1
+    assert not [k for k in names if ":" in k[1]]
 
 
 def test_run_extract_writes_one_line_per_file(tmp_path):
@@ -129,15 +139,58 @@ def test_a_released_pool_is_leased_again_with_its_workers():
 
     config = ExtractConfig(timeout_s=7.0)  # a configuration no other test leases
     first = lease(config, workers=1)
-    assert isinstance(first.extract(GOOD), Extracted)
-    pids = [w.proc.pid for w in first._pool]
+    first.submit(GOOD, None, tag="a")
+    [(tag, result, _seconds)] = first.results(wait=True)
+    assert tag == "a" and isinstance(result, Extracted)
+    pids = [w.proc.pid for w in first._shared.pool._pool]
     release(first)
     second = lease(config, workers=1)
     try:
-        assert second is first and [w.proc.pid for w in second._pool] == pids
-        assert lease(config, workers=1) is not first  # one user at a time
+        assert second._shared is first._shared and [w.proc.pid for w in second._shared.pool._pool] == pids
     finally:
-        second.close()
+        release(second)
+
+
+def test_clients_on_threads_share_one_pool_and_each_gets_its_own_pages(hooks):
+    """Concurrent bundles of a streaming runner: each thread's client feeds the same two
+    workers and gets back exactly the pages it submitted (a hang and a crash among them),
+    while the others' pages go on."""
+    import threading
+
+    from copydesk.transforms.extract.pool import lease, release
+
+    config = ExtractConfig(timeout_s=4.0)  # a configuration no other test leases
+    pages = {0: [GOOD, HANG, GOOD], 1: [EMPTY, GOOD], 2: [CRASH, GOOD, GOOD, EMPTY]}
+    got: dict[int, dict] = {}
+    clients = {n: lease(config, workers=2) for n in pages}
+
+    def feed(n: int) -> None:
+        client, out = clients[n], {}
+        for i, html in enumerate(pages[n]):
+            client.submit(html, None, tag=(n, i))
+        while client.pending:
+            for tag, result, _seconds in client.results(wait=True):
+                out[tag] = result
+        got[n] = out
+
+    threads = [threading.Thread(target=feed, args=(n,)) for n in pages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        shared = {id(c._shared) for c in clients.values()}
+        assert len(shared) == 1 and len(clients[0]._shared.pool._pool) == 2  # one pool, two workers
+        for n, htmls in pages.items():
+            assert sorted(got[n]) == [(n, i) for i in range(len(htmls))]
+            for i, html in enumerate(htmls):
+                r = got[n][(n, i)]
+                want = {GOOD: Extracted, EMPTY: "empty", HANG: "extract_timeout", CRASH: "extract_crash"}[html]
+                assert isinstance(r, Extracted) if want is Extracted else r.reason == want
+        assert clients[0]._shared.pool.restarts == 2
+    finally:
+        for c in clients.values():
+            release(c)
 
 
 def test_workers_take_the_environment_of_the_pool_owner(monkeypatch):

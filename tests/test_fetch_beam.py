@@ -90,3 +90,33 @@ def test_fetch_pages_is_picklable() -> None:
 
     stage = FetchPages(dataclasses.replace(FetchConfig(), per_host_delay=0.5))
     assert pickle.loads(pickle.dumps(stage)).config.per_host_delay == 0.5
+
+
+def test_fetch_dofns_alive_at_once_share_one_fetcher_and_the_last_closes_it(server: MisbehavingServer) -> None:
+    """Concurrent bundles of a streaming runner have a DoFn instance each: they share one
+    fetcher (robots cache, politeness, circuits); once the last lets go it is closed, and the
+    next run starts from a new one."""
+    from apache_beam.transforms.window import GlobalWindow
+
+    config = FetchConfig(allow_private=True, respect_robots=False, per_host_delay=0.0)
+    a, b = fetch_module._FetchDoFn(config), fetch_module._FetchDoFn(config)
+    a.setup()
+    b.setup()
+    try:
+        assert a._fetcher is b._fetcher and a._loop is b._loop
+        for fn, offset in ((a, 1), (b, 2)):
+            fn.start_bundle()
+            out = list(fn.process(_msg(server.url("/ok"), offset), 0, GlobalWindow())) + list(fn.finish_bundle())
+            assert [v.value.message.ref.offset for v in out] == [offset]
+        first = a._fetcher
+    finally:
+        a.teardown()
+    assert first._client is not None  # b still uses it
+    b.teardown()
+    assert first._client is None  # the last user closed it
+    c = fetch_module._FetchDoFn(config)
+    c.setup()
+    try:
+        assert c._fetcher is not first
+    finally:
+        c.teardown()

@@ -230,6 +230,24 @@ def test_domain_health_window_and_top_k():
     assert h.tracked() == 1
 
 
+def test_domain_outcomes_are_bounded_and_taken_once():
+    from copydesk.pipelines.metrics import domain_outcomes
+    from copydesk.transforms.extract.metrics import DomainOutcomes
+
+    tally = DomainOutcomes(max_domains=2)
+    for domain, outcome in [("A.example", "ok"), ("a.example", "empty"), ("b.example", "ok"), ("c.example", "error"),
+                            ("", "ok")]:
+        tally.add(domain, outcome)
+    assert tally.take() == {"a.example": {"ok": 1, "empty": 1}, "b.example": {"ok": 1},
+                            "_other": {"error": 1, "ok": 1}}
+    assert tally.take() == {}  # a take forgets: each outcome reaches the exporter once
+    tally.add("c.example", "ok")  # the cap is per take: a new domain is named again
+    # the exporter's input: the tally plus any per-domain Beam counters a runner reports
+    merged = domain_outcomes({("copydesk.extract_domain", "short:c.example"): 2, ("copydesk.extract", "dead"): 5},
+                             tally.take())
+    assert merged == {"c.example": {"ok": 1, "short": 2}}
+
+
 def test_render_top_rates():
     prev = {("copydesk_stage_records_total", (("direction", "out"), ("stage", "read"))): 10.0}
     cur = {("copydesk_stage_records_total", (("direction", "out"), ("stage", "read"))): 30.0,

@@ -395,3 +395,30 @@ def test_the_input_partitions_leader_killed_mid_stream_loses_nothing(kafka_clust
     assert all(len(ids) == 1 for ids in by_offset.values()), {k: v for k, v in by_offset.items() if len(v) > 1}
     redelivered = len(tail.rows) - len(by_offset)
     print(f"\ncluster: leader {leader} killed mid-stream; {len(sent)} offsets, 0 lost, {redelivered} re-delivered")
+
+
+def test_the_live_pipeline_breaks_fusion_after_the_reader_and_the_micro_batch_one_does_not():
+    """The live reader is one element: without a fusion break after it, parse, fetch and
+    extract would run one bundle at a time on Prism (docs/runners.md). The micro-batch
+    runner must not get one (a real shuffle there: extraction would wait for the read)."""
+    import apache_beam as beam
+
+    from copydesk.pipelines.pipeline import build_pipeline, live_read_config, pipeline_options
+    from copydesk.pipelines.options import CopydeskOptions
+    from copydesk.transforms.kafka.config import ReadConfig
+
+    options = pipeline_options(["--bootstrap-servers", "127.0.0.1:9", "--input-topic", "in", "--output-topic", "out",
+                                "--dead-letter-topic", "dead"])
+
+    def transforms(read_config):
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, options, read_config=read_config)
+        return {t.unique_name: t for t in p.to_runner_api().components.transforms.values()}
+
+    live = transforms(live_read_config(options.view_as(CopydeskOptions)))
+    [spread] = [t for name, t in live.items() if name == "Spread"]
+    [unwrap] = [t for name, t in live.items() if name == "Unwrap"]
+    assert list(spread.inputs.values()) == list(unwrap.outputs.values())  # right after the reader
+    assert spread.spec.urn == "beam:transform:reshuffle:v1"
+    batch = transforms(ReadConfig(topics=("in",)))
+    assert "Unwrap" in batch and "Spread" not in batch

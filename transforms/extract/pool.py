@@ -25,9 +25,12 @@ with spawn.
 
 Pages can be fed one at a time (:meth:`ExtractPool.submit`, :meth:`ExtractPool.results`):
 the caller keeps reading while the workers extract, and takes each result when it is done.
-:meth:`ExtractPool.extract_many` is the blocking form. Pools outlive the Beam DoFn that uses
-them (:func:`lease`, :func:`release`): the local runner's micro-batches each set up and tear
-down their DoFns, and they reuse the same warm workers instead of starting new ones.
+:meth:`ExtractPool.extract_many` is the blocking form. The Beam stage does not own a pool:
+it leases a client (:func:`lease`, :func:`release`) of the **one pool per process** and
+configuration (:class:`SharedPool`), which outlives the DoFns. The local runner's
+micro-batches each set up and tear down their DoFns and reuse the same warm workers; on a
+streaming runner, bundles that run at the same time (their own DoFn instances, their own
+threads) feed the same workers, so one bundle's last pages overlap the next bundle's first.
 
 ``workers=0`` runs in-process (no isolation, no timeout) for tests and tiny runs.
 """
@@ -47,7 +50,7 @@ from typing import Hashable, Iterable, Sequence
 from copydesk.schemas.reasons import Reason
 from copydesk.transforms.extract.core import ExtractConfig, Extracted, ExtractionError, extract_article
 
-__all__ = ["ExtractFailure", "ExtractPool", "default_workers", "lease", "release"]
+__all__ = ["ExtractFailure", "ExtractPool", "PoolClient", "SharedPool", "default_workers", "lease", "release"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -194,7 +197,7 @@ class ExtractPool:
         self._queue: deque[tuple[Hashable, str, str | None]] = deque()  # submitted, not yet sent
         self._done: list[tuple[Hashable, Result, float | None]] = []  # finished, not yet taken
         self.restarts = 0  # workers replaced after a timeout or crash
-        self._lease_key: tuple | None = None  # set by lease(): where release() puts it back
+        self._wake_fd: int | None = None  # a pipe's read end: a byte there ends a blocking wait (SharedPool)
         # Seconds each page of the last extract_many took (dispatch to result, supervisor
         # side; None for pages that never reached a worker). Read by the Beam stage's metrics.
         self.last_seconds: list[float | None] = []
@@ -236,7 +239,8 @@ class ExtractPool:
 
     def results(self, wait: bool = False) -> list[tuple[Hashable, Result, float | None]]:
         """The pages finished so far, as ``(tag, result, seconds)``; never raises for a page.
-        ``wait=True`` blocks until at least one is finished when any is pending."""
+        ``wait=True`` blocks until at least one is finished when any is pending (or, for the
+        pool a :class:`SharedPool` runs, until it is woken: then the list may be empty)."""
         if self.workers:
             self._pump(block=wait and not self._done)
         done, self._done = self._done, []
@@ -283,8 +287,14 @@ class ExtractPool:
                     continue
                 return
             timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic()) if waiting else 0.0
-            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=timeout)
-            if not self._collect(busy, ready) and not waiting:
+            waitables = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
+            if self._wake_fd is not None:
+                waitables.append(self._wake_fd)
+            ready = wait(waitables, timeout=timeout)
+            woken = self._wake_fd is not None and self._wake_fd in ready
+            if woken:
+                os.read(self._wake_fd, 1 << 16)
+            if not self._collect(busy, ready) and (woken or not waiting):
                 return
 
     def _dispatch(self) -> None:
@@ -369,37 +379,168 @@ class ExtractPool:
         self._done.clear()
 
 
-# Pools between two users (see the module docstring): (config, workers) -> idle pools.
-_idle: dict[tuple[ExtractConfig, int | None], list[ExtractPool]] = {}
-_idle_lock = threading.Lock()
+class SharedPool:
+    """One :class:`ExtractPool` that several threads feed at once, run by a thread of its own.
+
+    A streaming runner runs bundles of one stage at the same time on different threads, each
+    with its own DoFn instance (Prism after a fusion break). Each takes a :class:`PoolClient`
+    (:func:`lease`); all of them feed the same workers, so the workers are busy while any
+    bundle has pages, and a bundle waits only for its own pages. The supervising thread sends
+    queued pages to idle workers the moment one finishes, whoever is waiting, and hands each
+    result to the client that submitted the page. Pages are dispatched in the order they were
+    submitted, across clients.
+    """
+
+    def __init__(self, pool: ExtractPool) -> None:
+        self.pool = pool
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[PoolClient, int, str, str | None]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        pool._wake_fd = self._wake_r
+        self._closing = False
+        self.error: BaseException | None = None  # what ended the supervising thread
+        self._thread = threading.Thread(target=self._run, name="copydesk-extract-pool", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
+            pass
+
+    def submit(self, client: "PoolClient", tag: int, html: str, url: str | None) -> None:
+        with self._lock:
+            if self.error is not None or self._closing:
+                raise RuntimeError("the extraction pool is closed") from self.error
+            self._queue.append((client, tag, html, url))
+        self._wake()
+
+    def _run(self) -> None:
+        pool = self.pool
+        owners: dict[tuple[int, int], PoolClient] = {}
+        try:
+            while True:
+                with self._lock:
+                    taken, self._queue = self._queue, deque()
+                    closing = self._closing
+                if closing:
+                    if owners:
+                        raise RuntimeError("the extraction pool was closed with pages in it")
+                    return
+                for client, tag, html, url in taken:
+                    owners[(id(client), tag)] = client
+                    pool.submit(html, url, tag=(id(client), tag))
+                if not pool.pending:
+                    wait([self._wake_r])  # idle until a page (or close) comes
+                    os.read(self._wake_r, 1 << 16)
+                    continue
+                for key, result, seconds in pool.results(wait=True):  # returns early when woken
+                    client = owners.pop(key, None)
+                    if client is not None:
+                        client._deliver(key[1], result, seconds)
+        except BaseException as exc:  # noqa: BLE001 - handed to every client that waits for a page
+            self.error = exc
+            for client in {id(c): c for c in owners.values()}.values():
+                client._deliver_error(exc)
+        finally:
+            pool.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+        self._wake()
+        self._thread.join(timeout=30)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
-def lease(config: ExtractConfig, workers: int | None = None) -> ExtractPool:
-    """An idle pool of this configuration that an earlier user released, or a new one."""
+class PoolClient:
+    """One user's handle on a :class:`SharedPool`, with :class:`ExtractPool`'s feeding
+    interface (:meth:`submit`, :meth:`results`, :attr:`pending`). One thread at a time uses
+    a client (a DoFn instance); several clients share the pool. :meth:`close` forgets this
+    client's pages not taken (their results are dropped when they come)."""
+
+    def __init__(self, shared: SharedPool) -> None:
+        self._shared = shared
+        self._cond = threading.Condition()
+        self._done: list[tuple[Hashable, Result, float | None]] = []
+        self._tags: dict[int, Hashable] = {}  # this client's pages in the pool: serial -> tag
+        self._serial = 0
+        self._error: BaseException | None = None
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._tags) + len(self._done)
+
+    def submit(self, html: str, url: str | None = None, tag: Hashable = None) -> None:
+        with self._cond:
+            serial, self._serial = self._serial, self._serial + 1
+            self._tags[serial] = tag
+        self._shared.submit(self, serial, html, url)
+
+    def results(self, wait: bool = False) -> list[tuple[Hashable, Result, float | None]]:
+        with self._cond:
+            while wait and not self._done and self._tags and self._error is None:
+                self._cond.wait()
+            if self._error is not None and not self._done:
+                raise RuntimeError("the extraction pool failed") from self._error
+            done, self._done = self._done, []
+        return done
+
+    def _deliver(self, serial: int, result: Result, seconds: float | None) -> None:
+        with self._cond:
+            if serial in self._tags:
+                self._done.append((self._tags.pop(serial), result, seconds))
+                self._cond.notify()
+
+    def _deliver_error(self, exc: BaseException) -> None:
+        with self._cond:
+            self._error = exc
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._tags.clear()
+            self._done.clear()
+
+
+# The process-wide pools (see the module docstring): (config, workers) -> the one shared pool.
+_shared: dict[tuple[ExtractConfig, int | None], SharedPool] = {}
+_shared_lock = threading.Lock()
+
+
+def lease(config: ExtractConfig, workers: int | None = None) -> "PoolClient | ExtractPool":
+    """A client of this process's pool for ``(config, workers)``, started on first use and
+    kept after :func:`release` for the next user (the local runner's next micro-batch, a
+    DoFn instance of a concurrent bundle). ``workers=0``: an in-process pool of its own."""
+    if workers == 0:
+        return ExtractPool(config, workers=0)
     key = (config, workers)
-    with _idle_lock:
-        pools = _idle.get(key)
-        pool = pools.pop() if pools else None
-    if pool is None:
-        pool = ExtractPool(config, workers=workers)
-    pool._lease_key = key
-    return pool
+    with _shared_lock:
+        shared = _shared.get(key)
+        if shared is None or not shared.alive:
+            shared = _shared[key] = SharedPool(ExtractPool(config, workers=workers))
+    return PoolClient(shared)
 
 
-def release(pool: ExtractPool) -> None:
-    """Give a leased pool back for the next user (closed instead if pages are still in it)."""
-    key = pool._lease_key
-    if pool.pending or key is None:
-        pool.close()
-        return
-    with _idle_lock:
-        _idle.setdefault(key, []).append(pool)
+def release(client: "PoolClient | ExtractPool") -> None:
+    """Give a leased client back: its pages not taken are dropped; the workers stay."""
+    client.close()
 
 
 @atexit.register
-def _close_idle() -> None:
-    with _idle_lock:
-        pools = [p for ps in _idle.values() for p in ps]
-        _idle.clear()
+def _close_shared() -> None:
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
     for p in pools:
         p.close()

@@ -17,9 +17,11 @@ class _ExtractDoFn(beam.DoFn):
     have finished meanwhile; it waits only when ``max_buffer`` pages are in flight.
     ``finish_bundle`` waits for the rest. So the workers extract while the stages before
     this one read and parse the next messages, instead of in turns with them. Results come
-    out in the order they finish; each keeps its input's window and timestamp. The pool is
-    leased in ``setup`` and given back in ``teardown`` (pool.lease/release): the next
-    micro-batch of the local runner reuses its workers. Beam metrics: see
+    out in the order they finish; each keeps its input's window and timestamp. A client of
+    the process's one pool is leased in ``setup`` and given back in ``teardown``
+    (pool.lease/release): the next micro-batch of the local runner reuses the workers, and
+    bundles of a streaming runner that run at the same time (one DoFn instance each) feed
+    the same workers, each waiting only for its own pages. Beam metrics: see
     :mod:`copydesk.transforms.stage_metrics` (pages whose text is under ``short_chars``
     count as short for the per-domain extraction health).
     """
@@ -53,7 +55,7 @@ class _ExtractDoFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         if self._pool is not None and (self._inflight or self._pool.pending):
-            self._pool.close()  # a failed bundle left pages in it: drop them (new workers on demand)
+            self._pool.close()  # a failed bundle left pages in it: drop their results
         self._inflight = {}
 
     def process(self, page: FetchedPage, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):

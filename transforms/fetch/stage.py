@@ -1,8 +1,8 @@
 """The fetch stage: polite, safe, bounded HTTP fetching of input URLs (issue #4).
 
 ``Fetcher`` is an asyncio fetcher over one ``httpx.AsyncClient``; ``FetchPages`` is the
-Beam stage that runs it on an event loop of the DoFn's own thread and emits each result as
-it completes. Every failure becomes a ``DeadLetter`` with a reason from the closed list in
+Beam stage that runs it on an event loop of its own thread, one per process that the DoFn
+instances alive at the same time share, and emits each result as it completes. Every failure becomes a ``DeadLetter`` with a reason from the closed list in
 :mod:`copydesk.schemas.reasons`. A message's URL was checked once by the parse stage
 (``InputMessage.checked``); redirect targets are checked here, by the same ``parse_url``.
 
@@ -96,7 +96,7 @@ class FetchConfig:
     deadline: float = 60.0
     max_page_bytes: int = 5_000_000  # raw and decompressed body
     max_redirects: int = 5
-    max_in_flight: int = 64  # requests in flight per Fetcher (i.e. per DoFn instance)
+    max_in_flight: int = 64  # requests in flight per Fetcher (one per process and config: _SharedFetcher)
     per_host_concurrency: int = 2
     per_host_delay: float = 1.0  # seconds between request starts to one host:port
     respect_robots: bool = True
@@ -286,7 +286,8 @@ class Fetcher:
     """Async fetcher: ``async with Fetcher(cfg) as f: await f.fetch(msg)``.
 
     All state (connection pool, DNS pins, robots cache, politeness and circuit state) lives
-    on the instance, so one Beam DoFn instance owns exactly one of each.
+    on the instance; the Beam stage's DoFn instances that are alive at the same time share
+    one (``_SharedFetcher``).
     """
 
     def __init__(self, config: FetchConfig = FetchConfig()) -> None:
@@ -676,8 +677,69 @@ class _FetchMetrics:
         self.latency.update(int(result.elapsed_ms))
 
 
+class _SharedFetcher:
+    """One :class:`Fetcher` on an event loop of its own thread, shared by the fetch DoFn
+    instances of this process that are alive at the same time (a streaming runner runs
+    concurrent bundles of a stage with one DoFn instance each): one connection pool, robots
+    cache, politeness gate and set of circuits for all of them. Closed when its last user
+    lets go (:func:`_release_fetcher`), so runs one after another (micro-batches, tests)
+    each start from a new one, as before."""
+
+    def __init__(self, config: FetchConfig) -> None:
+        self.config = config
+        self.users = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="copydesk-fetch-loop", daemon=True)
+        self.thread.start()
+        self.fetcher = Fetcher(config)
+        self.run(self.fetcher.open())
+
+    def run(self, coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def _close(self) -> None:
+        """Cancel what is still in flight (a bundle that failed elsewhere), then close the client."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.fetcher.aclose()
+
+    def close(self) -> None:
+        try:
+            self.run(self._close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+
+
+_fetchers: dict[FetchConfig, _SharedFetcher] = {}
+_fetchers_lock = threading.Lock()
+
+
+def _lease_fetcher(config: FetchConfig) -> _SharedFetcher:
+    with _fetchers_lock:
+        shared = _fetchers.get(config)
+        if shared is None:
+            shared = _fetchers[config] = _SharedFetcher(config)
+        shared.users += 1
+        return shared
+
+
+def _release_fetcher(shared: _SharedFetcher) -> None:
+    with _fetchers_lock:
+        shared.users -= 1
+        last = shared.users <= 0
+        if last and _fetchers.get(shared.config) is shared:
+            del _fetchers[shared.config]
+    if last:
+        shared.close()
+
+
 class _FetchDoFn(beam.DoFn):
-    """Fetches on an event loop of its own thread; results are emitted as they complete.
+    """Fetches on the process's shared event loop thread (:class:`_SharedFetcher`); results
+    are emitted as they complete.
 
     ``process`` hands each message to the loop and emits whatever has finished meanwhile;
     with ``batch_size`` messages in flight it waits for the *first* to finish, not for all,
@@ -689,17 +751,14 @@ class _FetchDoFn(beam.DoFn):
 
     def __init__(self, config: FetchConfig) -> None:
         self.config = config
+        self._shared: _SharedFetcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._fetcher: Fetcher | None = None
         self._pending: dict[concurrent.futures.Future, tuple[InputMessage, Any, Any]] = {}
 
     def setup(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="copydesk-fetch-loop", daemon=True)
-        self._thread.start()
-        self._fetcher = Fetcher(self.config)
-        self._on_loop(self._fetcher.open())
+        self._shared = _lease_fetcher(self.config)
+        self._loop, self._fetcher = self._shared.loop, self._shared.fetcher
         self._metrics = _FetchMetrics()
 
     def _on_loop(self, coro: Awaitable[Any]) -> Any:
@@ -754,27 +813,11 @@ class _FetchDoFn(beam.DoFn):
             else:
                 yield WindowedValue(result, ts, [window])
 
-    async def _close(self) -> None:
-        """Cancel what is still in flight (a bundle that failed elsewhere), then close the client."""
-        assert self._fetcher is not None
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._fetcher.aclose()
-
     def teardown(self) -> None:
-        if self._loop is None:
+        if self._shared is None:
             return
-        try:
-            if self._fetcher is not None:
-                self._on_loop(self._close())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._thread is not None:
-                self._thread.join(timeout=10)
-            self._loop.close()
-            self._loop = None
+        shared, self._shared, self._loop, self._fetcher = self._shared, None, None, None
+        _release_fetcher(shared)
 
 
 class FetchPages(beam.PTransform):
