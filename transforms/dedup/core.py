@@ -347,8 +347,12 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
     names and quotes are in the other's. Two bodies of one site where one carries
     ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
     ``1 - roundup_extra`` of its own text, never match (a roundup quoting a story is not
-    that story's update; a full story expanding its short first item is). ``sim``: the Jaccard estimate when
-    the caller has computed it already."""
+    that story's update; a full story expanding its short first item is). Two pages of one
+    site where the smaller is at most ``roundup_share`` of the larger match only when at
+    least ``expansion_lead`` of the text they share lies in the larger's first half
+    (:func:`~copydesk.transforms.dedup.minhash.lead_share`; unknown for members from older
+    entries: not applied). ``sim``: the Jaccard estimate when the caller has computed it
+    already."""
     if m.id == r.id:
         return "exact_url" if m.content_hash == r.content_hash else "update_url"
     if r.content_hash and m.content_hash == r.content_hash:
@@ -548,9 +552,12 @@ class DedupIndex:
     while). The ring grows by half (entries relinked) when it is full of members inside the
     horizon.
 
-    Per position: the signature (256 bytes), ``(2 + 4 + 2) x (bands + 2)`` bytes of keys,
-    links and table (~530 bytes), ~40 bytes of columns and the encoded member (~330 bytes
-    with its entity sketch); ``benchmarks/bench_dedup.py --part core`` measures the RSS.
+    Per position: the signature (256 bytes), the high bits of the band minima (``2 x bands``,
+    96 bytes) and the lead bits (16 bytes), ``(2 + 4 + 2) x (bands + 2)`` bytes of keys,
+    links and table (400 bytes at 48 bands), ~40 bytes of columns and the encoded member
+    (~330 bytes with its entity sketch); ``benchmarks/bench_dedup.py --part core`` measures
+    the RSS. Members without ``hi`` (older fingerprint entries or state) are kept under
+    their 2-row 16-bit bands; a live record probes those too while any are kept.
     """
 
     MAX_CHAIN = 64  # entries walked per key at most: a key shared by very many members (boilerplate) is capped
