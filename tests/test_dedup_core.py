@@ -301,11 +301,15 @@ def test_band_keys_are_full_minima_and_older_members_are_still_found() -> None:
                                                     zip(np.frombuffer(a.hi, dtype="<u2"), lo)]
     legacy = a._replace(hi=b"", lead=b"")
     assert all(i >= CFG.bands for i, _ in key_values(legacy, CFG)) and len(key_values(legacy, CFG)) == CFG.bands + 2
-    idx = DedupIndex(CFG)
+    idx = DedupIndex(CFG, capacity=16)
     idx.add_seed(legacy)
     assert idx._n_legacy == 1
+    for i in range(40):  # the ring grows (keys rebuilt from the arrays) twice
+        idx.process(mem(f"o{i}", story(200 + i, 120), 10 + i, "o.com", ts=1000.5))
+    assert idx._cap > 16 and idx._n_legacy == 1
     b = mem("b", wrap(s), 2, "b.com", ts=1001.0)
     assert idx.process(b).cluster_id == "id-a"
+    assert idx.process(mem("b2", wrap(story(205, 120)), 99, "p.com", ts=1001.0)).cluster_id == "id-o5"
     far = mem("c", story(82), 3, ts=1000.0 + 8 * 86400)  # past the horizon: the older member is released
     idx.process(far)
     assert idx._n_legacy == 0

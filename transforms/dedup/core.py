@@ -632,13 +632,13 @@ class DedupIndex:
         self._start, self._end = 0, n
         vals = np.zeros((n, k), dtype=np.uint64)
         valid = np.zeros((n, k), dtype=bool)
-        idx = np.broadcast_to(np.arange(k, dtype=np.uint64), (n, k)).copy()
         B = cfg.bands
+        legacy = np.empty(0, dtype=np.int64)
         if cfg.rows == 1:  # full minima where the member has hi, else its 2-row bands (band_keys)
-            full = (self._hi[:n].astype(np.uint64) << np.uint64(16)) | self._sig[:n, :B]
-            two = self._sig[:n].view("<u4")[:, :B]
-            vals[:, :B] = np.where(self._has_hi[:n, None], full, two)
-            idx[:, :B] += np.where(self._has_hi[:n, None], np.uint64(0), np.uint64(LEGACY_SALT))
+            vals[:, :B] = self._sig[:n].view("<u4")[:, :B]
+            hh = np.flatnonzero(self._has_hi[:n])
+            vals[hh, :B] = (self._hi[hh].astype(np.uint64) << np.uint64(16)) | self._sig[hh, :B]
+            legacy = np.flatnonzero(self._has_sig[:n] & ~self._has_hi[:n])
         elif cfg.rows in _BAND_VIEW:
             vals[:, :B] = self._sig[:n].view(_BAND_VIEW[cfg.rows])[:, :B]
         else:
@@ -647,7 +647,9 @@ class DedupIndex:
         valid[:, :B] = self._has_sig[:n, None]
         vals[:, B], vals[:, B + 1] = self._idh[:n], self._chh[:n]
         valid[:, B], valid[:, B + 1] = True, self._chh[:n] != 0
-        keys = _hash_keys(vals, idx)
+        keys = _hash_keys(vals, np.arange(k, dtype=np.uint64)[None, :])
+        if legacy.size:
+            keys[legacy, :B] = _hash_keys(vals[legacy, :B], np.arange(B, dtype=np.uint64)[None, :] + np.uint64(LEGACY_SALT))
         flat = keys.ravel()
         self._keys[:n * k] = flat >> np.uint32(16)
         ents = np.flatnonzero(valid.ravel()).astype(np.int64)  # entry ids, oldest first
