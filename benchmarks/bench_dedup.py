@@ -310,7 +310,7 @@ def bench_core(args: argparse.Namespace) -> None:
 
 
 def _beam_records(n: int) -> list:
-    from copydesk.schemas.records import ArticleRecord, SourceRef
+    from copydesk.schemas.records import ArticleRecord
 
     bodies = load_bodies()
     texts = [b for _, _, b in bodies] or [" ".join(f"w{j}" for j in range(i, i + 300)) for i in range(200)]
@@ -325,7 +325,7 @@ def _beam_records(n: int) -> list:
             id=f"{i:032x}", url=f"https://d{i % 97}.example/{i}", canonical_url=f"https://d{i % 97}.example/{i}",
             final_url=f"https://d{i % 97}.example/{i}", source_domain=f"d{i % 97}.example", text=" ".join(words),
             fingerprint="x", content_hash=f"{i:032x}", fetched_at=f"2025-01-01T00:{(i // 60) % 60:02d}:{i % 60:02d}+00:00",
-            ref=SourceRef("t", 0, i)))
+            topic="t", partition=0, offset=i))
     return recs
 
 
@@ -415,12 +415,14 @@ def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
 
+    from copydesk.schemas.records import Envelope, SourceRef
+
     name, opts = _runner_options(runner)
     count_state_calls()
     STATE_CALLS.clear()
     t0, c0 = time.perf_counter(), time.process_time()
     p = beam.Pipeline(runner=name, options=opts)
-    pc = p | beam.Create(recs, reshuffle=False)
+    pc = p | beam.Create([Envelope(r, SourceRef("t", 0, r.offset)) for r in recs], reshuffle=False)
     seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
     out = (pc | stage.Deduplicate(cfg, seed=seed))[0] if stage is not None else pc | "Pass" >> beam.Map(lambda r: r)
     _ = out | "c" >> beam.combiners.Count.Globally()

@@ -56,9 +56,10 @@ from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptio
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
-from copydesk.pipelines.pipeline import (ConfigError, build_pipeline, check_topics, configure_local_runner,
-                                         kafka_config, pipeline_options, validate)
+from copydesk.pipelines.pipeline import (ConfigError, PipelineOutputs, build_pipeline, check_topics,
+                                         configure_local_runner, kafka_config, pipeline_options, validate)
 from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain
+from copydesk.transforms.kafka.metrics import INPUT_RECORDS_READ
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +248,10 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
     if choice.kind in ("bounded", "remote"):
         if o.input_topic:
             options.view_as(StandardOptions).streaming = True
-        started = time.monotonic()
-        result = _run_once(options, None)
+        run = run_bounded(options)
         stats.runs = 1
-        stats.seconds = time.monotonic() - started
-        _add(stats, read_counters(result))
+        stats.seconds = run.seconds
+        _add(stats, run.counters)
         return stats
     return _run_microbatches(options, o, kc, watch, stop, max_runs=max_runs, exit_when_idle=exit_when_idle,
                              idle_seconds=idle_seconds, batch_seconds=batch_seconds, batch_records=batch_records,
@@ -306,19 +306,18 @@ def _run_microbatches(options: PipelineOptions, o: CopydeskOptions, kc, watch: B
         if until_clear and guard.window is None:
             break
         try:
-            result = _run_once(options, rc)
+            run = run_bounded(options, rc)
         except Exception as exc:  # a broker outage: wait for the broker, run the batch again
             if watch.run_failed(exc, stop.event):
                 continue
             break
         watch.run_ok()
-        counters = read_counters(result)
         guard.after_batch()
         stats.runs += 1
-        stats.last_result, stats.last_seconds = result, time.monotonic() - started
+        stats.last_result, stats.last_seconds = run.result, time.monotonic() - started
         stats.seconds += stats.last_seconds
-        _add(stats, counters)
-        read = counters.get("kafka_records_read", 0)
+        _add(stats, run.counters)
+        read = run.read
         log.info("run %d: read %d messages in %.1fs", stats.runs, read, time.monotonic() - started)
         if on_run:
             on_run(stats)
@@ -573,14 +572,44 @@ class _Snapshot:
 
 
 def _add(stats: BatchStats, counters: dict[str, int]) -> None:
-    for k, v in counters.items():
-        stats.counters[k] = stats.counters.get(k, 0) + v
-    stats.read += counters.get("kafka_records_read", 0)
+    add_counters(stats.counters, counters)
+    stats.read += counters.get(INPUT_RECORDS_READ, 0)
 
 
-def _run_once(options: PipelineOptions, read_config: ReadConfig | None) -> Any:
+# --------------------------------------------------------------------------- one bounded run
+
+
+@dataclass
+class BoundedRun:
+    """A bounded Beam run of the pipeline, finished: its result, its counters by name
+    (:func:`read_counters`) and its wall time."""
+
+    result: Any
+    counters: dict[str, int]
+    seconds: float
+
+    @property
+    def read(self) -> int:
+        """Input messages the run read."""
+        return self.counters.get(INPUT_RECORDS_READ, 0)
+
+
+def run_bounded(options: PipelineOptions, read_config: ReadConfig | None = None, *,
+                extend: Callable[[PipelineOutputs], None] | None = None) -> BoundedRun:
+    """Build the pipeline (its Kafka input read with ``read_config``), run it to its end and
+    read its counters: one micro-batch, one ``--input-file`` run, one replay chunk.
+    ``extend`` may hang more transforms on the stage outputs first (replay counts them)."""
+    started = time.monotonic()
     p = beam.Pipeline(options=options)
-    build_pipeline(p, options, read_config=read_config)
+    outputs = build_pipeline(p, options, read_config=read_config)
+    if extend is not None:
+        extend(outputs)
     result = p.run()
     result.wait_until_finish()
-    return result
+    return BoundedRun(result, read_counters(result), time.monotonic() - started)
+
+
+def add_counters(total: dict[str, int], counters: dict[str, int]) -> None:
+    """Add one run's counters (by name) into ``total``."""
+    for k, v in counters.items():
+        total[k] = total.get(k, 0) + v

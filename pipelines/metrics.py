@@ -11,7 +11,11 @@ Every exported metric is listed in :data:`METRICS` (name, type, labels, meaning)
 table that ``docs/metrics.md``, the Grafana dashboard and the alert rules are checked
 against. A Beam counter this module does not know (e.g. one a stage adds later) is still
 exported, as ``copydesk_<stage>_<name>_total`` (stage = the Beam namespace without
-``copydesk.``), so nothing a stage counts is lost; such names are not in the table.
+``copydesk.``), so nothing a stage counts is lost; such names are not in the table. The Beam
+names are the stages' own constants (``transforms/<stage>/metrics.py``; the write names in
+``transforms/stage_metrics.py``), imported here, never retyped. Gauges read at scrape time
+instead of after a run are the exporter's ``live`` gauges, given to it explicitly
+(:data:`LIVE_GAUGES` by default: the fetch stage's ``IN_FLIGHT`` count).
 
 Limits (documented in docs/metrics.md):
 - Beam distributions carry only count/sum/min/max, so latencies are exported as summaries
@@ -29,9 +33,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from copydesk.transforms.stage_metrics import BAD_OUTCOMES, DUPLICATE_KINDS, EXTRACT_DOMAIN_NS, OTHER_DOMAIN
+from copydesk.transforms.dedup import metrics as dm
+from copydesk.transforms.extract import metrics as em
+from copydesk.transforms.extract.metrics import BAD_OUTCOMES, EXTRACT_DOMAIN_NS, OTHER_DOMAIN
+from copydesk.transforms.fetch import metrics as fm
+from copydesk.transforms.kafka import metrics as km
+from copydesk.transforms.parse import metrics as pm
+from copydesk.transforms.stage_metrics import FILE_RECORDS_WRITTEN, RECORDS_WRITTEN_PREFIX, WRITE_NS
 
 log = logging.getLogger(__name__)
 
@@ -133,53 +143,80 @@ METRICS: tuple[MetricSpec, ...] = (
 
 SPECS = {m.name: m for m in METRICS}
 
+# The Beam names below are the stages' constants (each stage's metrics module is their one
+# home); tests/test_metric_names.py checks that every one is a name a stage declares.
 # Beam (namespace, name) -> exported name, for plain counters.
 _COUNTERS = {
-    ("copydesk.read", "kafka_records_read"): "copydesk_read_records_total",
-    ("copydesk.read", "kafka_bytes_read"): "copydesk_read_bytes_total",
-    ("copydesk.read", "kafka_idle_polls"): "copydesk_read_idle_polls_total",
-    ("copydesk.parse", "messages_parsed"): "copydesk_parse_messages_parsed_total",
-    ("copydesk.parse", "messages_rejected"): "copydesk_parse_messages_rejected_total",
-    ("copydesk.fetch", "fetch_pages"): "copydesk_fetch_pages_total",
-    ("copydesk.fetch", "fetch_prescraped"): "copydesk_fetch_prescraped_total",
-    ("copydesk.fetch", "fetch_bytes"): "copydesk_fetch_bytes_total",
-    ("copydesk.commit", "offset_commits"): "copydesk_commit_offset_commits_total",
-    ("copydesk.commit", "offset_commit_errors"): "copydesk_commit_errors_total",
-    ("copydesk.fetch", "fetch_backoff_waits"): "copydesk_fetch_backoff_waits_total",
-    ("copydesk.fetch", "fetch_retry_after_waits"): "copydesk_fetch_retry_after_waits_total",
-    ("copydesk.fetch", "fetch_circuit_opened"): "copydesk_fetch_circuit_opened_total",
-    ("copydesk.extract", "pages_in"): "copydesk_extract_pages_total",
-    ("copydesk.extract", "articles_out"): "copydesk_extract_articles_total",
-    ("copydesk.extract", "short_articles"): "copydesk_extract_short_articles_total",
-    ("copydesk.dedup", "records_in"): "copydesk_dedup_records_total",
-    ("copydesk.dedup", "records_dropped"): "copydesk_dedup_dropped_total",
-    ("copydesk.dedup", "canonical_records"): "copydesk_dedup_canonical_records_total",
-    ("copydesk.dedup", "new_clusters"): "copydesk_dedup_new_clusters_total",
+    (km.READ_NS, km.INPUT_RECORDS_READ): "copydesk_read_records_total",
+    (km.READ_NS, km.INPUT_BYTES_READ): "copydesk_read_bytes_total",
+    (km.READ_NS, km.INPUT_IDLE_POLLS): "copydesk_read_idle_polls_total",
+    (pm.PARSE_NS, pm.MESSAGES_PARSED): "copydesk_parse_messages_parsed_total",
+    (pm.PARSE_NS, pm.MESSAGES_REJECTED): "copydesk_parse_messages_rejected_total",
+    (fm.FETCH_NS, fm.PAGES): "copydesk_fetch_pages_total",
+    (fm.FETCH_NS, fm.PRESCRAPED): "copydesk_fetch_prescraped_total",
+    (fm.FETCH_NS, fm.BYTES): "copydesk_fetch_bytes_total",
+    (km.COMMIT_NS, km.OFFSET_COMMITS): "copydesk_commit_offset_commits_total",
+    (km.COMMIT_NS, km.OFFSET_COMMIT_ERRORS): "copydesk_commit_errors_total",
+    (fm.FETCH_NS, fm.BACKOFF_WAITS): "copydesk_fetch_backoff_waits_total",
+    (fm.FETCH_NS, fm.RETRY_AFTER_WAITS): "copydesk_fetch_retry_after_waits_total",
+    (fm.FETCH_NS, fm.CIRCUIT_OPENED): "copydesk_fetch_circuit_opened_total",
+    (em.EXTRACT_NS, em.PAGES_IN): "copydesk_extract_pages_total",
+    (em.EXTRACT_NS, em.ARTICLES_OUT): "copydesk_extract_articles_total",
+    (em.EXTRACT_NS, em.SHORT_ARTICLES): "copydesk_extract_short_articles_total",
+    (dm.DEDUP_NS, dm.RECORDS_IN): "copydesk_dedup_records_total",
+    (dm.DEDUP_NS, dm.RECORDS_DROPPED): "copydesk_dedup_dropped_total",
+    (dm.DEDUP_NS, dm.CANONICAL_RECORDS): "copydesk_dedup_canonical_records_total",
+    (dm.DEDUP_NS, dm.NEW_CLUSTERS): "copydesk_dedup_new_clusters_total",
 }
 # Beam counters in milliseconds -> exported counters in seconds
 _MS_COUNTERS = {
-    ("copydesk.fetch", "fetch_backoff_ms"): "copydesk_fetch_backoff_seconds_total",
-    ("copydesk.fetch", "fetch_retry_after_ms"): "copydesk_fetch_retry_after_seconds_total",
+    (fm.FETCH_NS, fm.BACKOFF_MS): "copydesk_fetch_backoff_seconds_total",
+    (fm.FETCH_NS, fm.RETRY_AFTER_MS): "copydesk_fetch_retry_after_seconds_total",
 }
 # fetch_dead / dead: the sums of the by-reason counters; records_out: in stage_records_total
-_SKIP = {("copydesk.fetch", "fetch_dead"), ("copydesk.extract", "dead"), ("copydesk.dedup", "records_out")}
+_SKIP = {(fm.FETCH_NS, fm.DEAD), (em.EXTRACT_NS, em.DEAD), (dm.DEDUP_NS, dm.RECORDS_OUT)}
+# Counter families (namespace, name prefix) -> (exported counter, the label the rest of the name is)
+_FAMILIES = {
+    (em.EXTRACT_NS, em.DEAD_PREFIX): ("copydesk_extract_dead_letters_total", "reason"),
+    (dm.DEDUP_NS, dm.DUPLICATES_PREFIX): ("copydesk_dedup_duplicates_total", "kind"),
+    (fm.FETCH_NS, fm.DEAD_PREFIX): ("copydesk_fetch_dead_letters_total", "reason"),
+    (fm.FETCH_NS, fm.STATUS_PREFIX): ("copydesk_fetch_responses_total", "status_class"),
+}
 # Beam distribution -> (exported summary name, scale to base unit, max gauge or None)
 _DISTRIBUTIONS = {
-    ("copydesk.fetch", "fetch_latency_ms"): ("copydesk_fetch_latency_seconds", 1e-3, "copydesk_fetch_latency_max_seconds"),
-    ("copydesk.fetch", "fetch_attempts"): ("copydesk_fetch_attempts", 1.0, None),
-    ("copydesk.fetch", "fetch_batch_size"): ("copydesk_fetch_batch_size", 1.0, None),
-    ("copydesk.extract", "extract_time_ms"): ("copydesk_extract_duration_seconds", 1e-3,
-                                              "copydesk_extract_duration_max_seconds"),
+    (fm.FETCH_NS, fm.LATENCY_MS): ("copydesk_fetch_latency_seconds", 1e-3, "copydesk_fetch_latency_max_seconds"),
+    (fm.FETCH_NS, fm.ATTEMPTS): ("copydesk_fetch_attempts", 1.0, None),
+    (fm.FETCH_NS, fm.BATCH_SIZE): ("copydesk_fetch_batch_size", 1.0, None),
+    (em.EXTRACT_NS, em.EXTRACT_TIME_MS): ("copydesk_extract_duration_seconds", 1e-3,
+                                          "copydesk_extract_duration_max_seconds"),
 }
 _GAUGES = {
-    ("copydesk.fetch", "fetch_in_flight_peak"): "copydesk_fetch_in_flight_peak",
-    ("copydesk.fetch", "fetch_circuit_open_hosts"): "copydesk_fetch_circuit_open_hosts",
-    ("copydesk.commit", "pending_ack_ranges"): "copydesk_commit_pending_ack_ranges",
+    (fm.FETCH_NS, fm.IN_FLIGHT_PEAK): "copydesk_fetch_in_flight_peak",
+    (fm.FETCH_NS, fm.CIRCUIT_OPEN_HOSTS): "copydesk_fetch_circuit_open_hosts",
+    (km.COMMIT_NS, km.PENDING_ACK_RANGES): "copydesk_commit_pending_ack_ranges",
+}
+# Gauges read live at scrape time rather than after a run: exported name -> a function that
+# returns the value now. The fetch stage's count of requests in flight in this process
+# (transforms/fetch/metrics.py, IN_FLIGHT) is the one; an Exporter may be given others.
+LIVE_GAUGES: dict[str, Callable[[], float]] = {
+    "copydesk_fetch_in_flight": fm.IN_FLIGHT.now,
 }
 
+# Every Beam (namespace, name) the exporter maps, and the families: what the test checks
+# against the stages' declarations.
+MAPPED_NAMES = {*_COUNTERS, *_MS_COUNTERS, *_SKIP, *_DISTRIBUTIONS, *_GAUGES}
+MAPPED_FAMILIES = set(_FAMILIES) | {(em.EXTRACT_DOMAIN_NS, f"{o}:") for o in em.OUTCOMES}
 
 def _snake(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", text).strip("_").lower() or "x"
+
+
+def _family(ns: str, name: str) -> tuple[str, str, str] | None:
+    """(exported counter, label, label value) of a counter in one of the :data:`_FAMILIES`."""
+    for (fns, prefix), (exported, label) in _FAMILIES.items():
+        if ns == fns and name.startswith(prefix):
+            return exported, label, name.removeprefix(prefix)
+    return None
 
 
 def generic_counter_name(namespace: str, name: str) -> str:
@@ -337,12 +374,16 @@ class Exporter:
     """Cumulative Prometheus view of the per-run Beam metrics; ``on_run`` is runner's hook."""
 
     def __init__(self, *, output_topics: dict[str, str] | None = None, lag: LagProbe | None = None,
-                 registry: Any = None, domains: DomainHealth | None = None) -> None:
+                 registry: Any = None, domains: DomainHealth | None = None,
+                 live: dict[str, Callable[[], float]] | None = None) -> None:
+        """``live``: gauges read at scrape time, exported name -> a function giving the value
+        now (default :data:`LIVE_GAUGES`: the fetchers' requests in flight in this process)."""
         from prometheus_client import CollectorRegistry
 
         self.kinds = {t: k for k, t in (output_topics or {}).items() if t}
         self.lag = lag
         self.domains = domains if domains is not None else DomainHealth()
+        self.live = dict(LIVE_GAUGES if live is None else live)
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -356,7 +397,7 @@ class Exporter:
                 self._counters[(spec.name, ())] = 0.0
             elif spec.type == "summary":
                 self._summaries[spec.name] = [0.0, 0.0]
-        for kind in DUPLICATE_KINDS:  # so rate() and the dedup-ratio panel work before the first copy
+        for kind in dm.DUPLICATE_KINDS:  # so rate() and the dedup-ratio panel work before the first copy
             self._counters[("copydesk_dedup_duplicates_total", (("kind", kind),))] = 0.0
         self._set("copydesk_domains_tracked", 0)
 
@@ -414,7 +455,7 @@ class Exporter:
         self._set("copydesk_last_run_timestamp_seconds", time.time())
         self._set("copydesk_last_run_duration_seconds", seconds)
         self._observe("copydesk_run_duration_seconds", 1, seconds)
-        self._set("copydesk_last_run_records_read", c.get(("copydesk.read", "kafka_records_read"), 0))
+        self._set("copydesk_last_run_records_read", c.get((km.READ_NS, km.INPUT_RECORDS_READ), 0))
         written_records = written_dead = 0
         for (ns, name), v in c.items():
             if (ns, name) in _SKIP:
@@ -425,16 +466,11 @@ class Exporter:
                 self._inc(_MS_COUNTERS[(ns, name)], v / 1000.0)
             elif ns == EXTRACT_DOMAIN_NS:
                 continue  # per-domain outcomes: the sliding window below, not counters
-            elif ns == "copydesk.extract" and name.startswith("dead_"):
-                self._inc("copydesk_extract_dead_letters_total", v, reason=name.removeprefix("dead_"))
-            elif ns == "copydesk.dedup" and name.startswith("duplicates_"):
-                self._inc("copydesk_dedup_duplicates_total", v, kind=name.removeprefix("duplicates_"))
-            elif ns == "copydesk.fetch" and name.startswith("fetch_dead_"):
-                self._inc("copydesk_fetch_dead_letters_total", v, reason=name.removeprefix("fetch_dead_"))
-            elif ns == "copydesk.fetch" and name.startswith("fetch_status_"):
-                self._inc("copydesk_fetch_responses_total", v, status_class=name.removeprefix("fetch_status_"))
-            elif ns == "copydesk.write" and (name.startswith("records_written_") or name == "file_records_written"):
-                topic = name.removeprefix("records_written_") if name != "file_records_written" else "file"
+            elif family := _family(ns, name):
+                exported, label, rest = family
+                self._inc(exported, v, **{label: rest})
+            elif ns == WRITE_NS and (name.startswith(RECORDS_WRITTEN_PREFIX) or name == FILE_RECORDS_WRITTEN):
+                topic = name.removeprefix(RECORDS_WRITTEN_PREFIX) if name != FILE_RECORDS_WRITTEN else "file"
                 kind = self.kinds.get(topic, "other")
                 self._inc("copydesk_write_records_total", v, topic=topic, kind=kind)
                 if kind == "dead_letters":
@@ -458,16 +494,16 @@ class Exporter:
             self._set(_GAUGES.get(key) or f"copydesk_{_snake(ns.removeprefix('copydesk.'))}_{_snake(n)}", v)
         # records in/out per stage
         g = lambda ns, n: c.get((ns, n), 0)  # noqa: E731
-        read = g("copydesk.read", "kafka_records_read")
-        parsed, rejected = g("copydesk.parse", "messages_parsed"), g("copydesk.parse", "messages_rejected")
-        fetched = g("copydesk.fetch", "fetch_pages") + g("copydesk.fetch", "fetch_prescraped")
-        fetch_dead = g("copydesk.fetch", "fetch_dead")
+        read = g(km.READ_NS, km.INPUT_RECORDS_READ)
+        parsed, rejected = g(pm.PARSE_NS, pm.MESSAGES_PARSED), g(pm.PARSE_NS, pm.MESSAGES_REJECTED)
+        fetched = g(fm.FETCH_NS, fm.PAGES) + g(fm.FETCH_NS, fm.PRESCRAPED)
+        fetch_dead = g(fm.FETCH_NS, fm.DEAD)
         for stage, direction, v in (("read", "out", read), ("parse", "in", parsed + rejected), ("parse", "out", parsed),
                                     ("fetch", "in", fetched + fetch_dead), ("fetch", "out", fetched),
-                                    ("extract", "in", g("copydesk.extract", "pages_in")),
-                                    ("extract", "out", g("copydesk.extract", "articles_out")),
-                                    ("dedup", "in", g("copydesk.dedup", "records_in")),
-                                    ("dedup", "out", g("copydesk.dedup", "records_out")),
+                                    ("extract", "in", g(em.EXTRACT_NS, em.PAGES_IN)),
+                                    ("extract", "out", g(em.EXTRACT_NS, em.ARTICLES_OUT)),
+                                    ("dedup", "in", g(dm.DEDUP_NS, dm.RECORDS_IN)),
+                                    ("dedup", "out", g(dm.DEDUP_NS, dm.RECORDS_OUT)),
                                     ("write", "out", written_records), ("write", "dead_letters", written_dead)):
             self._inc("copydesk_stage_records_total", v, stage=stage, direction=direction)
         # extraction health per domain: feed the window, export the top domains
@@ -488,13 +524,15 @@ class Exporter:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-        from copydesk.transforms.fetch.hosts import live_in_flight
-
         with self._lock:
             counters = dict(self._counters)
             gauges = dict(self._gauges)
             summaries = {k: list(v) for k, v in self._summaries.items()}
-        gauges[("copydesk_fetch_in_flight", ())] = float(live_in_flight())
+        for name, read_now in self.live.items():
+            try:
+                gauges[(name, ())] = float(read_now())
+            except Exception:  # metrics never stop the job
+                log.debug("live gauge %s failed", name, exc_info=True)
         fams: dict[str, Any] = {}
 
         def help_of(name: str) -> str:

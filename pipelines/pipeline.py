@@ -24,6 +24,7 @@ from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.commit import CommitOffsets
 from copydesk.transforms.dedup.stage import DedupConfig, Deduplicate
 from copydesk.transforms.dedup.core import fingerprint_entry
+from copydesk.transforms.dedup.metrics import DEDUP_NS, FINGERPRINT_READ_PREFIX
 from copydesk.transforms.encode import EncodeRecords, encoded_key, encoded_value
 from copydesk.transforms.extract.core import ExtractConfig
 from copydesk.transforms.extract.stage import ExtractArticles
@@ -238,12 +239,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, read_config: Read
         seed = (p | "ReadFingerprints" >> ReadFromKafkaPartitions(
                     kc, ReadConfig(topics=(o.fingerprint_topic,), start="earliest", use_committed=False,
                                    stop_when_idle_seconds=0.5,
-                                   counter_namespace="copydesk.dedup", counter_prefix="fingerprint"))
+                                   counter_namespace=DEDUP_NS, counter_prefix=FINGERPRINT_READ_PREFIX))
                 | "DecodeFingerprints" >> beam.Map(lambda r: decode(r.value)))
     records, dropped = articles | "Dedup" >> Deduplicate(dcfg, seed=seed)
     if o.fingerprint_topic and not o.copydesk_dry_run:
         # Auxiliary: not acked, so offsets never wait for (or get ahead because of) this write.
-        (records | "Fingerprints" >> beam.Map(fingerprint_entry, dcfg)
+        (records | "Fingerprints" >> beam.Map(lambda e, cfg: fingerprint_entry(e.record, cfg), dcfg)
          | "WriteFingerprints" >> WriteToKafka(kc, o.fingerprint_topic, encode_doc, key_of=lambda e: e["id"]))
     if o.raw_pages_topic and not o.copydesk_dry_run:
         (pages | "RawPages" >> beam.Map(raw_page_record)

@@ -40,6 +40,11 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
+# the replay's own counters: what each chunk wrote (records, dead letters)
+REPLAY_NS = "copydesk.replay"
+REPLAY_RECORDS = "replay_records"
+REPLAY_DEAD_LETTERS = "replay_dead_letters"
+
 
 class ReplayError(ValueError):
     """The replay's arguments do not describe a range that can be read."""
@@ -279,9 +284,9 @@ def run_replay(argv: list[str], ranges: list[PartitionRange], *, chunk_records: 
     import apache_beam as beam
     from apache_beam.metrics import Metrics
 
+    from copydesk.pipelines.job import add_counters, run_bounded
     from copydesk.pipelines.options import CopydeskOptions
-    from copydesk.pipelines.pipeline import build_pipeline, configure_local_runner, pipeline_options
-    from copydesk.pipelines.job import read_counters
+    from copydesk.pipelines.pipeline import configure_local_runner, pipeline_options
     from copydesk.transforms.kafka.io import ReadConfig
 
     options = pipeline_options(argv)
@@ -292,12 +297,16 @@ def run_replay(argv: list[str], ranges: list[PartitionRange], *, chunk_records: 
     started = time.monotonic()
 
     def count(name: str):
-        counter = Metrics.counter("copydesk.replay", name)
+        counter = Metrics.counter(REPLAY_NS, name)
 
         def inc(x):
             counter.inc()
             return x
         return inc
+
+    def count_outputs(outs) -> None:
+        outs.records | "CountRecords" >> beam.Map(count(REPLAY_RECORDS))
+        outs.dead_letters | "CountDeadLetters" >> beam.Map(count(REPLAY_DEAD_LETTERS))
 
     while not all(r.done for r in ranges):
         if stop_event is not None and stop_event.is_set():
@@ -308,19 +317,12 @@ def run_replay(argv: list[str], ranges: list[PartitionRange], *, chunk_records: 
         rc = ReadConfig(topics=topics, start="earliest", max_message_bytes=o.max_message_bytes,
                         start_offsets=tuple((k, s) for k, (s, _) in chunk.items()),
                         stop_offsets=tuple((k, e) for k, (_, e) in chunk.items()))
-        p = beam.Pipeline(options=options)
-        outs = build_pipeline(p, options, read_config=rc)
-        outs.records | "CountRecords" >> beam.Map(count("replay_records"))
-        outs.dead_letters | "CountDeadLetters" >> beam.Map(count("replay_dead_letters"))
-        result = p.run()
-        result.wait_until_finish()
-        counters = read_counters(result)
+        run = run_bounded(options, rc, extend=count_outputs)
         summary.chunks += 1
-        summary.records += counters.get("replay_records", 0)
-        summary.dead_letters += counters.get("replay_dead_letters", 0)
-        summary.read += counters.get("kafka_records_read", 0)
-        for k, v in counters.items():
-            summary.counters[k] = summary.counters.get(k, 0) + v
+        summary.records += run.counters.get(REPLAY_RECORDS, 0)
+        summary.dead_letters += run.counters.get(REPLAY_DEAD_LETTERS, 0)
+        summary.read += run.read
+        add_counters(summary.counters, run.counters)
         for r in ranges:
             r.position = chunk[r.key][1]
         summary.seconds = time.monotonic() - started

@@ -58,7 +58,8 @@ def dead_letter(
     attempts: int = 1,
     detail: dict[str, Any] | None = None,
 ) -> DeadLetter:
-    """Build a dead letter that carries the input (truncated) and its source offset."""
+    """Build a dead letter that carries the input (truncated) and its source topic/partition/offset
+    (from ``ref``; a stage sends it on in an ``Envelope`` with ``ref``, for the commit)."""
     size: int | None = None
     text: str | None = None
     if raw is not None:
@@ -82,7 +83,6 @@ def dead_letter(
         attempts=attempts,
         failed_at=now_iso(),
         detail=detail or {},
-        ref=ref,
     )
 
 

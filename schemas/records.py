@@ -1,15 +1,17 @@
 """Typed records that flow through the pipeline and leave it.
 
 ``InputMessage`` -> ``FetchedPage`` -> ``ArticleRecord`` is the happy path; any stage may
-instead produce a ``DeadLetter``. Every record carries the ``SourceRef`` of the Kafka
-message (or input-file line) it came from, so a failure can always be traced back and so
-the committer knows which offsets are done.
+instead produce a ``DeadLetter``. The input side (``InputMessage``, and the ``FetchedPage``
+that holds it) carries the ``SourceRef`` of the Kafka message (or input-file line) it came
+from. The output records hold only what is written (their source topic/partition/offset are
+fields of the written schema, so a failure can always be traced back); on their way to the
+sinks each travels in an ``Envelope`` with its ``SourceRef``, so the committer knows which
+offsets are done once it is written.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -97,6 +99,9 @@ class WireInfo:
     attribution: str | None = None  # the text as printed: "By Euronews with AP"
     dateline: str | None = None  # "KABUL, Afghanistan (AP) —"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"agencies": self.agencies, "attribution": self.attribution, "dateline": self.dateline}
+
 
 @dataclass(slots=True)
 class ArticleRecord:
@@ -136,17 +141,13 @@ class ArticleRecord:
     partition: int | None = None
     offset: int | None = None
     schema_version: int = SCHEMA_VERSION
-    # Not part of the record: where it came from, for offset commits. Excluded from the
-    # encoded form by the codec.
-    ref: SourceRef | None = field(default=None, repr=False, compare=False)
-    # Not part of the record either: the input message asked for ``force`` (dedup emits it
-    # even when --drop-duplicates would drop it).
-    force: bool = field(default=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("ref", None)
-        d.pop("force", None)
+        """The record as written (a JSON document), without copying: its lists are the record's own."""
+        d = {name: getattr(self, name) for name in _ARTICLE_FIELDS}
+        wire = self.wire
+        if isinstance(wire, WireInfo):
+            d["wire"] = wire.to_dict()
         return d
 
 
@@ -167,12 +168,31 @@ class DeadLetter:
     failed_at: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"status": 404, "final_url": ...}
     schema_version: int = SCHEMA_VERSION
-    ref: SourceRef | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("ref", None)
-        return d
+        """The dead letter as written (a JSON document), without copying: ``detail`` is its own."""
+        return {name: getattr(self, name) for name in _DEAD_LETTER_FIELDS}
+
+
+_ARTICLE_FIELDS = tuple(f.name for f in fields(ArticleRecord))
+_DEAD_LETTER_FIELDS = tuple(f.name for f in fields(DeadLetter))
+
+
+@dataclass(slots=True, frozen=True)
+class Envelope:
+    """An output record on its way to its sink, with what carries it there but is not written.
+
+    ``record`` (an ``ArticleRecord`` or a ``DeadLetter``) is exactly what is written.
+    ``ref`` is the input it accounts for: once the record is written (or deliberately
+    dropped as a duplicate) the sink acks ``ref``'s offsets and the committer may advance
+    over them. ``force``: the input message asked for it (dedup keeps the record even when
+    ``--drop-duplicates`` would drop it). Stages that make output records emit them in
+    envelopes; the pure functions they wrap return bare records.
+    """
+
+    record: ArticleRecord | DeadLetter
+    ref: SourceRef | None = None
+    force: bool = False
 
 
 MAX_DEAD_INPUT = 4096  # characters of the raw input kept on a dead letter

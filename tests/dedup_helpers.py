@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from copydesk.schemas.records import ArticleRecord, SourceRef
+from copydesk.schemas.records import ArticleRecord, Envelope, SourceRef
 from copydesk.transforms.dedup.minhash import content_hash
 
 FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -49,5 +49,10 @@ def rec(url_id: str, domain: str, text: str, minute: int = 0, offset: int = 0, d
         text=text, fingerprint=ch, content_hash=ch, title=url_id,
         fetched_at=f"2025-03-{day:02d}T10:{minute:02d}:00+00:00",
         published_at=f"2025-03-{day:02d}T09:{minute:02d}:00+00:00",
-        ref=SourceRef(topic="urls", partition=0, offset=offset),
+        topic="urls", partition=0, offset=offset,
     )
+
+
+def envelope(record: ArticleRecord) -> Envelope:
+    """The record as the extract stage emits it: in an envelope with its source offset."""
+    return Envelope(record, SourceRef(topic=record.topic, partition=record.partition, offset=record.offset))

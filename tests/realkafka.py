@@ -120,8 +120,14 @@ def free_port() -> int:
 
 
 def _cluster_id() -> str:
-    """A Kafka Uuid as kafka-storage random-uuid prints it (URL-safe base64, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka Uuid as kafka-storage random-uuid prints it (URL-safe base64, no padding).
+
+    Like Kafka's own ``Uuid.randomUuid``, one that starts with "-" is drawn again: the
+    storage tool's argument parser would read it as an option (1 in 64 formats failed)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _admin(bootstrap: str, timeout_ms: int = 5000):

@@ -176,3 +176,64 @@ def test_job_started_before_its_broker_waits_for_it(tmp_path):
             if broker is not None:
                 broker.close()
     assert "unreachable" in log and "reachable again" in log, log[-3000:]
+
+
+def _read_live(fn, restriction, want: int, rounds: int = 40) -> tuple[list, object]:
+    """Run the live reader's ``process`` as a runner does, bundle after bundle (each resumes
+    from the residual of the one before), until ``want`` records or ``rounds`` bundles."""
+    from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+    from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+
+    from copydesk.transforms.kafka.live import _PositionsProvider
+
+    out = []
+    for _ in range(rounds):
+        tracker = ThreadsafeRestrictionTracker(_PositionsProvider().create_tracker(restriction))
+        out += [v.value for v in fn.process(None, tracker=RestrictionTrackerView(tracker),
+                                            watermark=ManualWatermarkEstimator(None))]
+        status = tracker.deferred_status()
+        if status is None:
+            break
+        restriction = status[0]
+        if len(out) >= want:
+            break
+    return out, restriction
+
+
+@pytest.mark.integration
+def test_live_reader_past_records_deleted_under_its_position(broker, topics, producer, caplog):
+    """The live reader's position falls below the partition's beginning (records deleted: by
+    retention, here by DeleteRecords). kafka-python's default reset would move it to the end
+    without a word and skip every record still there; the reader reads on from the beginning,
+    says so, and the first record's ``covers_from`` covers the gone offsets (so the commit can
+    pass them, as nothing can read them any more)."""
+    import time
+
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    from copydesk.transforms.kafka.config import KafkaConfig, ReadConfig
+    from copydesk.transforms.kafka.live import Positions, _ReadAllPartitionsFn
+
+    t = topics("in")
+    for i in range(30):
+        producer.send(t["in"], f"m{i}".encode(), partition=0)
+    producer.flush()
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.delete_records({TopicPartition(t["in"], 0): 10})
+    finally:
+        admin.close()
+    key = f"{t['in']}:0"
+    fn = _ReadAllPartitionsFn(KafkaConfig(bootstrap_servers=broker.bootstrap, group_id=f"g-{t['in']}"),
+                              ReadConfig(topics=(t["in"],), discovery_seconds=3600))
+    fn.setup()
+    try:
+        with caplog.at_level(logging.WARNING, logger="copydesk.transforms.kafka.live"):
+            out, rest = _read_live(fn, Positions.of({key: (3, 3)}, listed_at=time.time()), want=20)
+    finally:
+        fn.teardown()
+    assert [r.ref.offset for r in out] == list(range(10, 30)), [r.ref.offset for r in out]
+    assert out[0].ref.covers_from == 3 and out[1].ref.covers_from == 11
+    assert rest.as_dict()[key] == (30, 3)
+    assert "gone (retention)" in caplog.text, caplog.text

@@ -50,3 +50,38 @@ def test_acks_are_merged_per_partition_and_skip_non_kafka_refs():
     refs = [SourceRef("a", 0, 1, covers_from=1, origin=0), SourceRef("a", 0, 0, covers_from=0, origin=0),
             SourceRef("a", 1, 7, covers_from=5, origin=5), SourceRef("file:/x", 0, 3), None]
     assert sorted(acks_for(refs)) == [("a:0", (0, 2, 0)), ("a:1", (5, 8, 5))]
+
+
+def test_two_stale_snapshots_merged_lose_no_ack():
+    """What Prism does to a stateful stage it splits (transforms/kafka/commit.py): two bundles of
+    one partition start from the same state and each writes its own; seen in a broker-outage
+    run, where the partition's commits then stopped for the rest of the job. The state of the
+    second write alone has lost the first's acks; merged with the first, nothing is lost."""
+    base = OffsetTracker()
+    base.ack(13, 14, origin=0)  # the state both bundles read: next 0, pending 13..14
+    first, second = OffsetTracker(*base.state()), OffsetTracker(*base.state())
+    assert first.ack(0, 13, origin=0) and first.next == 14  # bundle A: 0..13 closes the gap
+    second.ack(14, 15, origin=0)  # bundle B, concurrently, from the same snapshot
+    assert second.next == 0  # B's write, last, would stall the partition at 0 for good
+    merged = OffsetTracker(*second.state())
+    merged.merge(*first.state())
+    assert merged.next == 15 and merged.pending == {}
+    again = OffsetTracker(*first.state())  # the other order gives the same
+    again.merge(*second.state())
+    assert again.state() == merged.state()
+
+
+def test_merge_keeps_what_is_not_contiguous_yet():
+    a, b = OffsetTracker(), OffsetTracker()
+    a.ack(5, 6, origin=0)
+    b.ack(8, 9, origin=0)
+    a.merge(*b.state())
+    assert a.next == 0 and a.pending == {5: 6, 8: 9}
+    assert a.ack(0, 5, origin=0) and a.next == 6 and a.pending == {8: 9}
+    a.merge(None, None)  # an empty state changes nothing
+    assert a.next == 6
+
+
+def test_a_stale_next_below_the_readers_origin_moves_up_to_it():
+    t = OffsetTracker(3, {})  # restored state from before the committed offset the reader started at
+    assert t.ack(10, 11, origin=10) and t.next == 11

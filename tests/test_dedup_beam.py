@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup_helpers import FNAPI, rec, story, trim, update, wrap  # noqa: E402
+from dedup_helpers import FNAPI, envelope, rec, story, trim, update, wrap  # noqa: E402
 
 from copydesk.schemas.records import ArticleRecord  # noqa: E402
 from copydesk.transforms.dedup.stage import Deduplicate, DedupConfig, fingerprint_entry  # noqa: E402
@@ -34,8 +34,9 @@ def _prism() -> str:
 
 def run(records: list[ArticleRecord], cfg: DedupConfig | None = None,
         seeds: list[dict] | None = None, runner: str = FNAPI) -> tuple[list[ArticleRecord], list[ArticleRecord]]:
-    """Run Deduplicate over ``records`` in one beam.Create (one bundle: concurrent copies);
-    return (records, dropped) as captured by assert_that matchers."""
+    """Run Deduplicate over ``records`` (in envelopes) in one beam.Create (one bundle: concurrent
+    copies); return (records, dropped) as captured by assert_that matchers, each output
+    checked to keep its envelope's ref."""
     tmp = Path(tempfile.mkdtemp(prefix="dedup-test-"))
 
     def capture(name: str):
@@ -50,12 +51,15 @@ def run(records: list[ArticleRecord], cfg: DedupConfig | None = None,
             if runner == "PrismRunner" else None)
     with TestPipeline(runner=runner, options=opts) as p:
         seed_pc = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
-        out, dropped = p | beam.Create(records, reshuffle=False) | Deduplicate(cfg or DedupConfig(), seed=seed_pc)
+        out, dropped = (p | beam.Create([envelope(r) for r in records], reshuffle=False)
+                        | Deduplicate(cfg or DedupConfig(), seed=seed_pc))
         assert_that(out, capture("out"), label="out")
         assert_that(dropped, capture("dropped"), label="dropped")
     got = {n: pickle.loads((tmp / n).read_bytes()) for n in ("out", "dropped")}
     shutil.rmtree(tmp, ignore_errors=True)
-    return got["out"], got["dropped"]
+    for e in got["out"] + got["dropped"]:  # the ref travels with its record through the stage
+        assert (e.ref.topic, e.ref.partition, e.ref.offset) == (e.record.topic, e.record.partition, e.record.offset)
+    return [e.record for e in got["out"]], [e.record for e in got["dropped"]]
 
 
 def by_url(rs: list[ArticleRecord]) -> dict[str, ArticleRecord]:
@@ -80,7 +84,7 @@ def test_three_outlets_one_cluster_annotated_not_dropped() -> None:
     rs = corpus()
     out, dropped = run(rs)
     assert dropped == [] and len(out) == len(rs)
-    assert sorted(r.ref.offset for r in out) == [r.ref.offset for r in rs]  # refs preserved
+    assert sorted(r.offset for r in out) == [r.offset for r in rs]  # refs preserved (run checks them)
     u = by_url(out)
     story1 = [u[f"https://{d}/{k}"] for d, k in (("apnews.com", "ap1"), ("guardian.example", "a"),
                                                  ("local.example", "b"), ("daily.example", "c"))]
@@ -141,7 +145,7 @@ def test_exact_url_repeat_and_exact_copy_and_update() -> None:
     rs = [rec("ap", "apnews.com", s, 0, 0), rec("ap", "apnews.com", s, 10, 1),
           rec("copy", "x.example", s, 11, 2), rec("ap-upd", "apnews.com", update(s, 7), 20, 3)]
     out, _ = run(rs)
-    kinds = sorted((r.ref.offset, r.duplicate_kind, r.cluster_id == rs[0].id, r.is_update) for r in out)
+    kinds = sorted((r.offset, r.duplicate_kind, r.cluster_id == rs[0].id, r.is_update) for r in out)
     assert kinds == [(0, None, True, False), (1, "exact_url", True, False), (2, "exact", True, False),
                      (3, "update", True, True)]
 
@@ -150,7 +154,7 @@ def test_drop_duplicates_accounts_for_every_record() -> None:
     rs = corpus() + [rec("ap1", "apnews.com", story(1), 30, 7)]
     out, dropped = run(rs, DedupConfig(drop_duplicates=True))
     assert len(out) + len(dropped) == len(rs)
-    assert sorted(r.ref.offset for r in out + dropped) == list(range(len(rs)))
+    assert sorted(r.offset for r in out + dropped) == list(range(len(rs)))
     assert all(r.is_canonical or r.is_update for r in out)
     assert all(not r.is_canonical for r in dropped)
     assert {r.url for r in out} == {"https://apnews.com/ap1", "https://reuters.com/r2", "https://other.example/e"}
@@ -287,7 +291,7 @@ def test_index_state_protocol_version_written_and_rebuilt_from_the_log() -> None
     def batch(recs: list[ArticleRecord]) -> tuple[int, list]:
         prep.start_bundle()
         for r in recs:
-            assert not list(prep.process(r, ts=Timestamp(1_700_000_000), win=GlobalWindow()))
+            assert not list(prep.process(envelope(r), ts=Timestamp(1_700_000_000), win=GlobalWindow()))
         (wv,) = list(prep.finish_bundle())
         return wv.value
 
@@ -295,7 +299,7 @@ def test_index_state_protocol_version_written_and_rebuilt_from_the_log() -> None
 
     def bundle(fn: st._Index, recs: list[ArticleRecord]) -> list[ArticleRecord]:  # one batch, one bundle
         fn.start_bundle()
-        return list(fn._batch(batch(recs), log, ver, None))
+        return [e.record for e in fn._batch(batch(recs), log, ver, None)]
 
     a = st._Index(cfg)
     out1 = bundle(a, [rec("x", "a.example", s1, 0, 0)])

@@ -14,7 +14,7 @@ from apache_beam.typehints import KV
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup_helpers import rec, story  # noqa: E402
+from dedup_helpers import envelope, rec, story  # noqa: E402
 
 from copydesk.transforms.dedup.stage import member_for  # noqa: E402
 from copydesk.transforms.dedup.coders import (  # noqa: E402
@@ -103,7 +103,7 @@ def test_stage_pcollections_use_the_coders() -> None:
     from copydesk.transforms.dedup.stage import Deduplicate, _Index
 
     p = beam.Pipeline()
-    out, _ = p | beam.Create([rec("a", "apnews.com", story(1), 0, 0)]) | Deduplicate(DedupConfig())
+    out, _ = p | beam.Create([envelope(rec("a", "apnews.com", story(1), 0, 0))]) | Deduplicate(DedupConfig())
     proto = p.to_runner_api()
     coders = proto.components.coders
     urns = set()

@@ -59,4 +59,4 @@ def test_same_record_for_the_same_page_through_the_cli_and_the_pipeline(tmp_path
                        final_url=URL, html=PAGE)
     with TestPipeline() as p:
         arts, _ = p | beam.Create([page]) | ExtractArticles(extract_config(CopydeskOptions([])), workers=0)
-        assert_that(arts | beam.Map(view), equal_to([want]))
+        assert_that(arts | beam.Map(lambda e: view(e.record)), equal_to([want]))

@@ -79,9 +79,9 @@ def test_beam_extract_articles():
     pages = [page("https://example.com/a", GOOD, 1), page("https://example.com/b", EMPTY, 2)]
     with TestPipeline() as p:
         arts, dead = p | beam.Create(pages) | ExtractArticles(ExtractConfig(), workers=1)
-        assert_that(arts | "u" >> beam.Map(lambda a: (a.url, a.title, a.offset)),
+        assert_that(arts | "u" >> beam.Map(lambda a: (a.record.url, a.record.title, a.ref.offset)),
                     equal_to([("https://example.com/a", "Council approves budget", 1)]), label="arts")
-        assert_that(dead | "r" >> beam.Map(lambda d: (d.stage, d.reason, d.offset, d.url)),
+        assert_that(dead | "r" >> beam.Map(lambda d: (d.record.stage, d.record.reason, d.ref.offset, d.record.url)),
                     equal_to([("extract", "empty", 2, "https://example.com/b")]), label="dead")
 
 

@@ -67,7 +67,7 @@ def test_fetch_pages_routes_pages_and_dead_letters(server: MisbehavingServer, mo
         label="pages",
     )
     assert_that(
-        dead | "DeadKeys" >> beam.Map(lambda d: (d.offset, d.reason, d.topic, d.input is not None)),
+        dead | "DeadKeys" >> beam.Map(lambda d: (d.ref.offset, d.record.reason, d.record.topic, d.record.input is not None)),
         equal_to([(2, "http_4xx", "urls", True), (3, "blocked_address", "urls", True),
                   (4, "not_html", "urls", True), (5, "unsupported_scheme", "urls", True),
                   (7, "internal", "urls", True)]),

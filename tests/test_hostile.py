@@ -162,7 +162,7 @@ def test_results_are_emitted_as_they_complete(servers) -> None:
         fn.teardown()
     assert first == []
     assert [type(v.value).__name__ for v in second] == ["FetchedPage"]
-    assert [(v.value.value.reason, v.value.value.offset) for v in rest] == [("timeout", 0)]  # TaggedOutput
+    assert [(v.value.value.record.reason, v.value.value.ref.offset) for v in rest] == [("timeout", 0)]  # TaggedOutput
 
 
 def test_a_page_past_the_memory_cap_is_too_large_and_its_worker_replaced() -> None:

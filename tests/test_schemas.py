@@ -1,7 +1,7 @@
 import jsonschema
 import pytest
 
-from copydesk.schemas.codec import (article_schema, dead_letter, decode, encode, validate_article,
+from copydesk.schemas.codec import (article_schema, dead_letter, decode, encode, encode_doc, validate_article,
                                     validate_dead_letter)
 from copydesk.schemas.reasons import Reason, Stage
 from copydesk.schemas.records import ArticleRecord, FetchedPage, InputMessage, SourceRef
@@ -45,3 +45,23 @@ def test_schema_lists_the_dataclass_fields():
     props = set(article_schema()["properties"])
     fields = set(ArticleRecord.__dataclass_fields__) - {"ref", "force"}  # internal, never written
     assert props == fields
+
+
+def test_records_hold_only_what_is_written_and_to_dict_is_their_document():
+    import dataclasses
+
+    from copydesk.schemas.records import DeadLetter, Envelope, WireInfo
+
+    rec = dataclasses.replace(_article(), wire=WireInfo(agencies=["AP"], attribution="By AP", dateline="X (AP) —"),
+                              tags=["a"], cluster_outlets=["news.example"])
+    dead = dead_letter(Stage.FETCH, Reason.DNS, "m", ref=SourceRef("urls", 1, 7, covers_from=5, origin=0),
+                       raw="x", detail={"status": None, "redirects": ["https://a.example/"]})
+    for r in (rec, dead):
+        names = {f.name for f in dataclasses.fields(r)}
+        assert not names & {"ref", "force", "covers_from", "origin"}  # transport travels in an Envelope
+        assert r.to_dict() == dataclasses.asdict(r)  # the cheap form is the deep copy's document
+        assert encode(r) == encode_doc(dataclasses.asdict(r))
+    assert (dead.topic, dead.partition, dead.offset) == ("urls", 1, 7)  # the written source fields stay
+    assert rec.to_dict()["wire"] == {"agencies": ["AP"], "attribution": "By AP", "dateline": "X (AP) —"}
+    env = Envelope(dead, SourceRef("urls", 1, 7, covers_from=5, origin=0))
+    assert env.ref.covers_from == 5 and env.record is dead

@@ -20,6 +20,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.io import acks_for
+from copydesk.transforms.stage_metrics import FILE_RECORDS_WRITTEN, WRITE_NS
 
 
 class _LineToInput(beam.DoFn):
@@ -69,7 +70,7 @@ class _AppendJsonLinesFn(beam.DoFn):
     def __init__(self, path: str, encode) -> None:
         self.path = path
         self.encode = encode
-        self.written = Metrics.counter("copydesk.write", "file_records_written")
+        self.written = Metrics.counter(WRITE_NS, FILE_RECORDS_WRITTEN)
 
     def start_bundle(self) -> None:
         self._buf: list[bytes] = []

@@ -1,39 +1,53 @@
-"""The names of the stages' Beam metrics, the counter helper the stages share, and the log
-fields of a record (a leaf module; the stages' own metric classes live with them:
-``extract/metrics.py``, ``dedup/metrics.py``).
+"""What the stages' Beam metrics share (a leaf module, no Beam import): the counter helper
+``CounterSet``, the ``Declared`` list each stage gives of its metric names, the names of
+the write step (spread over ``files.py``, ``encode.py`` and ``kafka/io.py``), and the log
+fields of a record.
 
-Names are stable: ``pipelines/metrics.py`` maps them to Prometheus names and
-``docs/metrics.md`` lists them.
-
-``copydesk.extract``
-    ``pages_in``, ``articles_out``, ``dead_<reason>`` (one per dead-letter reason; ``dead``
-    is their sum), ``short_articles`` (articles whose text is under ``short_chars``), and the
-    distribution ``extract_time_ms`` (per page, dispatch to result on the extraction pool).
-``copydesk.extract_domain``
-    ``<outcome>:<domain>`` per page, outcome ``ok`` | ``short`` | ``empty`` | ``error``: the
-    raw material of the exporter's per-domain extraction health. The number of distinct
-    domains one DoFn instance names is capped (``max_domains``); the rest count under the
-    domain ``_other``, so a runner that keeps every counter name (Flink, Dataflow) sees a
-    bounded set.
-``copydesk.dedup``
-    ``records_in``, ``records_out``, ``records_dropped``, ``duplicates_<kind>`` (``exact_url``,
-    ``update``, ``exact``, ``near``), ``canonical_records``, ``new_clusters``.
+Each stage's metric names live beside its metrics, as constants with a ``DECLARED`` list:
+``kafka/metrics.py`` (read, commit), ``parse/metrics.py``, ``fetch/metrics.py``,
+``extract/metrics.py``, ``dedup/metrics.py``, and ``WRITE_DECLARED`` here. Names are
+stable: the exporter (``pipelines/metrics.py``) imports the constants to map them to
+Prometheus names, ``docs/metrics.md`` lists them, and ``tests/test_metric_names.py``
+checks that the stages name their metrics only through these constants and that every
+Beam name the exporter maps is one a stage declares.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 # Beam is imported where counters are made, not here: the constants of this module are also
 # read by the exporter (pipelines/metrics.py), which `copydesk top` imports without Beam.
 
-EXTRACT_NS = "copydesk.extract"
-EXTRACT_DOMAIN_NS = "copydesk.extract_domain"
-DEDUP_NS = "copydesk.dedup"
-OTHER_DOMAIN = "_other"
-OUTCOMES = ("ok", "short", "empty", "error")
-BAD_OUTCOMES = ("short", "empty", "error")  # what counts against a domain's extraction health
-DUPLICATE_KINDS = ("exact_url", "update", "exact", "near")  # the ``duplicates_<kind>`` counters
+WRITE_NS = "copydesk.write"
+RECORDS_WRITTEN_PREFIX = "records_written_"  # + the topic: records a Kafka sink wrote
+FILE_RECORDS_WRITTEN = "file_records_written"  # records the file sinks wrote
+ENCODE_FAILURES = "encode_failures"  # records that became dead letters because they could not be encoded
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The Beam metrics one stage makes: plain names, and ``families`` -- name prefixes of
+    counters that end in a reason, kind or status (``fetch_dead_<reason>``)."""
+
+    namespace: str
+    counters: tuple[str, ...] = ()
+    distributions: tuple[str, ...] = ()
+    gauges: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()
+
+    def names(self) -> set[str]:
+        return {*self.counters, *self.distributions, *self.gauges}
+
+
+def records_written(topic: str) -> str:
+    """The write counter of the Kafka sink of ``topic``."""
+    return RECORDS_WRITTEN_PREFIX + topic
+
+
+WRITE_DECLARED = Declared(WRITE_NS, counters=(FILE_RECORDS_WRITTEN, ENCODE_FAILURES),
+                          families=(RECORDS_WRITTEN_PREFIX,))
 
 
 def log_fields(ref: Any = None, **extra: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ Two steps (see ``docs/dedup.md``):
 
 One key means the index runs on one worker at a time (the price in parallelism; the
 signature work of step 1, most of the cost, stays parallel). Every input record leaves on
-exactly one of the two outputs, with its ``ref``.
+exactly one of the two outputs, in its ``Envelope`` (with its ``ref``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.typehints import KV
 from apache_beam.utils.windowed_value import WindowedValue
 
-from copydesk.schemas.records import ArticleRecord
+from copydesk.schemas.records import ArticleRecord, Envelope
 from copydesk.transforms.dedup.coders import DedupBatch, decode_member, encode_member
 from copydesk.transforms.dedup.core import (
     DEFAULT_AGENCY_DOMAINS,
@@ -59,8 +59,8 @@ from copydesk.transforms.dedup.core import (
     remember_features,
 )
 from copydesk.transforms.dedup.minhash import encode_signature, features, sketch
-from copydesk.transforms.dedup.metrics import DedupMetrics
-from copydesk.transforms.stage_metrics import DEDUP_NS as METRICS_NS
+from copydesk.transforms.dedup.metrics import DEDUP_NS as METRICS_NS
+from copydesk.transforms.dedup.metrics import INDEX_BATCHES, INDEX_LOADS, INDEX_LOG_BYTES, INDEX_MEMBERS, DedupMetrics
 
 __all__ = [
     "DEFAULT_AGENCY_DOMAINS",
@@ -118,7 +118,7 @@ def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None
 
 
 def annotate(record: ArticleRecord, member: Member, d: Decision) -> ArticleRecord:
-    """A copy of ``record`` carrying the decision and the MinHash fingerprint (``ref`` kept)."""
+    """A copy of ``record`` carrying the decision and the MinHash fingerprint."""
     return dataclasses.replace(
         record,
         fingerprint=encode_signature(member.sig),
@@ -132,7 +132,7 @@ def annotate(record: ArticleRecord, member: Member, d: Decision) -> ArticleRecor
 
 
 class _Prepare(beam.DoFn):
-    """Records -> one batch per bundle and window: ``(0, [(record, encoded member), ...])``.
+    """Envelopes -> one batch per bundle and window: ``(0, [(envelope, encoded member), ...])``.
 
     The member (signature, shingle count, entity sketch, arrival stamp, token) is computed
     here, in parallel; the batch goes to the one index key. A batch is emitted at the end
@@ -151,7 +151,7 @@ class _Prepare(beam.DoFn):
     def start_bundle(self) -> None:
         self._buf = {}
 
-    def process(self, record: ArticleRecord, ts=beam.DoFn.TimestampParam,
+    def process(self, item: Envelope, ts=beam.DoFn.TimestampParam,
                 win=beam.DoFn.WindowParam) -> Iterator[Any]:
         if self._metrics is None:
             self.setup()
@@ -160,11 +160,11 @@ class _Prepare(beam.DoFn):
             ets = float(ts.micros) / 1e6
         except (AttributeError, OverflowError, TypeError):
             ets = None
-        m = member_for(record, self.cfg, element_ts=ets)
+        m = member_for(item.record, self.cfg, element_ts=ets)
         slot = self._buf.setdefault(win, [ts, []])
         if ts > slot[0]:
             slot[0] = ts
-        slot[1].append((record, encode_member(m)))
+        slot[1].append((item, encode_member(m)))
         if len(slot[1]) >= self.max_batch:
             del self._buf[win]
             yield WindowedValue((0, slot[1]), slot[0], (win,))
@@ -262,10 +262,10 @@ class _Index(beam.DoFn):
     def setup(self) -> None:
         self._metrics = DedupMetrics()
         self._tag = f"{_WORKER}:{os.getpid()}:{self._uid[:8]}"
-        self._g_members = Metrics.gauge(METRICS_NS, "index_members")
-        self._g_bytes = Metrics.gauge(METRICS_NS, "index_log_bytes")
-        self._c_loads = Metrics.counter(METRICS_NS, "index_loads")  # index rebuilt from the log (or seeds)
-        self._c_batches = Metrics.counter(METRICS_NS, "index_batches")
+        self._g_members = Metrics.gauge(METRICS_NS, INDEX_MEMBERS)
+        self._g_bytes = Metrics.gauge(METRICS_NS, INDEX_LOG_BYTES)
+        self._c_loads = Metrics.counter(METRICS_NS, INDEX_LOADS)  # index rebuilt from the log (or seeds)
+        self._c_batches = Metrics.counter(METRICS_NS, INDEX_BATCHES)
 
     def _load(self, ver: str | None, log: Any, seeds: Iterable[tuple[int, dict[str, Any]]] | None) -> _Cached:
         idx = DedupIndex(self.cfg)
@@ -292,11 +292,11 @@ class _Index(beam.DoFn):
         self._c_loads.inc()
         return _Cached(idx, n, size)
 
-    def process(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]],
+    def process(self, element: tuple[int, list[tuple[Envelope, bytes]]],
                 log=beam.DoFn.StateParam(LOG), ver=beam.DoFn.StateParam(VER)) -> Iterator[Any]:
         return self._batch(element, log, ver, None)
 
-    def _batch(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]], log: Any, ver: Any,
+    def _batch(self, element: tuple[int, list[tuple[Envelope, bytes]]], log: Any, ver: Any,
                seeds: Iterable[tuple[int, dict[str, Any]]] | None) -> Iterator[Any]:
         if self._metrics is None:
             self.setup()
@@ -328,19 +328,20 @@ class _Index(beam.DoFn):
             with _CACHE_LOCK:
                 c.active -= 1
 
-    def _decide(self, items: list[tuple[ArticleRecord, bytes]], c: _Cached, log: Any, ver: Any,
+    def _decide(self, items: list[tuple[Envelope, bytes]], c: _Cached, log: Any, ver: Any,
                 fresh: bool) -> Iterator[Any]:
         self._c_batches.inc()
         idx, cfg = c.index, self.cfg
         logged = []
-        for record, blob in items:
+        for item, blob in items:
+            record = item.record
             m = decode_member(blob)
             d = idx.process(m)
             logged.append(encode_member(idx.last))
             remember_features(m)
-            out = annotate(record, m, d)
+            out = dataclasses.replace(item, record=annotate(record, m, d))
             drop = cfg.drop_duplicates and not (d.is_canonical or (d.is_update and cfg.keep_updates))
-            if drop and (cfg.force or record.force):
+            if drop and (cfg.force or item.force):
                 drop = False  # --force / "force": true: reprocess what dedup would skip (still annotated)
             self._metrics.decided(record.id, d, drop)
             yield beam.pvalue.TaggedOutput(DROPPED, out) if drop else out
@@ -382,7 +383,7 @@ class _SeededIndex(_Index):
     LOG = _Index.LOG
     VER = _Index.VER
 
-    def process(self, element: tuple[int, list[tuple[ArticleRecord, bytes]]],  # type: ignore[override]
+    def process(self, element: tuple[int, list[tuple[Envelope, bytes]]],  # type: ignore[override]
                 seeds: Iterable[tuple[int, dict[str, Any]]], log=beam.DoFn.StateParam(LOG),
                 ver=beam.DoFn.StateParam(VER)) -> Iterator[Any]:
         return self._batch(element, log, ver, seeds)
@@ -391,7 +392,7 @@ class _SeededIndex(_Index):
 class Deduplicate(beam.PTransform):
     """Annotate (or, with ``drop_duplicates``, filter) near-duplicate and exact copies.
 
-    ``Deduplicate(config, seed=None)`` applied to a ``PCollection[ArticleRecord]`` returns
+    ``Deduplicate(config, seed=None)`` applied to a ``PCollection[Envelope]`` (of article records) returns
     ``(records, dropped)``: ``records`` holds every record annotated (only canonical records
     and updates when ``config.drop_duplicates``), ``dropped`` the suppressed ones (empty
     unless ``drop_duplicates``). Each input record is in exactly one of the two.

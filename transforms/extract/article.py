@@ -57,6 +57,4 @@ def build_article(page: FetchedPage, ext: Extracted) -> ArticleRecord:
         topic=ref.topic,
         partition=ref.partition,
         offset=ref.offset,
-        ref=ref,
-        force=msg.force,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import FetchedPage
+from copydesk.schemas.records import Envelope, FetchedPage
 from copydesk.transforms.extract.core import ExtractConfig
 
 
@@ -92,8 +92,8 @@ class _ExtractDoFn(beam.DoFn):
                 if res.reason != Reason.EMPTY:  # empty pages are routine; timeouts/crashes are not
                     log.warning("extraction failed (%s): %s", res.reason, res.message,
                                 extra=log_fields(msg.ref, url=msg.url, reason=str(res.reason), stage="extract"))
-                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(dead_letter(
-                    Stage.EXTRACT, res.reason, res.message, ref=msg.ref, raw=msg.raw, url=msg.url), ts, [win]))
+                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(Envelope(dead_letter(
+                    Stage.EXTRACT, res.reason, res.message, ref=msg.ref, raw=msg.raw, url=msg.url), msg.ref), ts, [win]))
                 continue
             try:
                 article = build_article(page, res)
@@ -101,16 +101,17 @@ class _ExtractDoFn(beam.DoFn):
                 m.dead(domain, Reason.EXTRACT_ERROR)
                 log.warning("building the article record failed: %s: %s", type(exc).__name__, exc, exc_info=True,
                             extra=log_fields(msg.ref, url=msg.url, reason=str(Reason.EXTRACT_ERROR), stage="extract"))
-                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(dead_letter(
+                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(Envelope(dead_letter(
                     Stage.EXTRACT, Reason.EXTRACT_ERROR, f"{type(exc).__name__}: {exc}", ref=msg.ref,
-                    raw=msg.raw, url=msg.url), ts, [win]))
+                    raw=msg.raw, url=msg.url), msg.ref), ts, [win]))
                 continue
             m.article(domain, article.text)
-            yield WindowedValue(article, ts, [win])
+            yield WindowedValue(Envelope(article, msg.ref, force=msg.force), ts, [win])
 
 
 class ExtractArticles(beam.PTransform):
-    """FetchedPage -> (ArticleRecord, DeadLetter), extraction on a supervised process pool.
+    """FetchedPage -> (Envelope of an ArticleRecord, Envelope of a DeadLetter), extraction on a
+    supervised process pool (the envelope: the page's ``SourceRef`` and ``force``).
 
     ``workers``: pool size (None = one per core, 0 = in-process, for tests/tiny runs).
     """

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,26 +21,11 @@ from dataclasses import dataclass, field
 
 from copydesk.schemas.reasons import Reason
 from copydesk.transforms.fetch.errors import FetchFailure
+from copydesk.transforms.fetch.metrics import IN_FLIGHT, InFlight
 
 _MAX_IDLE_HOSTS = 10_000  # forget idle hosts beyond this, so a long run's state stays bounded
 
 log = logging.getLogger(__name__)
-
-_live_lock = threading.Lock()
-_live_in_flight = 0
-
-
-def live_in_flight() -> int:
-    """Requests in flight right now in this process, across all fetchers (every DoFn instance
-    of the local runner runs in the job's process; the metrics exporter reads this live)."""
-    return _live_in_flight
-
-
-def _add_live(n: int) -> None:
-    global _live_in_flight
-    with _live_lock:
-        _live_in_flight += n
-
 
 @dataclass(slots=True)
 class BackoffStats:
@@ -72,10 +56,13 @@ class _HostSlot:
 
 
 class Politeness:
-    """Gate every request through ``slot(host, delay)``."""
+    """Gate every request through ``slot(host, delay)``. Requests in flight are counted in
+    ``in_flight``/``peak_in_flight`` and added to ``live`` (by default the process's
+    ``fetch.metrics.IN_FLIGHT``, which the metrics exporter reads at scrape time)."""
 
-    def __init__(self, *, concurrency: int, max_in_flight: int) -> None:
+    def __init__(self, *, concurrency: int, max_in_flight: int, live: InFlight = IN_FLIGHT) -> None:
         self.concurrency = concurrency
+        self.live = live
         self._global = asyncio.Semaphore(max_in_flight)
         self._hosts: dict[str, _HostSlot] = {}
         self.in_flight = 0
@@ -141,14 +128,14 @@ class Politeness:
                     raise
                 s.next_start = loop.time() + delay
                 self.in_flight += 1
-                _add_live(1)
+                self.live.add(1)
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     yield sent
                 finally:
                     sent()
                     self.in_flight -= 1
-                    _add_live(-1)
+                    self.live.add(-1)
                     self._global.release()
         finally:
             s.users -= 1

@@ -48,11 +48,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from copydesk.schemas.codec import dead_letter, now_iso
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import CheckedURL, DeadLetter, FetchedPage, InputMessage
+from copydesk.schemas.records import CheckedURL, DeadLetter, Envelope, FetchedPage, InputMessage
 from copydesk.transforms.fetch.body import ACCEPT_ENCODING, read_capped, too_large
 from copydesk.transforms.fetch.charset import decode_html, looks_binary
 from copydesk.transforms.fetch.errors import FetchFailure
 from copydesk.transforms.fetch.guard import AddressGuard, PerHostTransport
+from copydesk.transforms.fetch import metrics as names
 from copydesk.transforms.fetch.hosts import BackoffStats, CircuitBreaker, Politeness
 from copydesk.transforms.fetch.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
 from copydesk.transforms.stage_metrics import CounterSet, log_fields
@@ -79,7 +80,7 @@ KEPT_HEADERS = (
 RETRYABLE_REASONS = frozenset({Reason.TIMEOUT, Reason.CONNECTION, Reason.REFUSED, Reason.HTTP_5XX})
 # What counts against a host's circuit: the host (or the path to it) is unwell.
 HOST_FAILURE_REASONS = RETRYABLE_REASONS | {Reason.DNS}
-METRICS_NAMESPACE = "copydesk.fetch"
+METRICS_NAMESPACE = names.FETCH_NS
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -629,24 +630,24 @@ class Fetcher:
 
 
 class _FetchMetrics:
-    """Beam metrics of the fetch stage (names listed in docs/fetch.md; keep them stable)."""
+    """Beam metrics of the fetch stage (names in :mod:`copydesk.transforms.fetch.metrics`)."""
 
     def __init__(self) -> None:
         ns = METRICS_NAMESPACE
-        self.pages = Metrics.counter(ns, "fetch_pages")
-        self.prescraped = Metrics.counter(ns, "fetch_prescraped")
-        self.dead = Metrics.counter(ns, "fetch_dead")
-        self.bytes = Metrics.counter(ns, "fetch_bytes")
-        self.latency = Metrics.distribution(ns, "fetch_latency_ms")
-        self.attempts = Metrics.distribution(ns, "fetch_attempts")
-        self.in_flight = Metrics.gauge(ns, "fetch_in_flight_peak")
-        self.batch = Metrics.distribution(ns, "fetch_batch_size")
-        self.retry_waits = Metrics.counter(ns, "fetch_backoff_waits")
-        self.retry_wait_ms = Metrics.counter(ns, "fetch_backoff_ms")
-        self.retry_after = Metrics.counter(ns, "fetch_retry_after_waits")
-        self.retry_after_ms = Metrics.counter(ns, "fetch_retry_after_ms")
-        self.circuit_opened = Metrics.counter(ns, "fetch_circuit_opened")
-        self.circuit_open_hosts = Metrics.gauge(ns, "fetch_circuit_open_hosts")
+        self.pages = Metrics.counter(ns, names.PAGES)
+        self.prescraped = Metrics.counter(ns, names.PRESCRAPED)
+        self.dead = Metrics.counter(ns, names.DEAD)
+        self.bytes = Metrics.counter(ns, names.BYTES)
+        self.latency = Metrics.distribution(ns, names.LATENCY_MS)
+        self.attempts = Metrics.distribution(ns, names.ATTEMPTS)
+        self.in_flight = Metrics.gauge(ns, names.IN_FLIGHT_PEAK)
+        self.batch = Metrics.distribution(ns, names.BATCH_SIZE)
+        self.retry_waits = Metrics.counter(ns, names.BACKOFF_WAITS)
+        self.retry_wait_ms = Metrics.counter(ns, names.BACKOFF_MS)
+        self.retry_after = Metrics.counter(ns, names.RETRY_AFTER_WAITS)
+        self.retry_after_ms = Metrics.counter(ns, names.RETRY_AFTER_MS)
+        self.circuit_opened = Metrics.counter(ns, names.CIRCUIT_OPENED)
+        self.circuit_open_hosts = Metrics.gauge(ns, names.CIRCUIT_OPEN_HOSTS)
         self.by_name = CounterSet(ns)  # fetch_dead_<reason>, fetch_status_<class>
 
     def backoff(self, b: BackoffStats, open_hosts: int) -> None:
@@ -661,16 +662,16 @@ class _FetchMetrics:
     def record(self, result: FetchedPage | DeadLetter) -> None:
         if isinstance(result, DeadLetter):
             self.dead.inc()
-            self.by_name.inc(f"fetch_dead_{result.reason}")
+            self.by_name.inc(names.DEAD_PREFIX + result.reason)
             status = result.detail.get("status")
-            self.by_name.inc(f"fetch_status_{status // 100}xx" if isinstance(status, int) else "fetch_status_none")
+            self.by_name.inc(names.status_counter(status))
             self.attempts.update(result.attempts)
             return
         if result.prescraped:
             self.prescraped.inc()
             return
         self.pages.inc()
-        self.by_name.inc(f"fetch_status_{result.status // 100}xx")
+        self.by_name.inc(names.status_counter(result.status))
         self.bytes.inc(result.body_bytes)
         self.latency.update(int(result.elapsed_ms))
 
@@ -748,8 +749,10 @@ class _FetchDoFn(beam.DoFn):
                 result = dead_letter(Stage.FETCH, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=msg.ref,
                                      raw=msg.raw, url=msg.url)
             self._metrics.record(result)
-            value = WindowedValue(result, ts, [window])
-            yield beam.pvalue.TaggedOutput(self.DEAD, value) if isinstance(result, DeadLetter) else value
+            if isinstance(result, DeadLetter):
+                yield beam.pvalue.TaggedOutput(self.DEAD, WindowedValue(Envelope(result, msg.ref), ts, [window]))
+            else:
+                yield WindowedValue(result, ts, [window])
 
     async def _close(self) -> None:
         """Cancel what is still in flight (a bundle that failed elsewhere), then close the client."""
@@ -775,7 +778,7 @@ class _FetchDoFn(beam.DoFn):
 
 
 class FetchPages(beam.PTransform):
-    """PCollection[InputMessage] -> (PCollection[FetchedPage], PCollection[DeadLetter])."""
+    """PCollection[InputMessage] -> (PCollection[FetchedPage], PCollection[Envelope of a DeadLetter])."""
 
     def __init__(self, config: FetchConfig = FetchConfig()) -> None:
         super().__init__()

@@ -8,11 +8,25 @@ state, the next offset to commit and the ranges acked beyond it; it advances onl
 contiguous run, so the committed offset never passes a record that has not been written.
 After a crash the job restarts from the committed offset and re-reads at most what was in
 flight: duplicates are possible (and carry the same record id), losses are not.
+
+The state alone is not enough on Prism: when it splits a slow bundle of a stateful stage it runs
+the residual on another thread, concurrently with the primary, each with the state as it was
+when its bundle began (docs/dedup.md saw the same). Two bundles of one partition then each
+write their own snapshot plus their own acks, and the last write wins: the other's acks are
+gone from the state, ``next`` never passes them again, and the partition's commits stop for
+the rest of the job (seen under a broker outage, where every bundle is slow). So a process
+keeps the step's trackers itself (:class:`_Ledger`, shared by the step's DoFn instances, one
+lock): every ack is applied to the union of the process's tracker and the state read (both
+hold only acked ranges, so their union does too, whatever the order of the writes), and
+commits go out under one lock, never below what this process already committed. On a runner
+that moves a key to another process, the state read there is merged in the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from typing import Any, Iterator, Tuple
 
 import apache_beam as beam
@@ -22,6 +36,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from copydesk.transforms.kafka.client import split_tp_key, topic_partition
 from copydesk.transforms.kafka.config import KafkaConfig
+from copydesk.transforms.kafka.metrics import COMMIT_NS, OFFSET_COMMIT_ERRORS, OFFSET_COMMITS, PENDING_ACK_RANGES
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +48,77 @@ class OffsetTracker:
 
     def __init__(self, next_offset: int | None = None, pending: dict[int, int] | None = None) -> None:
         self.next = next_offset
-        self.pending = pending or {}
+        self.pending = dict(pending or {})  # its own: a snapshot handed in stays as it was
 
     def ack(self, start: int, end: int, origin: int) -> bool:
         """Record [start, end) as done; return True if ``next`` advanced."""
-        if self.next is None:
+        before = origin if self.next is None else self.next
+        if self.next is None or self.next < origin:
+            # everything before where the reader started is accounted for (committed then)
             self.next = origin
         if end <= self.next:
-            return False  # already covered (a retried bundle)
-        if start <= self.next:
-            self.next = end
-            advanced = True
-        else:
-            prev = self.pending.get(start)
-            self.pending[start] = max(end, prev or end)
-            return False
+            return self.next != before  # already covered (a retried bundle)
+        if start > self.next:
+            self.pending[start] = max(end, self.pending.get(start, end))
+            return self.next != before
+        self.next = end
+        self._absorb()
+        return True
+
+    def merge(self, next_offset: int | None, pending: dict[int, int] | None) -> None:
+        """Take in another snapshot of this partition's acks (a union: each holds only acked
+        ranges, so the union does too)."""
+        if next_offset is not None and (self.next is None or next_offset > self.next):
+            self.next = next_offset
+        for s, e in (pending or {}).items():
+            self.pending[s] = max(e, self.pending.get(s, e))
+        self._absorb()
+
+    def _absorb(self) -> None:
+        if self.next is None:
+            return
         # absorb ranges that now touch or overlap the prefix, in order of their start: one
         # pass (the first start beyond the prefix ends it), not a rescan per absorbed range
         for s in sorted(self.pending):
             if s > self.next:
                 break
             self.next = max(self.next, self.pending.pop(s))
-        return advanced
 
     def state(self) -> tuple[int | None, dict[int, int]]:
-        return self.next, self.pending
+        return self.next, dict(self.pending)
+
+
+class _Ledger:
+    """One committer step's trackers in this process, shared by its DoFn instances (module doc)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # the trackers
+        self.commit_lock = threading.Lock()  # one commit at a time, in order
+        self.trackers: dict[str, OffsetTracker] = {}
+        self.committed: dict[str, int] = {}  # what this process committed last, per partition
+
+    def due(self) -> dict[str, int]:
+        """The partitions whose tracker is past what this process committed."""
+        with self.lock:
+            return {k: t.next for k, t in self.trackers.items()
+                    if t.next is not None and t.next > self.committed.get(k, -1)}
+
+
+# uid of a committer step -> its ledger in this process (pipelines built one after another in
+# one process, e.g. a streaming pipeline restarted after a broker outage, each have their own)
+_LEDGERS: dict[str, _Ledger] = {}
+_LEDGERS_LOCK = threading.Lock()
+_LEDGERS_MAX = 8
+
+
+def _ledger(uid: str) -> _Ledger:
+    with _LEDGERS_LOCK:
+        ledger = _LEDGERS.get(uid)
+        if ledger is None:
+            while len(_LEDGERS) >= _LEDGERS_MAX:
+                _LEDGERS.pop(next(iter(_LEDGERS)))
+            ledger = _LEDGERS[uid] = _Ledger()
+        return ledger
 
 
 class _CommitFn(beam.DoFn):
@@ -66,13 +127,14 @@ class _CommitFn(beam.DoFn):
     def __init__(self, kafka: KafkaConfig, dry_run: bool = False) -> None:
         self.kafka = kafka
         self.dry_run = dry_run
-        self.commits = Metrics.counter("copydesk.commit", "offset_commits")
-        self.commit_errors = Metrics.counter("copydesk.commit", "offset_commit_errors")
-        self.pending_ranges = Metrics.gauge("copydesk.commit", "pending_ack_ranges")
+        self._uid = uuid.uuid4().hex  # one per step, kept through pickling
+        self.commits = Metrics.counter(COMMIT_NS, OFFSET_COMMITS)
+        self.commit_errors = Metrics.counter(COMMIT_NS, OFFSET_COMMIT_ERRORS)
+        self.pending_ranges = Metrics.gauge(COMMIT_NS, PENDING_ACK_RANGES)
 
     def setup(self) -> None:
         self._consumer = None
-        self._to_commit: dict[str, int] = {}
+        self._ledger = _ledger(self._uid)
 
     def _client(self):
         from kafka import KafkaConsumer
@@ -86,30 +148,38 @@ class _CommitFn(beam.DoFn):
         log.debug("ack %s", element)
         key, (start, end, origin) = element
         stored = offsets.read()
-        tracker = OffsetTracker(*(stored or (None, None)))
-        if tracker.ack(start, end, origin):
-            self._to_commit[key] = tracker.next
-        offsets.write(tracker.state())
-        self.pending_ranges.set(len(tracker.pending))
+        ledger = self._ledger
+        with ledger.lock:
+            tracker = ledger.trackers.setdefault(key, OffsetTracker())
+            if stored:
+                tracker.merge(*stored)  # a snapshot another thread (or process) may have moved past
+            tracker.ack(start, end, origin)
+            state = tracker.state()
+        offsets.write(state)
+        self.pending_ranges.set(len(state[1]))
         return iter(())
 
     def finish_bundle(self) -> None:
-        if not self._to_commit or self.dry_run:
+        if self.dry_run:
             return
         from kafka.structs import OffsetAndMetadata
 
-        offsets = {}
-        for key, off in self._to_commit.items():
-            offsets[topic_partition(*split_tp_key(key))] = OffsetAndMetadata(off, "", -1)
-        try:
-            self._client().commit(offsets)
-        except Exception as exc:  # kept in _to_commit: the next bundle retries; nothing is lost
-            self.commit_errors.inc()
-            log.warning("offset commit failed (retried with the next bundle): %s", exc)
-            return
+        ledger = self._ledger
+        with ledger.commit_lock:
+            due = ledger.due()  # every partition behind, whichever instance acked it
+            if not due:
+                return
+            offsets = {topic_partition(*split_tp_key(k)): OffsetAndMetadata(off, "", -1) for k, off in due.items()}
+            try:
+                self._client().commit(offsets)
+            except Exception as exc:  # still due: the next bundle retries; nothing is lost
+                self.commit_errors.inc()
+                log.warning("offset commit failed (retried with the next bundle): %s", exc)
+                return
+            with ledger.lock:
+                ledger.committed.update(due)
         self.commits.inc()
-        log.debug("committed %s", self._to_commit)
-        self._to_commit = {}
+        log.debug("committed %s", due)
 
     def teardown(self) -> None:
         if getattr(self, "_consumer", None) is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.client import tp_key
+from copydesk.transforms.kafka.metrics import INPUT_PREFIX, READ_NS
 
 __all__ = ["UNBOUNDED", "KafkaConfig", "ReadConfig", "PartitionSpec", "KafkaRecord"]
 
@@ -61,8 +62,8 @@ class ReadConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     # Counters: "<namespace>/<prefix>_records_read" etc. An auxiliary read (the fingerprint
     # topic) counts under other names, so it is not taken for input (idle detection, metrics).
-    counter_namespace: str = "copydesk.read"
-    counter_prefix: str = "kafka"
+    counter_namespace: str = READ_NS
+    counter_prefix: str = INPUT_PREFIX
 
 
 @dataclass(frozen=True)

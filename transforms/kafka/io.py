@@ -50,6 +50,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.client import advance_watermark, partitions_for, topic_partition, tp_key
 from copydesk.transforms.kafka.config import UNBOUNDED, KafkaConfig, KafkaRecord, PartitionSpec, ReadConfig
+from copydesk.transforms.kafka.metrics import BYTES_READ, IDLE_POLLS, RECORDS_READ, read_counter
+from copydesk.transforms.stage_metrics import WRITE_NS, records_written
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +191,9 @@ class _ReadPartitionFn(beam.DoFn):
         self._positions: dict[str, int] = {}
         self._last_data: dict[str, float] = {}
         ns, pre = read.counter_namespace, read.counter_prefix
-        self.records_read = Metrics.counter(ns, f"{pre}_records_read")
-        self.bytes_read = Metrics.counter(ns, f"{pre}_bytes_read")
-        self.idle_polls = Metrics.counter(ns, f"{pre}_idle_polls")
+        self.records_read = Metrics.counter(ns, read_counter(pre, RECORDS_READ))
+        self.bytes_read = Metrics.counter(ns, read_counter(pre, BYTES_READ))
+        self.idle_polls = Metrics.counter(ns, read_counter(pre, IDLE_POLLS))
 
     def setup(self) -> None:
         self._consumers = {}
@@ -367,7 +369,7 @@ class _KafkaWriteFn(beam.DoFn):
         self.encode = encode
         self.key_of = key_of
         self.producer_config = producer_config or {}
-        self.written = Metrics.counter("copydesk.write", f"records_written_{topic}")
+        self.written = Metrics.counter(WRITE_NS, records_written(topic))
 
     def setup(self) -> None:
         from kafka import KafkaProducer

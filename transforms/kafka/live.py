@@ -39,6 +39,7 @@ from copydesk.schemas.records import SourceRef
 from copydesk.transforms.kafka.client import advance_watermark, partitions_for, split_tp_key, topic_partition, tp_key
 from copydesk.transforms.kafka.config import KafkaConfig, KafkaRecord, ReadConfig
 from copydesk.transforms.kafka.io import draining, resolve_partitions
+from copydesk.transforms.kafka.metrics import BYTES_READ, HELD_BACK, IDLE_POLLS, RECORDS_READ, read_counter
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,10 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self.kafka = kafka
         self.read = read
         ns, pre = read.counter_namespace, read.counter_prefix
-        self.records_read = Metrics.counter(ns, f"{pre}_records_read")
-        self.bytes_read = Metrics.counter(ns, f"{pre}_bytes_read")
-        self.idle_polls = Metrics.counter(ns, f"{pre}_idle_polls")
-        self.held_back = Metrics.counter(ns, f"{pre}_held_back")
+        self.records_read = Metrics.counter(ns, read_counter(pre, RECORDS_READ))
+        self.bytes_read = Metrics.counter(ns, read_counter(pre, BYTES_READ))
+        self.idle_polls = Metrics.counter(ns, read_counter(pre, IDLE_POLLS))
+        self.held_back = Metrics.counter(ns, read_counter(pre, HELD_BACK))
 
     def setup(self) -> None:
         self._consumer = None
@@ -137,8 +138,13 @@ class _ReadAllPartitionsFn(beam.DoFn):
 
         if self._consumer is None:
             self._assigned = {}
+            # auto_offset_reset "none": kafka-python's default ("latest") moves a position it
+            # finds out of range, or truncated (KIP-320 validation after a leader change), to the
+            # partition's end without a word, and the records in between are never read while
+            # the acks of the next ones cover them. Here it raises, and _reposition decides.
             self._consumer = KafkaConsumer(
                 group_id=None, enable_auto_commit=False, isolation_level=self.read.isolation_level,
+                auto_offset_reset="none",
                 fetch_max_wait_ms=100, max_poll_records=self.read.max_records_per_call,
                 max_partition_fetch_bytes=max(self.read.max_message_bytes, 1 << 20),
                 fetch_max_bytes=max(self.read.max_message_bytes * 2, 50 << 20),
@@ -205,6 +211,46 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 consumer.resume(tp)
                 self._paused.discard(key)
 
+    def _reposition(self, pos: dict[str, tuple[int, int]], exc: Exception) -> None:
+        """A poll raised: a position is out of its partition's range, or the log was truncated
+        below it (KIP-320). The read moves on only where the partition no longer holds the
+        position: below its beginning (deleted by retention: the consumer goes to the beginning,
+        and the next record's ``covers_from`` covers the gone offsets, so the commit can pass
+        them), past its end or past the point where the log diverged (truncated: what comes next
+        is read from there). Else the consumer goes back to the position the restriction holds
+        (a broker that has just started can answer so for a moment). Each case is logged."""
+        diverged = getattr(exc, "divergent_offsets", None)
+        named = diverged if diverged is not None else (exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {})
+        keys = {tp_key(tp.topic, tp.partition): tp for tp in named if tp_key(tp.topic, tp.partition) in pos}
+        if not keys:
+            keys = {k: topic_partition(*split_tp_key(k)) for k in pos}
+        tps = list(keys.values())
+        try:
+            begin, end = self._group.beginning_offsets(tps), self._group.end_offsets(tps)
+        except Exception as lookup:  # the broker is away: back to the same positions, asked again later
+            log.debug("partition range unknown: %r", lookup)
+            begin, end = {}, {}
+        for key, tp in keys.items():
+            nxt, origin = pos[key]
+            cut = getattr((diverged or {}).get(tp), "offset", None)
+            lo, hi = begin.get(tp), end.get(tp)
+            if cut is not None and cut < nxt:
+                hi = cut if hi is None else min(hi, cut)
+            seek = nxt
+            if lo is not None and nxt < lo:
+                log.warning("reader: %s: offsets %d..%d are gone (retention); reading on from %d", key, nxt, lo - 1, lo)
+                seek = lo
+            elif hi is not None and nxt > hi:
+                log.warning("reader: %s: the log was cut back to %d, below the position %d; reading from %d",
+                            key, hi, nxt, hi)
+                seek = nxt = hi
+            else:
+                log.warning("reader: %s at %d: %s (the partition holds %s..%s); reading on from %d",
+                            key, nxt, type(exc).__name__, lo, hi, nxt)
+            pos[key] = (nxt, origin)
+            self._consumer.seek(tp, seek)
+            self._assigned[key] = nxt  # where the restriction is; the consumer may be past a gone range
+
     def _watchdog(self, pos: dict[str, tuple[int, int]]) -> None:
         """Polls that return nothing while a partition (not paused) has messages past its
         position for 5 s: the consumer is rebuilt (kafka-python 3 was seen to stop returning
@@ -238,6 +284,8 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 tracker=beam.DoFn.RestrictionParam(_PositionsProvider()),
                 watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
                 ) -> Iterator[Any]:
+        from kafka import errors
+
         restriction = tracker.current_restriction()
         if draining():
             tracker.try_claim(None)
@@ -258,7 +306,11 @@ class _ReadAllPartitionsFn(beam.DoFn):
         while emitted < self.read.max_records_per_call and time.monotonic() < deadline:
             self._apply_back_pressure(pos)
             asked = self.read.max_records_per_call - emitted
-            polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
+            try:
+                polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
+            except (errors.OffsetOutOfRangeError, errors.LogTruncationError) as exc:
+                self._reposition(pos, exc)
+                break
             if not polled:
                 self.idle_polls.inc()
                 self._watchdog(pos)

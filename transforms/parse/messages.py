@@ -19,7 +19,8 @@ from apache_beam.metrics import Metrics
 
 from copydesk.schemas.codec import dead_letter
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import DeadLetter, InputMessage, SourceRef
+from copydesk.schemas.records import DeadLetter, Envelope, InputMessage, SourceRef
+from copydesk.transforms.parse.metrics import MESSAGES_PARSED, MESSAGES_REJECTED, PARSE_NS
 from copydesk.transforms.stage_metrics import log_fields
 from copydesk.transforms.urls import InvalidURL, parse_url
 
@@ -114,8 +115,8 @@ class _ParseFn(beam.DoFn):
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.parsed = Metrics.counter("copydesk.parse", "messages_parsed")
-        self.rejected = Metrics.counter("copydesk.parse", "messages_rejected")
+        self.parsed = Metrics.counter(PARSE_NS, MESSAGES_PARSED)
+        self.rejected = Metrics.counter(PARSE_NS, MESSAGES_REJECTED)
 
     def setup(self) -> None:
         crash_on = os.environ.get(TEST_CRASH_ENV) or None
@@ -137,14 +138,14 @@ class _ParseFn(beam.DoFn):
             out = dead_letter(Stage.PARSE, Reason.INTERNAL, f"{type(exc).__name__}: {exc}", ref=ref, raw=value)
         if isinstance(out, DeadLetter):
             self.rejected.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, out)
+            yield beam.pvalue.TaggedOutput(self.DEAD, Envelope(out, ref))
         else:
             self.parsed.inc()
             yield out
 
 
 class ParseMessages(beam.PTransform):
-    """(value, SourceRef) -> (InputMessage, DeadLetter)."""
+    """(value, SourceRef) -> (InputMessage, Envelope of a DeadLetter)."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         super().__init__()

@@ -25,8 +25,9 @@ from apache_beam.metrics import Metrics
 
 from copydesk.schemas.codec import dead_letter
 from copydesk.schemas.reasons import Reason, Stage
-from copydesk.schemas.records import DeadLetter, FetchedPage, SourceRef
+from copydesk.schemas.records import DeadLetter, Envelope, FetchedPage, SourceRef
 from copydesk.schemas.codec import page_from_raw_record
+from copydesk.transforms.parse.metrics import MESSAGES_REJECTED, PARSE_NS, RAW_PAGES_READ
 
 
 def parse_raw_page(value: bytes | str | None, ref: SourceRef = SourceRef()) -> FetchedPage | DeadLetter:
@@ -63,22 +64,22 @@ class _ParseRawPageFn(beam.DoFn):
     DEAD = "dead_letter"
 
     def __init__(self) -> None:
-        self.pages = Metrics.counter("copydesk.parse", "raw_pages_read")
-        self.rejected = Metrics.counter("copydesk.parse", "messages_rejected")
+        self.pages = Metrics.counter(PARSE_NS, RAW_PAGES_READ)
+        self.rejected = Metrics.counter(PARSE_NS, MESSAGES_REJECTED)
 
     def process(self, element):
         value, ref = element
         out = parse_raw_page(value, ref)
         if isinstance(out, DeadLetter):
             self.rejected.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, out)
+            yield beam.pvalue.TaggedOutput(self.DEAD, Envelope(out, ref))
         else:
             self.pages.inc()
             yield out
 
 
 class ParseRawPages(beam.PTransform):
-    """(value, SourceRef) of the raw-pages archive -> (FetchedPage, DeadLetter)."""
+    """(value, SourceRef) of the raw-pages archive -> (FetchedPage, Envelope of a DeadLetter)."""
 
     def expand(self, pcoll):
         out = pcoll | "ParseRawPage" >> beam.ParDo(_ParseRawPageFn()).with_outputs(_ParseRawPageFn.DEAD, main="pages")
