@@ -45,6 +45,7 @@ from copydesk.transforms.dedup.minhash import (  # noqa: E402
     overlap,
     shingle_hashes,
     similarity,
+    sketch,
 )
 
 
@@ -64,7 +65,9 @@ def peak_rss_mb() -> float:
 def _members(vs: list[Variant], cfg: DedupConfig) -> dict[str, Member]:
     out = {}
     for v in vs:
-        sig, nsh, ents = features(v.text, cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k)
+        # the high bits of 64 minima: enough for every band count the sweep tries
+        sig, nsh, ents, hi, lead = sketch(v.text, cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k,
+                                          64)
         out[v.doc_id] = Member(
             token=v.doc_id,
             id="u:" + v.doc_id,
@@ -76,6 +79,8 @@ def _members(vs: list[Variant], cfg: DedupConfig) -> dict[str, Member]:
             content_hash=content_hash(v.text),
             nsh=nsh,
             ents=ents,
+            hi=hi,
+            lead=lead,
         )
     return out
 
@@ -158,6 +163,8 @@ SWEEP = (
     ("roundup_cover", (0.8, 0.85, 0.9, 0.95, 1.01)),
     ("roundup_extra", (0.05, 0.1, 0.15, 0.2)),
     ("roundup_share", (0.3, 0.4, 0.5, 0.6)),
+    ("expansion_lead", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)),
+    ("bands", (16, 24, 32, 48, 64)),
 )
 
 
@@ -211,8 +218,12 @@ def bench_quality(args: argparse.Namespace) -> DedupConfig | None:
     for name, prs_ in (("test half (unseen by the sweep)", test), ("all pairs", prs)):
         _print_confusion(f"chosen rule, {name}: per pair, each pair on its own",
                          _confusion(prs_, _pair_matches(prs_, base, cfg0)))
-    old = dataclasses.replace(cfg0, bands=32, rows=4, containment=1.01, version_overlap=1.01, roundup_cover=1.01)
-    _print_confusion("the previous rule (Jaccard >= 0.5, 32 x 4 bands), all pairs",
+    last = dataclasses.replace(cfg0, bands=64, rows=2, expansion_lead=0.0)
+    _print_confusion("the previous rule (64 x 2 bands of 16-bit values, no lead test), all pairs",
+                     _confusion(prs, _pair_matches(prs, base, last)))
+    old = dataclasses.replace(cfg0, bands=32, rows=4, containment=1.01, version_overlap=1.01, roundup_cover=1.01,
+                              expansion_lead=0.0)
+    _print_confusion("the first rule (Jaccard >= 0.5, 32 x 4 bands), all pairs",
                      _confusion(prs, _pair_matches(prs, base, old)))
 
     by_time = sorted(vs, key=lambda v: (v.offset_s, v.doc_id))
@@ -274,11 +285,11 @@ def bench_core(args: argparse.Namespace) -> None:
                 ring = (ring + 1) % 2000
         t0 = time.perf_counter()
         hs = shingle_hashes(toks, cfg.shingle_size)
-        sig = mh.signature(hs)
+        sig, hi, lead = mh.parts(hs, cfg.n_hi)
         nsh = int(np.unique(hs).size)
         t1 = time.perf_counter()
         m = Member(f"t{i}", f"{i:032x}", i, ts, sig, f"d{i % 500}.example", i % 50 == 0, f"{i:032x}", nsh=nsh,
-                   ents=ents[i % len(ents)])
+                   ents=ents[i % len(ents)], hi=hi, lead=lead)
         d = idx.process(m)
         t2 = time.perf_counter()
         matched += d.matched > 0
@@ -346,9 +357,12 @@ def _baseline(ref: str) -> Any:
     d = Path(tempfile.mkdtemp(prefix="dedup-baseline-")) / "baseline_dedup"
     d.mkdir()
     (d / "__init__.py").write_text("")
-    for mod in ("core", "coders", "minhash", "stage"):
-        src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:transforms/dedup/{mod}.py"],
-                             capture_output=True, text=True, check=True).stdout
+    for mod in ("core", "coders", "minhash", "stage", "metrics"):
+        got = subprocess.run(["git", "-C", str(root), "show", f"{ref}:transforms/dedup/{mod}.py"],
+                             capture_output=True, text=True)
+        if got.returncode:
+            continue  # a module the ref does not have
+        src = got.stdout
         (d / f"{mod}.py").write_text(src.replace("copydesk.transforms.dedup.", "baseline_dedup."))
     sys.path.insert(0, str(d.parent))
     return importlib.import_module("baseline_dedup.stage")
@@ -368,16 +382,44 @@ def _runner_options(runner: str) -> Any:
 
 
 
+STATE_CALLS: Counter = Counter()
+
+
+def count_state_calls() -> None:
+    """Count the SDK harness's state requests (``GrpcStateHandler._request``: every get,
+    append and clear the runner answers; the SDK worker runs in this process on both local
+    runners) by kind and state type, into :data:`STATE_CALLS`. Each is a round trip to the
+    runner (Prism gives no cache tokens, so nothing is served from the SDK's cache)."""
+    from apache_beam.runners.worker import sdk_worker
+
+    h = sdk_worker.GrpcStateHandler
+    if getattr(h, "_counted", False):
+        return
+    orig = h._request
+
+    def _request(self, request):  # type: ignore[no-untyped-def]
+        typ = request.state_key.WhichOneof("type")
+        tid = getattr(getattr(request.state_key, typ), "transform_id", "") if typ else ""
+        STATE_CALLS[(request.WhichOneof("request"), typ)] += 1
+        STATE_CALLS[(request.WhichOneof("request"), typ, tid)] += 1
+        return orig(self, request)
+
+    h._request, h._counted = _request, True
+
+
 def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
               runner: str = "fnapi") -> tuple[float, float, dict[str, float]]:
     """(wall s, CPU s of this process, gauges) of Create -> [Deduplicate] -> Count;
-    ``stage`` is the module holding ``Deduplicate`` (None: a pass-through Map)."""
+    ``stage`` is the module holding ``Deduplicate`` (None: a pass-through Map). The state
+    calls of the run are in :data:`STATE_CALLS` afterwards."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
 
     from copydesk.schemas.records import Envelope, SourceRef
 
     name, opts = _runner_options(runner)
+    count_state_calls()
+    STATE_CALLS.clear()
     t0, c0 = time.perf_counter(), time.process_time()
     p = beam.Pipeline(runner=name, options=opts)
     pc = p | beam.Create([Envelope(r, SourceRef("t", 0, r.offset)) for r in recs], reshuffle=False)
@@ -425,6 +467,7 @@ def bench_beam(args: argparse.Namespace) -> None:
     for runner in args.runners.split(","):
         _beam_run(recs[:50], new_stage, cfg, seeds, runner)  # warm-up: imports, numpy, first pipeline
         bw, bc, _ = _beam_run(recs, None, None, None, runner)
+        base_calls = Counter({k: v for k, v in STATE_CALLS.items() if len(k) == 2})
         print(f"beam on {runner}: {n:,} records (state cache {'on' if args.state_cache else 'off'}, "
               f"{'no seed input' if seeds is None else f'{len(seeds):,} seeds'}); pass-through pipeline {bw:.1f} s "
               f"({bc:.1f} s CPU here)")
@@ -432,6 +475,10 @@ def bench_beam(args: argparse.Namespace) -> None:
             c = mod.DedupConfig() if mod is not new_stage else cfg
             dw, dc, g = _beam_run(recs, mod, c, seeds, runner)
             sw, sc = dw - bw, dc - bc
+            calls = Counter({k: v for k, v in STATE_CALLS.items() if len(k) == 2})
+            calls.subtract(base_calls)
+            user = sum(v for (_op, typ), v in calls.items() if typ and "user_state" in typ)
+            calls_txt = ", ".join(f"{op} {typ} {v:,}" for (op, typ), v in sorted(calls.items()) if v)
             state = ""
             if g.get("index_members"):
                 state = (f"; state {g['index_log_bytes'] / g['index_members']:,.0f} bytes per member held "
@@ -440,6 +487,97 @@ def bench_beam(args: argparse.Namespace) -> None:
             print(f"  {label}: {dw:.1f} s wall ({dc:.1f} s CPU here) = {n / dw:,.0f} records/s end to end; "
                   f"stage alone {sw:.1f} s = {1000 * sw / n:.2f} ms/record ({1000 * sc / n:.2f} ms CPU here){state}; "
                   f"peak RSS so far {peak_rss_mb():.0f} MiB", flush=True)
+            print(f"    state calls beyond the pass-through: {user / n:.3f} keyed-state calls per record "
+                  f"({calls_txt})", flush=True)
+
+
+# --- the job on Prism: keyed-state calls per record in a streaming run -------------------------
+
+
+def bench_job(args: argparse.Namespace) -> None:
+    """The whole job (``run_job``, Prism, the SDK harness in this process) on a real Kafka
+    node (``tests/realkafka.py``): ``--job-copies`` x the fundus pages as ``{"url", "html"}``
+    messages (no fetching) under distinct URLs (so copy 2 onwards are exact copies of copy
+    1), ``--job-rounds`` restarts (each a new job: state empty, restored from
+    ``--fingerprint-topic``). Prints the state requests the SDK harness made per record by
+    kind (the dedup index's keyed state, the side input of seeds), the index step's bundles
+    and records per bundle, and the dedup stage's CPU per record (its two DoFns timed in
+    process)."""
+    import uuid
+
+    import orjson
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from realkafka import KafkaBroker
+
+    from copydesk.pipelines.demo.broker import create_topics
+    from copydesk.pipelines.job import run_job
+    from copydesk.transforms.dedup import stage as st
+
+    fundus = Path(__file__).resolve().parents[2] / "shared" / "eval" / "fundus" / "html"
+    import gzip
+
+    files = sorted(fundus.glob("*.html*"))
+    if not files:
+        print(f"job: {fundus} absent, skipped")
+        return
+    htmls = [(gzip.open(f).read() if f.suffix == ".gz" else f.read_bytes()).decode("utf-8", "replace") for f in files]
+    count_state_calls()
+    timing = Counter()
+
+    orig_batch, orig_member = st._Index._batch, st.member_for
+
+    def batch(self, element, *a):  # type: ignore[no-untyped-def]
+        t0 = time.process_time()
+        out = list(orig_batch(self, element, *a))
+        timing["index"] += time.process_time() - t0
+        timing["index_calls"] += 1
+        timing["index_records"] += len(element[1])
+        return out
+
+    def member(*a, **kw):  # type: ignore[no-untyped-def]
+        t0 = time.process_time()
+        m = orig_member(*a, **kw)
+        timing["prepare"] += time.process_time() - t0
+        return m
+
+    st._Index._batch, st.member_for = batch, member  # the index step's batches, Prepare's features
+    with KafkaBroker() as broker:
+        run = uuid.uuid4().hex[:8]
+        t = {n: f"dd-{run}-{n}" for n in ("in", "out", "dead", "fp")}
+        create_topics(broker.bootstrap, list(t.values()), partitions=1)
+        from kafka import KafkaProducer
+
+        prod = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, max_request_size=32 << 20)
+        argv = ["--bootstrap-servers", broker.bootstrap, "--input-topic", t["in"], "--group-id", f"g-{run}",
+                "--output-topic", t["out"], "--dead-letter-topic", t["dead"], "--fingerprint-topic", t["fp"],
+                "--extract-workers", "0"]
+        for rnd in range(args.job_rounds):
+            for c in range(args.job_copies):
+                for i, h in enumerate(htmls):
+                    prod.send(t["in"], orjson.dumps({"url": f"https://bench.test/{rnd}/{c}/{i}", "html": h}))
+            prod.flush()
+            STATE_CALLS.clear()
+            timing.clear()
+            t0 = time.perf_counter()
+            run_job(argv, exit_when_idle=True)
+            wall = time.perf_counter() - t0
+            n = timing["index_records"]
+            mine = {k: v for k, v in STATE_CALLS.items() if len(k) == 3 and "Dedup" in k[2]}  # the dedup stage's
+            user = sum(v for (_op, typ, _t), v in mine.items() if typ == "bag_user_state")
+            side = sum(v for (_op, typ, _t), v in mine.items() if typ and "side_input" in typ)
+            detail = ", ".join(f"{op} {typ} {v:,}" for (op, typ, _t), v in sorted(mine.items()) if v)
+            others = sum(v for k, v in STATE_CALLS.items() if len(k) == 3 and "Dedup" not in k[2])
+            bundles = sum(v for (op, typ, _t), v in mine.items() if op == "append" and typ == "bag_user_state")
+            print(f"job round {rnd + 1} (Prism, {len(htmls) * args.job_copies:,} messages, "
+                  f"{'no seeds' if rnd == 0 else 'seeded from the fingerprint topic'}): {n:,} records decided in "
+                  f"{timing['index_calls']:,.0f} batches ({n / max(1, timing['index_calls']):.1f} records per batch) and "
+                  f"{bundles:,} bundles (one log append each: {n / max(1, bundles):.1f} records per bundle); the dedup stage's keyed-state calls {user / max(1, n):.3f} per record, side-input calls "
+                  f"{side / max(1, n):.3f} per record ({detail}; the rest of the job: {others / max(1, n):.3f} "
+                  f"state calls per record); dedup CPU per record: Prepare's "
+                  f"features {1e3 * timing['prepare'] / max(1, n):.2f} ms + Index {1e3 * timing['index'] / max(1, n):.2f} ms; "
+                  f"job wall {wall:.1f} s", flush=True)
+        prod.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -450,6 +588,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="synthetic records per second of event time (core)")
     ap.add_argument("--dup-every", type=int, default=4, help="every n-th record is a copy (core)")
     ap.add_argument("--beam-records", type=int, default=20_000)
+    ap.add_argument("--job-copies", type=int, default=2, help="job: copies of the fundus pages per round")
+    ap.add_argument("--job-rounds", type=int, default=2, help="job: rounds (each a new job, seeded)")
     ap.add_argument("--runners", default="fnapi,prism", help="beam: fnapi and/or prism (the binary the job finds: pipelines/job.py find_prism)")
     ap.add_argument("--baseline", default="d844a8f", help="beam: also time the stage of this git ref ('' for none)")
     ap.add_argument("--state-cache", action="store_true",
@@ -467,6 +607,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_core(args)
     if "beam" in parts:
         bench_beam(args)
+    if "job" in parts:
+        bench_job(args)
 
 
 if __name__ == "__main__":

@@ -247,3 +247,72 @@ def test_many_seeds_marker_merge_once_per_key() -> None:
     assert all(r.duplicate_of == first[0].id and not r.is_canonical for r in out)
     assert all(r.cluster_outlets[0] == "apnews.com" and len(r.cluster_outlets) == len(set(r.cluster_outlets))
                for r in out)
+
+
+class _Bag:
+    """A bag or read-modify-write state of one key, as a bundle sees it (the SDK's user state
+    commits a bundle's writes at its end; here they apply at once)."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def read(self):  # a bag's read; also ReadModifyWriteState.read below
+        return list(self.items)
+
+    def add(self, v) -> None:
+        self.items.append(v)
+
+    def clear(self) -> None:
+        self.items = []
+
+
+class _Value(_Bag):
+    def read(self):
+        return self.items[0] if self.items else None
+
+    def write(self, v) -> None:
+        self.items = [v]
+
+
+def test_index_state_protocol_version_written_and_rebuilt_from_the_log() -> None:
+    """The index step's state (docs/dedup.md): the first batch writes a version; later
+    batches on the same worker only append to the log (no version write); a worker that
+    did not write the state's version (another worker, a restart, here a fresh DoFn) rebuilds
+    its index from the log, not from the seeds, so earlier members still match."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    from copydesk.transforms.dedup import stage as st
+
+    cfg = DedupConfig()
+    prep = st._Prepare(cfg)
+    s1, s2 = story(11), story(12)
+
+    def batch(recs: list[ArticleRecord]) -> tuple[int, list]:
+        prep.start_bundle()
+        for r in recs:
+            assert not list(prep.process(envelope(r), ts=Timestamp(1_700_000_000), win=GlobalWindow()))
+        (wv,) = list(prep.finish_bundle())
+        return wv.value
+
+    log, ver = _Bag(), _Value()
+
+    def bundle(fn: st._Index, recs: list[ArticleRecord]) -> list[ArticleRecord]:  # one batch, one bundle
+        fn.start_bundle()
+        return [e.record for e in fn._batch(batch(recs), log, ver, None)]
+
+    a = st._Index(cfg)
+    out1 = bundle(a, [rec("x", "a.example", s1, 0, 0)])
+    v1 = ver.read()
+    assert v1 and len(log.items) == 1 and out1[0].cluster_id == out1[0].id
+    out2 = bundle(a, [rec("y", "b.example", s2, 1, 1)])
+    assert ver.read() == v1 and len(log.items) == 2 and out2[0].cluster_id == out2[0].id  # append only
+    b = st._Index(cfg)  # another worker: its own uid, no index in this process for it
+    b._uid = "0" * 32  # (another step uid: its version tag differs too)
+    out3 = bundle(b, [rec("z", "c.example", wrap(s1), 2, 2)])
+    assert out3[0].cluster_id == out1[0].id  # found through the log
+    assert ver.read() not in (None, v1) and len(log.items) == 3  # b wrote its version
+    out4 = bundle(a, [rec("w", "d.example", wrap(s2), 3, 3)])
+    assert out4[0].cluster_id == out2[0].id  # a saw b's version: rebuilt from the log
+    assert [str(r.id) for r in out3 + out4]  # every record came out
+

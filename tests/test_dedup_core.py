@@ -23,6 +23,7 @@ from copydesk.transforms.dedup.core import (  # noqa: E402
     fingerprint_entry,
     key_values,
     member_from_entry,
+    relation,
 )
 from copydesk.transforms.dedup.stage import annotate, member_for  # noqa: E402
 from copydesk.transforms.dedup.minhash import (  # noqa: E402
@@ -34,10 +35,12 @@ from copydesk.transforms.dedup.minhash import (  # noqa: E402
     entity_containment,
     features,
     jaccard,
+    lead_share,
     normalized_words,
     overlap,
     shingle_hashes,
     similarity,
+    sketch,
     tokens,
 )
 
@@ -46,9 +49,9 @@ CFG = DedupConfig()
 
 def mem(tok: str, text: str, stamp: int, domain: str = "x.com", ts: float = 1000.0, id_: str | None = None,
         cfg: DedupConfig = CFG) -> Member:
-    sig, nsh, ents = features(text, cfg.shingle_size, 1, cfg.num_perm, cfg.seed, cfg.entity_k)
+    sig, nsh, ents, hi, lead = sketch(text, cfg.shingle_size, 1, cfg.num_perm, cfg.seed, cfg.entity_k, cfg.n_hi)
     return Member(tok, id_ or f"id-{tok}", stamp, ts, sig, domain, domain in cfg.agency_domains, content_hash(text),
-                  nsh=nsh, ents=ents)
+                  nsh=nsh, ents=ents, hi=hi, lead=lead)
 
 
 def test_one_word_normaliser_for_dedup_and_the_content_hash() -> None:
@@ -269,17 +272,74 @@ def test_fingerprint_entry_restores_index() -> None:
     annotated = annotate(r, m, decide(m, {}, CFG))
     entry = fingerprint_entry(annotated)
     assert set(entry) == {"v", "id", "cluster_id", "canonical", "fp", "domain", "ts", "agency", "content_hash", "n",
-                          "ents"}
-    assert entry["agency"] and entry["cluster_id"] == r.id and len(entry["fp"]) < 400
+                          "ents", "hi", "lead"}
+    assert entry["v"] == 3 and entry["agency"] and entry["cluster_id"] == r.id and len(entry["fp"]) < 400
     seed = member_from_entry(entry)
     assert seed.sig == m.sig and seed.ts == m.ts and seed.nsh == m.nsh > 0 and seed.ents == m.ents
-    old_entry = {k: v for k, v in entry.items() if k not in ("n", "ents")}  # format 1: still restores
+    assert seed.hi == m.hi and len(seed.hi) == 2 * CFG.bands and seed.lead == m.lead and len(seed.lead) == 16
+    old_entry = {k: v for k, v in entry.items() if k not in ("n", "ents", "hi", "lead")}  # format 1: still restores
     assert member_from_entry(old_entry).nsh == 0 and member_from_entry(old_entry).sig == m.sig
-    idx = DedupIndex(CFG)
-    idx.add_seed(seed._replace(cluster_id="cluster-before-restart"))
     copy = rec("copy", "x.com", wrap(s), minute=30)
-    d = idx.process(member_for(copy, CFG))
-    assert d.cluster_id == "cluster-before-restart" and d.duplicate_of == r.id and d.duplicate_kind == "near"
+    # format 3 (full band minima), format 2 (no hi, no lead: found through its 2-row bands)
+    for e in (entry, {k: v for k, v in entry.items() if k not in ("hi", "lead")}):
+        idx = DedupIndex(CFG)
+        idx.add_seed(member_from_entry(e)._replace(cluster_id="cluster-before-restart"))
+        d = idx.process(member_for(copy, CFG))
+        assert d.cluster_id == "cluster-before-restart" and d.duplicate_of == r.id and d.duplicate_kind == "near"
+
+
+def test_band_keys_are_full_minima_and_older_members_are_still_found() -> None:
+    """rows=1: a band is one permutation's 32-bit minimum (a pair sharing one becomes a
+    candidate); a member without hi (an older entry) is kept under 2-row bands, which a live
+    record probes only while such members are in the index."""
+    s = story(81, 400)
+    a = mem("a", s, 1, "a.com")
+    assert len(a.hi) == 2 * CFG.bands
+    keys = dict(key_values(a, CFG))
+    lo = np.frombuffer(a.sig, dtype="<u2")
+    assert [keys[i] for i in range(CFG.bands)] == [int(h) << 16 | int(v) for h, v in
+                                                    zip(np.frombuffer(a.hi, dtype="<u2"), lo)]
+    legacy = a._replace(hi=b"", lead=b"")
+    assert all(i >= CFG.bands for i, _ in key_values(legacy, CFG)) and len(key_values(legacy, CFG)) == CFG.bands + 2
+    idx = DedupIndex(CFG, capacity=16)
+    idx.add_seed(legacy)
+    assert idx._n_legacy == 1
+    for i in range(40):  # the ring grows (keys rebuilt from the arrays) twice
+        idx.process(mem(f"o{i}", story(200 + i, 120), 10 + i, "o.com", ts=1000.5))
+    assert idx._cap > 16 and idx._n_legacy == 1
+    b = mem("b", wrap(s), 2, "b.com", ts=1001.0)
+    assert idx.process(b).cluster_id == "id-a"
+    assert idx.process(mem("b2", wrap(story(205, 120)), 99, "p.com", ts=1001.0)).cluster_id == "id-o5"
+    far = mem("c", story(82), 3, ts=1000.0 + 8 * 86400)  # past the horizon: the older member is released
+    idx.process(far)
+    assert idx._n_legacy == 0
+
+
+def test_lead_bits_say_where_the_minimum_lies() -> None:
+    s = story(83, 400)
+    sk = sketch(s, 5, 1, 128, 1, 48, 32)
+    bits = np.unpackbits(np.frombuffer(sk.lead, dtype=np.uint8), bitorder="little")
+    assert len(sk.lead) == 16 and 0.3 < bits.mean() < 0.7  # about half the minima in each half
+    ws = s.split()
+    first, second = " ".join(ws[:200]), " ".join(ws[200:])
+    a = sketch(first, 5, 1, 128, 1, 48, 32)
+    b = sketch(second, 5, 1, 128, 1, 48, 32)
+    assert lead_share(a.sig, sk.sig, sk.lead) > 0.9 and lead_share(b.sig, sk.sig, sk.lead) < 0.1
+    assert lead_share(a.sig, sk.sig, b"") is None
+
+
+def test_a_page_carrying_a_short_page_in_its_back_half_is_not_its_expansion() -> None:
+    """One site: a short first item and the full story that starts with it match (an update);
+    a page that carries the short page after text of its own (a compilation) does not."""
+    item = named_story(84, 150)
+    rest = named_story(85, 450)
+    short = mem("short", item, 1, "apnews.com")
+    full = mem("full", item + "\n" + rest, 2, "apnews.com", ts=1001.0)
+    compil = mem("compil", rest + "\n" + item, 2, "apnews.com", ts=1001.0)
+    assert relation(full, short, CFG) == "update"
+    assert relation(compil, short, CFG) is None
+    assert relation(compil, short, dataclasses.replace(CFG, expansion_lead=0.0)) == "update"
+    assert relation(compil._replace(domain="other.example"), short, CFG) == "near"  # between sites: a copy
 
 
 # --- containment, versions, roundups -------------------------------------------------------

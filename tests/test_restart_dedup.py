@@ -13,16 +13,12 @@ from copydesk.pipelines.demo.site import site_root
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-# On Prism this is flaky (seen failing 3 times in 5 runs at the end of the session, not yet
-# explained): after the restart the copy sometimes starts a cluster of its own although the
-# fingerprint topic holds the first copy's entry. The micro-batch runner must pass; on Prism the
-# test runs and is marked xfail (non-strict, so it reports when it holds); docs/runners.md.
-@pytest.mark.parametrize("runner", [
-    "micro-batch",
-    pytest.param("prism", marks=pytest.mark.xfail(
-        strict=False, reason="known gap on Prism: the start-up seed read of the fingerprint topic is sometimes "
-                             "not seen by the first records (docs/runners.md)")),
-])
+# Both runners must pass. On Prism this was flaky (3 failures in 5 runs): the start-up read of
+# the fingerprint topic advanced its watermark on its first, empty poll, before it had read the
+# entries, and Prism runs a stage as soon as its side inputs' watermarks pass its input's, so
+# the copy was decided against no seeds. The reader now holds its watermark until it has read
+# to the partition's end (transforms/kafka/io.py); docs/runners.md.
+@pytest.mark.parametrize("runner", ["micro-batch", "prism"])
 def test_copy_after_restart_joins_the_first_copys_cluster(broker, topics, producer, site, runner, monkeypatch):
     if runner == "micro-batch":
         monkeypatch.setenv("COPYDESK_PRISM", "off")

@@ -47,7 +47,9 @@ from copydesk.transforms.dedup.minhash import (
     encode_signature,
     entity_containment,
     features,
+    lead_share,
     overlap,
+    sketch,
     similarity,
 )
 
@@ -100,7 +102,16 @@ class DedupConfig:
         agency's pattern), matched as an update.
     entity_k / min_entities: size of the entity sketch (bottom-k of 16-bit hashes); the
         version signal needs at least ``min_entities`` names in both bodies.
+    expansion_lead: two pages of one site where the smaller is at most ``roundup_share`` of the
+        larger (a short first item and its expansion, or a page quoting part of another) match
+        only when at least this share of the text they share lies in the larger page's first
+        half (:func:`~copydesk.transforms.dedup.minhash.lead_share`): an expansion starts with
+        its first item, a roundup or compilation carries other pages' text after its own.
     num_perm / bands / rows: MinHash permutations and LSH banding (``bands * rows <= num_perm``).
+        ``rows=1``: a band is one permutation's full 32-bit minimum (the signature keeps its
+        low 16 bits, the member ``hi`` the high ones), so two bodies are candidates when they
+        share one of ``bands`` minima, ``1 - (1 - J)**bands``; ``rows`` 2 or 4: that many
+        16-bit values per band, ``1 - (1 - J**rows)**bands``.
     shingle_size: words per shingle.
     min_words: bodies with fewer tokens get no near-duplicate matching (exact only): short
         teasers are mostly site boilerplate.
@@ -131,11 +142,12 @@ class DedupConfig:
     roundup_cover: float = 0.9
     roundup_extra: float = 0.15
     roundup_share: float = 0.5
+    expansion_lead: float = 0.2
     entity_k: int = 48
     min_entities: int = 5
     num_perm: int = 128
-    bands: int = 64
-    rows: int = 2
+    bands: int = 48
+    rows: int = 1
     shingle_size: int = 5
     min_words: int = 30
     horizon_seconds: float = 7 * 24 * 3600.0
@@ -156,6 +168,11 @@ class DedupConfig:
             raise ValueError("horizon_seconds must be positive")
         if self.rows not in (1, 2, 4):
             raise ValueError("rows must be 1, 2 or 4 (a band value is at most 64 bits)")
+
+    @property
+    def n_hi(self) -> int:
+        """Permutations whose full minimum a member carries (``hi``): the bands when ``rows=1``."""
+        return self.bands if self.rows == 1 else 0
 
     @property
     def url_key(self) -> int:
@@ -199,6 +216,8 @@ class Member(NamedTuple):
     canonical: str | None = None
     nsh: int = 0  # distinct shingles of the body (0: unknown, e.g. an old fingerprint entry)
     ents: bytes = b""  # entity sketch (names and quotes)
+    hi: bytes = b""  # high 16 bits of the first minima: full-precision LSH keys (b"": an older member)
+    lead: bytes = b""  # one bit per permutation: its minimum lies in the body's first half
 
     @property
     def order(self) -> tuple[int, str]:
@@ -208,6 +227,7 @@ class Member(NamedTuple):
 # --- the member's compact encoding (state, the log, shuffled batches; copydesk.transforms.dedup.coders)
 
 MEMBER_HEADER = struct.Struct("<BqdIIIIIIIiI")
+_HI_LEAD = struct.Struct("<HH")  # after the entity sketch when flag 16 is set: the lengths of hi and lead
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -219,6 +239,9 @@ def encode_member(m: Member) -> bytes:
     cid = b"" if m.cluster_id is None else m.cluster_id.encode("utf-8")
     can = b"" if m.canonical is None else m.canonical.encode("utf-8")
     flags = (1 if m.agency else 0) | (2 if m.cluster_id is not None else 0) | (4 if m.canonical is not None else 0)
+    hi, lead = bytes(m.hi), bytes(m.lead)
+    if hi or lead:
+        flags |= 16
     stamp = int(m.stamp)
     extra = b""
     if not _I64[0] <= stamp <= _I64[1]:
@@ -230,7 +253,9 @@ def encode_member(m: Member) -> bytes:
     return b"".join((
         MEMBER_HEADER.pack(flags, stamp, float(m.ts), len(tok), len(mid), len(sig), len(dom), len(ch), len(cid), len(can),
                   int(m.nsh), len(ents)),
-        tok, mid, sig, dom, ch, cid, can, ents, extra,
+        tok, mid, sig, dom, ch, cid, can, ents,
+        _HI_LEAD.pack(len(hi), len(lead)) + hi + lead if flags & 16 else b"",
+        extra,
     ))
 
 
@@ -246,10 +271,16 @@ def decode_member(b: bytes | memoryview, pos: int = 0, end: int | None = None) -
     cid = str(mv[p:p + lk], "utf-8") if flags & 2 else None; p += lk
     can = str(mv[p:p + ln], "utf-8") if flags & 4 else None; p += ln
     ents = bytes(mv[p:p + le]); p += le
+    hi = lead = b""
+    if flags & 16:
+        lh, ll = _HI_LEAD.unpack_from(b, p)
+        p += _HI_LEAD.size
+        hi = bytes(mv[p:p + lh]); p += lh
+        lead = bytes(mv[p:p + ll]); p += ll
     if flags & 8:
         stamp = int(str(mv[p:len(b) if end is None else end], "ascii"))
     return Member(token=tok, id=mid, stamp=stamp, ts=ts, sig=sig, domain=dom, agency=bool(flags & 1),
-                  content_hash=ch, cluster_id=cid, canonical=can, nsh=nsh, ents=ents)
+                  content_hash=ch, cluster_id=cid, canonical=can, nsh=nsh, ents=ents, hi=hi, lead=lead)
 
 
 
@@ -274,7 +305,8 @@ def _value_of_str(h: str) -> int:
 def key_values(m: Member, cfg: DedupConfig) -> list[tuple[int, int]]:
     """The (key index, value) pairs a member is looked up and stored under: one per LSH band
     (none when the signature is empty), then the URL key and the content-hash key."""
-    out = list(enumerate(band_values(m.sig, cfg.bands, cfg.rows))) if m.sig else []
+    vals, salt = band_keys(m, cfg)
+    out = [(i + salt, int(v)) for i, v in enumerate(vals.tolist())]
     out.append((cfg.url_key, _value_of_str(m.id)))
     if m.content_hash:
         out.append((cfg.hash_key, _value_of_str(m.content_hash)))
@@ -315,8 +347,12 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
     names and quotes are in the other's. Two bodies of one site where one carries
     ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
     ``1 - roundup_extra`` of its own text, never match (a roundup quoting a story is not
-    that story's update; a full story expanding its short first item is). ``sim``: the Jaccard estimate when
-    the caller has computed it already."""
+    that story's update; a full story expanding its short first item is). Two pages of one
+    site where the smaller is at most ``roundup_share`` of the larger match only when at
+    least ``expansion_lead`` of the text they share lies in the larger's first half
+    (:func:`~copydesk.transforms.dedup.minhash.lead_share`; unknown for members from older
+    entries: not applied). ``sim``: the Jaccard estimate when the caller has computed it
+    already."""
     if m.id == r.id:
         return "exact_url" if m.content_hash == r.content_hash else "update_url"
     if r.content_hash and m.content_hash == r.content_hash:
@@ -342,6 +378,12 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
         ok = e >= cfg.version_entities and cs + e >= cfg.version_sum
     if not ok:
         return None
+    if same_site and cfg.expansion_lead > 0 and 0 < min(r.nsh, m.nsh) <= cfg.roundup_share * max(r.nsh, m.nsh):
+        # the smaller is at most half of the larger: an expansion of a short first item carries
+        # it at its top; a page carrying another's text in its back half is a compilation
+        share = lead_share(r.sig, m.sig, (r if r.nsh >= m.nsh else m).lead)
+        if share is not None and share < cfg.expansion_lead:
+            return None
     return "update" if same_site else "near"
 
 
@@ -436,25 +478,59 @@ def visible_for(r: Member, entries: Iterable[tuple[int, Member]], value: int, ho
 
 _KEY_MUL = np.uint64(0xD6E8FEB86659FD93)
 _BAND_VIEW = BAND_DTYPE  # a band value is its rows' 16-bit values as one integer
+LEGACY_SALT = 1 << 16  # key index offset of the bands of a member without ``hi`` (rows=1 only)
+
+
+def band_keys(m: Member, cfg: DedupConfig, legacy: bool = False) -> tuple[np.ndarray, int]:
+    """The LSH band values of a member (uint64) and the key-index offset of their kind.
+
+    ``rows=1``: each of the first ``bands`` permutations' full 32-bit minimum (``hi << 16 |
+    sig``). A member without ``hi`` (restored from an older fingerprint entry or state) has
+    2-row bands of its 16-bit values instead, under key indices offset by
+    :data:`LEGACY_SALT`; ``legacy=True`` gives those of any member (a live record probes
+    them while the index holds such members). Other ``rows``: the 16-bit values ``rows`` at a
+    time, as before."""
+    if not m.sig:
+        return np.empty(0, dtype=np.uint64), 0
+    if cfg.rows == 1:
+        if len(m.hi) >= 2 * cfg.bands and not legacy:
+            lo = np.frombuffer(m.sig, dtype="<u2", count=cfg.bands).astype(np.uint64)
+            hi = np.frombuffer(m.hi, dtype="<u2", count=cfg.bands).astype(np.uint64)
+            return (hi << np.uint64(16)) | lo, 0
+        return np.frombuffer(m.sig, dtype="<u4", count=cfg.bands).astype(np.uint64), LEGACY_SALT
+    if cfg.rows in _BAND_VIEW:
+        return np.frombuffer(m.sig, dtype=_BAND_VIEW[cfg.rows], count=cfg.bands).astype(np.uint64), 0
+    return np.asarray(band_values(m.sig, cfg.bands, cfg.rows), dtype=np.uint64), 0
+
+
+def _hash_keys(vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = (vals ^ (idx * _KEY_MUL)) * np.uint64(_GOLDEN)
+    return (h >> np.uint64(32)).astype(np.uint32)
+
+
+def legacy_keys(m: Member, cfg: DedupConfig) -> np.ndarray:
+    """The band keys of ``m`` as a member without ``hi`` has them (:func:`band_keys`)."""
+    vals, salt = band_keys(m, cfg, legacy=True)
+    return _hash_keys(vals, np.arange(vals.size, dtype=np.uint64) + np.uint64(salt))
 
 
 def index_keys(m: Member, cfg: DedupConfig) -> np.ndarray:
     """32-bit hash-table keys of a member: one per LSH band (none without a signature), then
     the id and the content hash (a candidate filter: every candidate is verified, so a
     collision costs one comparison). Vectorised equivalent of hashing :func:`key_values`."""
-    n_b = cfg.bands if m.sig else 0
+    bv, salt = band_keys(m, cfg)
+    n_b = bv.size
     vals = np.empty(n_b + 2, dtype=np.uint64)
-    if n_b:
-        vals[:n_b] = np.frombuffer(m.sig, dtype=_BAND_VIEW[cfg.rows], count=n_b) if cfg.rows in _BAND_VIEW else (
-            np.asarray(band_values(m.sig, cfg.bands, cfg.rows), dtype=np.uint64))
+    vals[:n_b] = bv
     vals[n_b] = _value_of_str(m.id)
     vals[n_b + 1] = _value_of_str(m.content_hash) if m.content_hash else 0
     idx = np.arange(n_b + 2, dtype=np.uint64)
     if not n_b:
         idx += np.uint64(cfg.bands)
-    with np.errstate(over="ignore"):
-        h = (vals ^ (idx * _KEY_MUL)) * np.uint64(_GOLDEN)
-    keys = (h >> np.uint64(32)).astype(np.uint32)
+    else:
+        idx[:n_b] += np.uint64(salt)
+    keys = _hash_keys(vals, idx)
     return keys if m.content_hash else keys[:-1]
 
 
@@ -476,9 +552,12 @@ class DedupIndex:
     while). The ring grows by half (entries relinked) when it is full of members inside the
     horizon.
 
-    Per position: the signature (256 bytes), ``(2 + 4 + 2) x (bands + 2)`` bytes of keys,
-    links and table (~530 bytes), ~40 bytes of columns and the encoded member (~330 bytes
-    with its entity sketch); ``benchmarks/bench_dedup.py --part core`` measures the RSS.
+    Per position: the signature (256 bytes), the high bits of the band minima (``2 x bands``,
+    96 bytes) and the lead bits (16 bytes), ``(2 + 4 + 2) x (bands + 2)`` bytes of keys,
+    links and table (400 bytes at 48 bands), ~40 bytes of columns and the encoded member
+    (~330 bytes with its entity sketch); ``benchmarks/bench_dedup.py --part core`` measures
+    the RSS. Members without ``hi`` (older fingerprint entries or state) are kept under
+    their 2-row 16-bit bands; a live record probes those too while any are kept.
     """
 
     MAX_CHAIN = 64  # entries walked per key at most: a key shared by very many members (boilerplate) is capped
@@ -504,6 +583,11 @@ class DedupIndex:
         self._nxt = np.full(cap * self._k, -1, dtype=np.int32)
         self._blob: list[bytes | None] = [None] * cap  # the member without its signature, encoded
         self._has_sig = np.zeros(cap, dtype=bool)
+        self._hi = np.zeros((cap, self.cfg.n_hi), dtype=np.uint16)  # high bits of the band minima (rows=1)
+        self._has_hi = np.zeros(cap, dtype=bool)
+        self._lead = np.zeros((cap, (self.cfg.num_perm + 7) // 8), dtype=np.uint8)
+        self._has_lead = np.zeros(cap, dtype=bool)
+        self._n_legacy = 0  # members kept with a signature but no hi (their bands are 2-row ones)
         self._idh = np.zeros(cap, dtype=np.uint64)  # 64-bit hashes of the id and the content hash
         self._chh = np.zeros(cap, dtype=np.uint64)
         nb = 1
@@ -524,6 +608,7 @@ class DedupIndex:
         cap = self._cap
         while self._start < self._end and self._ts[self._start % cap] < lo:
             p = self._start % cap
+            self._n_legacy -= self._legacy_at(p)
             self._blob[p] = None
             self._seq[p] = -1
             self._start += 1
@@ -536,25 +621,35 @@ class DedupIndex:
         ps = np.arange(self._start, self._end, dtype=np.int64) % self._cap
         n = ps.size
         old = (self._sig[ps], self._nsh[ps], self._ts[ps], self._has_sig[ps], self._idh[ps], self._chh[ps],
-               [self._blob[p] for p in ps.tolist()])
+               self._hi[ps], self._has_hi[ps], self._lead[ps], self._has_lead[ps], [self._blob[p] for p in ps.tolist()])
+        n_legacy = self._n_legacy
         self._alloc(self._cap * 3 // 2)
-        self._sig[:n], self._nsh[:n], self._ts[:n], self._has_sig[:n], self._idh[:n], self._chh[:n] = old[:6]
-        self._blob[:n] = old[6]
+        (self._sig[:n], self._nsh[:n], self._ts[:n], self._has_sig[:n], self._idh[:n], self._chh[:n], self._hi[:n],
+         self._has_hi[:n], self._lead[:n], self._has_lead[:n]) = old[:10]
+        self._blob[:n] = old[10]
+        self._n_legacy = n_legacy
         self._seq[:n] = np.arange(n)
         self._start, self._end = 0, n
         vals = np.zeros((n, k), dtype=np.uint64)
         valid = np.zeros((n, k), dtype=bool)
-        if cfg.rows in _BAND_VIEW:
-            vals[:, :cfg.bands] = self._sig[:n].view(_BAND_VIEW[cfg.rows])[:, :cfg.bands]
+        B = cfg.bands
+        legacy = np.empty(0, dtype=np.int64)
+        if cfg.rows == 1:  # full minima where the member has hi, else its 2-row bands (band_keys)
+            vals[:, :B] = self._sig[:n].view("<u4")[:, :B]
+            hh = np.flatnonzero(self._has_hi[:n])
+            vals[hh, :B] = (self._hi[hh].astype(np.uint64) << np.uint64(16)) | self._sig[hh, :B]
+            legacy = np.flatnonzero(self._has_sig[:n] & ~self._has_hi[:n])
+        elif cfg.rows in _BAND_VIEW:
+            vals[:, :B] = self._sig[:n].view(_BAND_VIEW[cfg.rows])[:, :B]
         else:
             for i in np.flatnonzero(self._has_sig[:n]).tolist():
-                vals[i, :cfg.bands] = band_values(self._sig[i].tobytes(), cfg.bands, cfg.rows)
-        valid[:, :cfg.bands] = self._has_sig[:n, None]
-        vals[:, cfg.bands], vals[:, cfg.bands + 1] = self._idh[:n], self._chh[:n]
-        valid[:, cfg.bands], valid[:, cfg.bands + 1] = True, self._chh[:n] != 0
-        with np.errstate(over="ignore"):
-            keys = (((vals ^ (np.arange(k, dtype=np.uint64) * _KEY_MUL)) * np.uint64(_GOLDEN)) >> np.uint64(32)).astype(
-                np.uint32)
+                vals[i, :B] = band_values(self._sig[i].tobytes(), B, cfg.rows)
+        valid[:, :B] = self._has_sig[:n, None]
+        vals[:, B], vals[:, B + 1] = self._idh[:n], self._chh[:n]
+        valid[:, B], valid[:, B + 1] = True, self._chh[:n] != 0
+        keys = _hash_keys(vals, np.arange(k, dtype=np.uint64)[None, :])
+        if legacy.size:
+            keys[legacy, :B] = _hash_keys(vals[legacy, :B], np.arange(B, dtype=np.uint64)[None, :] + np.uint64(LEGACY_SALT))
         flat = keys.ravel()
         self._keys[:n * k] = flat >> np.uint32(16)
         ents = np.flatnonzero(valid.ravel()).astype(np.int64)  # entry ids, oldest first
@@ -572,7 +667,13 @@ class DedupIndex:
         b = self._blob[p]
         assert b is not None
         m = decode_member(b)
-        return m._replace(sig=self._sig[p].tobytes()) if self._has_sig[p] else m
+        if not self._has_sig[p]:
+            return m
+        return m._replace(sig=self._sig[p].tobytes(), lead=self._lead[p].tobytes() if self._has_lead[p] else b"",
+                          hi=self._hi[p].tobytes() if self._has_hi[p] else b"")
+
+    def _legacy_at(self, p: int) -> int:
+        return int(self.cfg.rows == 1 and bool(self._has_sig[p]) and not self._has_hi[p])
 
     def _insert(self, m: Member, keys: np.ndarray) -> None:
         if self._end - self._start >= self._cap:
@@ -582,11 +683,19 @@ class DedupIndex:
         self._end += 1
         if m.sig:
             self._sig[p] = np.frombuffer(m.sig, dtype="<u2")
+        has_hi = bool(m.sig) and self.cfg.n_hi > 0 and len(m.hi) >= 2 * self.cfg.n_hi
+        if has_hi:
+            self._hi[p] = np.frombuffer(m.hi, dtype="<u2", count=self.cfg.n_hi)
+        has_lead = bool(m.sig) and len(m.lead) == self._lead.shape[1]
+        self._lead[p] = np.frombuffer(m.lead, dtype=np.uint8) if has_lead else 0
+        self._has_lead[p] = has_lead
         self._nsh[p] = m.nsh
         self._ts[p] = m.ts
         self._seq[p] = seq
-        self._blob[p] = encode_member(m._replace(sig=b""))
+        self._blob[p] = encode_member(m._replace(sig=b"", hi=b"", lead=b""))
         self._has_sig[p] = bool(m.sig)
+        self._has_hi[p] = has_hi
+        self._n_legacy += self._legacy_at(p)
         self._idh[p] = _value_of_str(m.id)
         self._chh[p] = _value_of_str(m.content_hash) if m.content_hash else 0
         n = keys.size
@@ -614,6 +723,8 @@ class DedupIndex:
         """Ring positions of the kept members sharing a key with ``m`` and inside its
         horizon, oldest first."""
         keys = index_keys(m, self.cfg) if keys is None else keys
+        if self._n_legacy and m.sig and m.hi:  # members from older entries: their 2-row bands too
+            keys = np.concatenate([keys, legacy_keys(m, self.cfg)])
         cur = self._head[keys & self._mask]
         live = cur >= 0
         if not live.all():
@@ -732,7 +843,7 @@ def event_time(record: Any, element_ts: float | None = None) -> float:
     return 0.0
 
 
-_SEEN: collections.OrderedDict[tuple[str, str], tuple[int, bytes]] = collections.OrderedDict()
+_SEEN: collections.OrderedDict[tuple[str, str], tuple[int, bytes, bytes, bytes]] = collections.OrderedDict()
 _SEEN_MAX = 8192
 
 
@@ -740,18 +851,17 @@ def remember_features(m: Member) -> None:
     """Keep a decided member's shingle count and entity sketch for a moment, so that
     :func:`fingerprint_entry` of its record (written right after, usually in the same
     process) need not tokenise the body again."""
-    _SEEN[(m.id, m.content_hash)] = (m.nsh, m.ents)
+    _SEEN[(m.id, m.content_hash)] = (m.nsh, m.ents, m.hi, m.lead)
     if len(_SEEN) > _SEEN_MAX:
         _SEEN.popitem(last=False)
 
 
-def _features_of(record: Any, cfg: DedupConfig) -> tuple[int, bytes]:
+def _features_of(record: Any, cfg: DedupConfig) -> tuple[int, bytes, bytes, bytes]:
     got = _SEEN.get((record.id, record.content_hash or ""))
     if got is not None:
         return got
-    _sig, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
-                               cfg.entity_k, signature=False)
-    return nsh, ents
+    sk = sketch(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k, cfg.n_hi)
+    return sk.nsh, sk.ents, sk.hi, sk.lead
 
 
 def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, Any]:
@@ -761,15 +871,16 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
     ``fingerprint`` is the MinHash fingerprint set by the dedup stage). Keys: ``v`` (format
     version), ``id``, ``cluster_id``, ``canonical`` (the cluster's canonical id as decided),
     ``fp`` (the fingerprint string), ``domain``, ``ts`` (event time, epoch s), ``agency``,
-    ``content_hash``, and since format 2 ``n`` (distinct shingles) and ``ents`` (the entity
-    sketch, URL-safe base64), both recomputed from the record's text. Key it by ``id`` in a
-    compacted topic.
+    ``content_hash``, since format 2 ``n`` (distinct shingles) and ``ents`` (the entity
+    sketch, URL-safe base64), and since format 3 ``hi`` (the high bits of the band minima)
+    and ``lead`` (the lead bits), URL-safe base64, all from the record's text. Key it by
+    ``id`` in a compacted topic.
     """
     cfg = cfg or DedupConfig()
     domain = record.source_domain or ""
-    nsh, ents = _features_of(record, cfg)
+    nsh, ents, hi, lead = _features_of(record, cfg)
     return {
-        "v": 2,
+        "v": 3,
         "id": record.id,
         "cluster_id": record.cluster_id or record.id,
         "canonical": record.duplicate_of or record.id,
@@ -780,6 +891,8 @@ def fingerprint_entry(record: Any, cfg: DedupConfig | None = None) -> dict[str, 
         "content_hash": record.content_hash or "",
         "n": nsh,
         "ents": base64.urlsafe_b64encode(ents).decode("ascii"),
+        "hi": base64.urlsafe_b64encode(hi).decode("ascii"),
+        "lead": base64.urlsafe_b64encode(lead).decode("ascii"),
     }
 
 
@@ -800,4 +913,6 @@ def member_from_entry(entry: Mapping[str, Any]) -> Member:
         canonical=entry.get("canonical") or entry["id"],
         nsh=int(entry.get("n") or 0),
         ents=base64.urlsafe_b64decode(entry.get("ents") or ""),
+        hi=base64.urlsafe_b64decode(entry.get("hi") or ""),
+        lead=base64.urlsafe_b64decode(entry.get("lead") or ""),
     )

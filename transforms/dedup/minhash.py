@@ -32,6 +32,7 @@ import hashlib
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,9 @@ __all__ = [
     "entity_sketch",
     "features",
     "jaccard",
+    "lead_share",
+    "Sketch",
+    "sketch",
     "overlap",
     "shingle_hashes",
     "similarity",
@@ -136,20 +140,36 @@ class MinHasher:
         self._b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
         self._chunk = max(1, (1 << 17) // num_perm)  # shingles per block: bounds the temporary matrix
 
-    def signature(self, hashes: np.ndarray) -> bytes:
-        """The signature of a set of shingle hashes: ``num_perm`` little-endian uint16 values.
-
-        An empty set gives :data:`EMPTY_SIGNATURE` (no near-duplicate matching for it).
-        """
-        if hashes.size == 0:
-            return EMPTY_SIGNATURE
+    def _mins(self, hashes: np.ndarray) -> np.ndarray:
         mins = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
         with np.errstate(over="ignore"):
             for s in range(0, hashes.size, self._chunk):
                 x = hashes[s : s + self._chunk, None]
                 h = (x * self._a + self._b) >> np.uint64(32)
                 np.minimum(mins, h.min(axis=0), out=mins)
-        return (mins & np.uint64(0xFFFF)).astype("<u2").tobytes()
+        return mins
+
+    def signature(self, hashes: np.ndarray) -> bytes:
+        """The signature of a set of shingle hashes: ``num_perm`` little-endian uint16 values.
+
+        An empty set gives :data:`EMPTY_SIGNATURE` (no near-duplicate matching for it).
+        """
+        return self.parts(hashes)[0]
+
+    def parts(self, hashes: np.ndarray, n_hi: int = 0) -> tuple[bytes, bytes, bytes]:
+        """``(signature, hi, lead)`` of shingle hashes in text order: the signature; the high
+        16 bits of the first ``n_hi`` 32-bit minima (``hi``: with the signature's low 16 bits,
+        the full minimum, an LSH key of one value that does not collide by chance); and
+        ``lead``, one bit per permutation (``num_perm / 8`` bytes, little-endian bit order):
+        set when the shingle holding the minimum occurs in the first half of the text."""
+        if hashes.size == 0:
+            return EMPTY_SIGNATURE, b"", b""
+        half = (hashes.size + 1) // 2
+        first = self._mins(hashes[:half])
+        mins = np.minimum(first, self._mins(hashes[half:])) if hashes.size > half else first
+        lead = np.packbits(first == mins, bitorder="little").tobytes()
+        hi = (mins[:n_hi] >> np.uint64(16)).astype("<u2").tobytes() if n_hi else b""
+        return (mins & np.uint64(0xFFFF)).astype("<u2").tobytes(), hi, lead
 
     def text_signature(self, text: str, k: int = 5) -> tuple[bytes, int]:
         """Signature of ``text`` and its number of tokens."""
@@ -182,6 +202,29 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
+class Sketch(NamedTuple):
+    """What dedup keeps of a body (:func:`sketch`)."""
+
+    sig: bytes  # MinHash signature, num_perm x 16 bits
+    nsh: int  # distinct shingles
+    ents: bytes  # entity sketch
+    hi: bytes  # high 16 bits of the first minima (full-precision LSH keys)
+    lead: bytes  # one bit per permutation: its minimum is in the first half of the text
+
+
+def sketch(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, seed: int = 1,
+           entity_k: int = 48, n_hi: int = 0) -> Sketch:
+    """What dedup keeps of a body: its MinHash signature (empty below ``min_words`` tokens:
+    exact matching only), its number of distinct shingles, its entity sketch and
+    (:meth:`MinHasher.parts`) the high bits of the first ``n_hi`` minima and the lead bits."""
+    toks = tokens(text)
+    if len(toks) < min_words:
+        return Sketch(EMPTY_SIGNATURE, 0, b"", b"", b"")
+    hs = shingle_hashes(toks, k)
+    sig, hi, lead = minhasher(num_perm, seed).parts(hs, n_hi)
+    return Sketch(sig, int(np.unique(hs).size), entity_sketch(text, entity_k), hi, lead)
+
+
 def features(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, seed: int = 1,
              entity_k: int = 48, signature: bool = True) -> tuple[bytes, int, bytes]:
     """What dedup keeps of a body: its MinHash signature (empty below ``min_words`` tokens:
@@ -193,6 +236,20 @@ def features(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, se
     hs = shingle_hashes(toks, k)
     sig = minhasher(num_perm, seed).signature(hs) if signature else EMPTY_SIGNATURE
     return sig, int(np.unique(hs).size), entity_sketch(text, entity_k)
+
+
+def lead_share(sig_a: bytes, sig_b: bytes, lead: bytes) -> float | None:
+    """Share of the permutations where two signatures agree whose minimum lies in the first
+    half of the body ``lead`` belongs to (:meth:`MinHasher.parts`): where in that body the
+    text the two share sits. ``None`` when unknown (no lead bits, no agreement)."""
+    if not lead or not sig_a or len(sig_a) != len(sig_b):
+        return None
+    eq = np.frombuffer(sig_a, dtype="<u2") == np.frombuffer(sig_b, dtype="<u2")
+    n = int(np.count_nonzero(eq))
+    if not n:
+        return None
+    bits = np.unpackbits(np.frombuffer(lead, dtype=np.uint8), bitorder="little")[:eq.size].astype(bool)
+    return float(np.count_nonzero(bits & eq)) / n
 
 
 def overlap(sim: float, n_a: int, n_b: int) -> tuple[float, float]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import logging
 import math
 import os
 import struct
@@ -57,7 +58,7 @@ from copydesk.transforms.dedup.core import (
     member_from_entry,
     remember_features,
 )
-from copydesk.transforms.dedup.minhash import encode_signature, features
+from copydesk.transforms.dedup.minhash import encode_signature, features, sketch
 from copydesk.transforms.dedup.metrics import DEDUP_NS as METRICS_NS
 from copydesk.transforms.dedup.metrics import INDEX_BATCHES, INDEX_LOADS, INDEX_LOG_BYTES, INDEX_MEMBERS, DedupMetrics
 
@@ -74,6 +75,8 @@ __all__ = [
 ]
 
 DROPPED = "dropped"
+
+_log = logging.getLogger(__name__)
 
 
 def signature_for(text: str, cfg: DedupConfig) -> bytes:
@@ -96,23 +99,21 @@ def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None
                element_ts: float | None = None) -> Member:
     """The index member of a live record: signature, arrival stamp (``time.time_ns()``) and a
     token unique to this delivery."""
-    if sig is None:
-        sig, nsh, ents = features_for(record.text, cfg)
-    else:
-        _, nsh, ents = features(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed,
-                                cfg.entity_k, signature=False)
+    sk = sketch(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k, cfg.n_hi)
     n = next(_counter)
     return Member(
         token=f"{record.id}:{_WORKER}:{os.getpid()}:{n}",
         id=record.id,
         stamp=time.time_ns() if stamp is None else stamp,
         ts=event_time(record, element_ts),
-        sig=sig,
+        sig=sk.sig if sig is None else sig,
         domain=record.source_domain or "",
         agency=is_agency_domain(record.source_domain or "", cfg.agency_domains),
         content_hash=record.content_hash or "",
-        nsh=nsh,
-        ents=ents,
+        nsh=sk.nsh,
+        ents=sk.ents,
+        hi=sk.hi,
+        lead=sk.lead,
     )
 
 
@@ -208,13 +209,14 @@ def _unchunk(chunk: bytes) -> Iterator[bytes]:
 class _Cached:
     """The index of one ``Index`` step in this process and the state versions it wrote."""
 
-    __slots__ = ("cur", "vers", "index", "logged", "log_bytes", "writes", "lock")
+    __slots__ = ("cur", "vers", "index", "logged", "log_bytes", "writes", "lock", "active")
 
     def __init__(self, index: DedupIndex, logged: int, log_bytes: int) -> None:
         self.cur: str | None = None  # the version written last
         self.vers: collections.deque[str] = collections.deque(maxlen=1024)  # all written recently
         self.index, self.logged, self.log_bytes, self.writes = index, logged, log_bytes, 0
         self.lock = threading.Lock()
+        self.active = 0  # batches of this step being decided or emitted in this process
 
 
 # uid of an Index step -> its index in this process, shared by the step's DoFn instances. A
@@ -225,6 +227,7 @@ class _Cached:
 _CACHE: dict[str, _Cached] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_MAX = 8  # steps kept per process (pipelines built one after another in one process)
+_UNREAD = object()
 
 
 class _Index(beam.DoFn):
@@ -235,8 +238,11 @@ class _Index(beam.DoFn):
     (:class:`~copydesk.transforms.dedup.core.DedupIndex`) lives in the process between
     bundles (shared by the step's DoFn instances); it is rebuilt from the log only when
     ``ver`` is not the version this process wrote last (first touch, another worker took the
-    key over, a restart, a failed bundle). So a batch costs one small read (``ver``), one
-    blind append to ``log`` and one small write. The log is rewritten with the live members
+    key over, a restart, a failed bundle). ``ver`` is written only when it does not hold the
+    version this process wrote last (after a rebuild) and when the log is compacted, so in
+    the steady state a bundle costs one small read (``ver``) and one blind append to ``log``
+    (the SDK commits a bundle's state once, so several batches in one bundle cost the same).
+    The log is rewritten with the live members
     only when it holds more than twice as many (state bounded by the horizon). On first
     touch ever (``ver`` empty) the seeds, a side input of fingerprint entries, are merged
     and logged."""
@@ -248,6 +254,10 @@ class _Index(beam.DoFn):
         self.cfg = cfg
         self._uid = uuid.uuid4().hex  # one per step, kept through pickling
         self._metrics: DedupMetrics | None = None
+        self._ver: Any = _UNREAD  # the key's version as this bundle has read or written it
+
+    def start_bundle(self) -> None:
+        self._ver = _UNREAD
 
     def setup(self) -> None:
         self._metrics = DedupMetrics()
@@ -257,12 +267,13 @@ class _Index(beam.DoFn):
         self._c_loads = Metrics.counter(METRICS_NS, INDEX_LOADS)  # index rebuilt from the log (or seeds)
         self._c_batches = Metrics.counter(METRICS_NS, INDEX_BATCHES)
 
-    def _load(self, ver: str | None, log: Any, seeds: list[dict[str, Any]] | None) -> _Cached:
+    def _load(self, ver: str | None, log: Any, seeds: Iterable[tuple[int, dict[str, Any]]] | None) -> _Cached:
         idx = DedupIndex(self.cfg)
         n = size = 0
         if ver is None:
             log.clear()
-            ms = seed_members(seeds or [], self.cfg)
+            entries = [e for _, e in seeds] if seeds is not None else []  # the side input is read here only
+            ms = seed_members(entries, self.cfg)
             for m in ms:
                 idx.add_seed(m)
             if ms:
@@ -270,6 +281,8 @@ class _Index(beam.DoFn):
                 log.add(chunk)
                 size = len(chunk)
             n = len(ms)
+            if seeds is not None:
+                _log.info("dedup index: first batch, %d seeds restored (of %d fingerprint entries)", n, len(entries))
         else:
             for chunk in log.read():
                 size += len(chunk)
@@ -284,10 +297,12 @@ class _Index(beam.DoFn):
         return self._batch(element, log, ver, None)
 
     def _batch(self, element: tuple[int, list[tuple[Envelope, bytes]]], log: Any, ver: Any,
-               seeds: list[dict[str, Any]] | None) -> Iterator[Any]:
+               seeds: Iterable[tuple[int, dict[str, Any]]] | None) -> Iterator[Any]:
         if self._metrics is None:
             self.setup()
-        v = ver.read()
+        # one read of the version per bundle: a bundle's state is a snapshot taken when it began,
+        # and later batches of the bundle see what the earlier ones wrote
+        v = ver.read() if self._ver is _UNREAD else self._ver
         with _CACHE_LOCK:
             c = _CACHE.get(self._uid)
             if c is not None and not (v is None or v in c.vers):
@@ -298,14 +313,20 @@ class _Index(beam.DoFn):
                 while len(_CACHE) >= _CACHE_MAX:
                     _CACHE.pop(next(iter(_CACHE)))
                 _CACHE[self._uid] = c
-        with c.lock:
-            try:
-                yield from self._decide(element[1], c, log, ver, fresh=(v == c.cur))
-            except BaseException:
-                with _CACHE_LOCK:  # half a batch is in the index: rebuild from the state next time
-                    if _CACHE.get(self._uid) is c:
-                        del _CACHE[self._uid]
-                raise
+            c.active += 1
+        try:
+            with c.lock:
+                try:
+                    yield from self._decide(element[1], c, log, ver, fresh=(v is not None and v == c.cur))
+                    self._ver = c.cur
+                except BaseException:
+                    with _CACHE_LOCK:  # half a batch is in the index: rebuild from the state next time
+                        if _CACHE.get(self._uid) is c:
+                            del _CACHE[self._uid]
+                    raise
+        finally:
+            with _CACHE_LOCK:
+                c.active -= 1
 
     def _decide(self, items: list[tuple[Envelope, bytes]], c: _Cached, log: Any, ver: Any,
                 fresh: bool) -> Iterator[Any]:
@@ -325,8 +346,11 @@ class _Index(beam.DoFn):
             self._metrics.decided(record.id, d, drop)
             yield beam.pvalue.TaggedOutput(DROPPED, out) if drop else out
         c.logged += len(logged)
-        if fresh and c.logged > 2 * len(idx) + 1024:
-            # compaction, only from a current snapshot of the state (a stale one appends only)
+        compact = fresh and c.active == 1 and c.logged > 2 * len(idx) + 1024
+        if compact:
+            # compaction, only from a current snapshot of the state and with no other batch of
+            # this step in flight here (a runner may run a key's bundles concurrently, each with
+            # the state as it was when it began): a stale or concurrent one appends only
             log.clear()
             live = idx.members()
             chunk = _chunk([encode_member(x) for x in live])
@@ -337,10 +361,14 @@ class _Index(beam.DoFn):
         c.log_bytes += len(chunk)
         self._g_members.set(len(idx))
         self._g_bytes.set(c.log_bytes)
-        c.writes += 1
-        c.cur = f"{self._tag}:{c.writes}"
-        c.vers.append(c.cur)
-        ver.write(c.cur)
+        if compact or not fresh:
+            # the state does not hold the version written last here (a rebuild, a lost commit),
+            # or the log was rewritten: a new version. Otherwise the state's version is still
+            # this process's latest and the append alone is the batch's state write.
+            c.writes += 1
+            c.cur = f"{self._tag}:{c.writes}"
+            c.vers.append(c.cur)
+            ver.write(c.cur)
 
     def teardown(self) -> None:
         with _CACHE_LOCK:
@@ -348,15 +376,17 @@ class _Index(beam.DoFn):
 
 
 class _SeededIndex(_Index):
-    """:class:`_Index` with the seeds as a side input (a list of ``(0, fingerprint entry)``)."""
+    """:class:`_Index` with the seeds as a side input: ``(0, fingerprint entry)`` pairs as a lazy
+    iterable (``AsIter``), read only when the index is first built. (``AsList`` would fetch
+    the whole list before every bundle: Prism gives no cache tokens, so nothing is kept.)"""
 
     LOG = _Index.LOG
     VER = _Index.VER
 
     def process(self, element: tuple[int, list[tuple[Envelope, bytes]]],  # type: ignore[override]
-                seeds: list[dict[str, Any]], log=beam.DoFn.StateParam(LOG),
+                seeds: Iterable[tuple[int, dict[str, Any]]], log=beam.DoFn.StateParam(LOG),
                 ver=beam.DoFn.StateParam(VER)) -> Iterator[Any]:
-        return self._batch(element, log, ver, [e for _, e in seeds])
+        return self._batch(element, log, ver, seeds)
 
 
 class Deduplicate(beam.PTransform):
@@ -386,7 +416,7 @@ class Deduplicate(beam.PTransform):
             # from an arbitrary one of its inputs (ParDo._get_key_and_window_coder), so every
             # input must be KV-typed with the same key coder
             seeds = self.seed | "SeedPairs" >> beam.Map(lambda e: (0, e)).with_output_types(KV[int, Any])
-            index = beam.ParDo(_SeededIndex(cfg), beam.pvalue.AsList(seeds))
+            index = beam.ParDo(_SeededIndex(cfg), beam.pvalue.AsIter(seeds))
         else:
             index = beam.ParDo(_Index(cfg)).with_input_types(KV[int, DedupBatch])
         decided = batches | "Index" >> index.with_outputs(DROPPED, main="records")
