@@ -29,7 +29,6 @@ import base64
 import collections
 import datetime as _dt
 import hashlib
-import heapq
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
