@@ -294,16 +294,3 @@ def configure_local_runner(options: PipelineOptions) -> None:
 
         worker_handlers.STATE_CACHE_SIZE_MB = 0
 
-
-def run(argv: list[str]) -> Any:
-    options = pipeline_options(argv)
-    o = options.view_as(CopydeskOptions)
-    validate(o)
-    if o.kafka_bootstrap_servers:
-        check_topics(o)
-    configure_local_runner(options)
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, options)
-    result = p.run()
-    result.wait_until_finish()
-    return result
