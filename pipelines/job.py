@@ -394,6 +394,7 @@ def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc
             log.warning("restarting the streaming pipeline from the committed offsets")
     finally:
         if server is not None:
+            _await_harness_done()
             server.stop()
         if live is not None:
             live.close()
@@ -402,6 +403,18 @@ def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc
         if watch is not None:
             watch.close()
     return stats
+
+
+def _await_harness_done(timeout: float = 5.0) -> None:
+    """Give the in-process SDK harness (``LOOPBACK``) time to close its streams to Prism
+    after the job ended, before Prism is stopped: stopped first, Prism resets the harness's
+    state stream under it, and its ``read_state`` thread dies with a traceback in the log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(t.name == "read_state" and t.is_alive() for t in threading.enumerate()):
+            return
+        time.sleep(0.05)
+    log.debug("the SDK harness's state stream is still open after %.0fs; stopping Prism", timeout)
 
 
 def _watch_stream(result, stop: StopFlag, live: "LiveProgress | None", guard, exit_when_idle: bool, on_run,
