@@ -199,6 +199,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self._flight = _in_flight(self._uid)
         self._holding = False
         self._held_logged = 0.0
+        self._needed_bytes = 1  # the room the message the last poll could not take needs
         self._consumer = None
         self._group = None
         self._assigned: dict[str, int] = {}  # key -> the position the consumer is at
@@ -432,7 +433,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             self._apply_back_pressure(pos)
             asked = self.read.max_records_per_call - emitted
             room_records, room_bytes = self._room(pos, asked)
-            held = room_records <= 0 or room_bytes <= 0
+            held = room_records <= 0 or room_bytes < self._needed_bytes
             self._hold(held)
             if held:
                 break  # nothing read past the limits: the commits move them
@@ -462,6 +463,8 @@ class _ReadAllPartitionsFn(beam.DoFn):
                             or (size > room_bytes and (self._flight.records or taken))):
                         # past the room: read again from here later (the consumer goes back)
                         self._consumer.seek(tp, nxt)
+                        if size > room_bytes:  # no poll before there is room for it
+                            self._needed_bytes = min(size, self.read.max_uncommitted_bytes or size)
                         cut_short = True
                         break
                     room_bytes -= size
@@ -479,6 +482,8 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 return
             for key, offset, size in taken:
                 self._flight.add(key, offset, size)
+            if not cut_short:
+                self._needed_bytes = 1
             for value in out:
                 yield value
                 advance_watermark(watermark, value.timestamp)
