@@ -297,6 +297,18 @@ class _ReadAllPartitionsFn(beam.DoFn):
             records, nbytes = room()
         return records, nbytes
 
+    @property
+    def _resume_records(self) -> int:
+        """The room in records the reader reads on at: any, or a quarter of the limit once it
+        waits (reads in bites of a few records make many small bundles downstream)."""
+        most = self.read.max_uncommitted_records
+        return -(-most // 4) if self._holding and most else 1
+
+    @property
+    def _resume_bytes(self) -> int:
+        most = self.read.max_uncommitted_bytes
+        return most // 4 if self._holding and most else 1
+
     def _hold(self, held: bool) -> None:
         """Note that the reader waits for commits (``held``) or reads again."""
         if held and not self._holding:
@@ -433,7 +445,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             self._apply_back_pressure(pos)
             asked = self.read.max_records_per_call - emitted
             room_records, room_bytes = self._room(pos, asked)
-            held = room_records <= 0 or room_bytes < self._needed_bytes
+            held = room_records < self._resume_records or room_bytes < max(self._needed_bytes, self._resume_bytes)
             self._hold(held)
             if held:
                 break  # nothing read past the limits: the commits move them
