@@ -27,9 +27,9 @@ the room (bytes, or a partition's ``max_ahead_of_commit``) are not emitted, and 
 is sent back to the first of them, so they are read again once there is room: never dropped,
 only later. A message larger than the byte limit is read when nothing else is in flight. At
 the limit the reader polls nothing, asks the group for its committed offsets (at most 4 times
-a second), and reads on as they advance. The committed offset is the reference because it is
-what a crash re-reads: a record is in flight from its read until its partition's commit
-passes it (written, acked and every earlier offset too).
+a second), and reads on once they have freed a quarter of a limit. The committed offset is
+the reference because it is what a crash re-reads: a record is in flight from its read until
+its partition's commit passes it (written, acked and every earlier offset too).
 """
 
 from __future__ import annotations
