@@ -28,6 +28,12 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
                                                  "often; partitions added meanwhile are read from their start"),
     ("max_read_ahead", int, 2000, "streaming run: a partition's reader waits while it is this many offsets past "
                                   "the group's committed offset (0 = no limit); the source's back-pressure"),
+    ("max_uncommitted_records", int, 1000, "streaming run: the reader waits while this many records it read are "
+                                           "not committed yet, over all partitions (0 = no limit); bounds the "
+                                           "job's memory with --max-uncommitted-mb"),
+    ("max_uncommitted_mb", float, 64.0, "streaming run: the reader waits while the records it read and the group "
+                                        "has not committed carry this many MiB of message payload (0 = no limit; "
+                                        "a larger message is read alone)"),
     ("input_file", str, None, "batch input: a file of JSON lines or one URL a line (bounded run)"),
     ("max_message_bytes", int, 8 * 1024 * 1024, "larger input messages are dead letters (message_too_large)"),
     # output

@@ -177,7 +177,9 @@ def live_read_config(o: CopydeskOptions) -> ReadConfig:
     """How the job reads its input topics when it runs unbounded (Prism, Flink, Dataflow)."""
     return ReadConfig(topics=tuple(t for t in o.input_topic.split(",") if t), start=o.start_from,
                       max_message_bytes=o.max_message_bytes, discovery_seconds=o.partition_discovery_seconds,
-                      max_ahead_of_commit=o.max_read_ahead or None)
+                      max_ahead_of_commit=o.max_read_ahead or None,
+                      max_uncommitted_records=o.max_uncommitted_records or None,
+                      max_uncommitted_bytes=int(o.max_uncommitted_mb * 2**20) or None)
 
 
 class _JavaKafkaRead(beam.PTransform):

@@ -422,3 +422,37 @@ def test_the_live_pipeline_breaks_fusion_after_the_reader_and_the_micro_batch_on
     assert spread.spec.urn == "beam:transform:reshuffle:v1"
     batch = transforms(ReadConfig(topics=("in",)))
     assert "Unwrap" in batch and "Spread" not in batch
+
+
+# --------------------------------------------------------------------------- memory in flight
+
+
+def test_the_reader_holds_no_more_uncommitted_records_than_its_limit_and_loses_none(kafka, topics, producer, site,
+                                                                                     tmp_path):
+    """A backlog of 40 messages, at most 6 read and not committed at once: the reader waits
+    for the commits (it says so), every message still comes out, and the most it held, by its
+    own ledger of records read and not yet passed by the group's committed offset, is 6."""
+    import re
+
+    _prism_or_skip()
+    limit = 6
+    t = topics("in", "out", "dead", partitions=2)
+    sent = [_send(producer, t["in"], site.url(f"{p}?held={i}").encode())[:2]
+            for i, p in enumerate((_pages() * 8)[:40])]
+    job = Job(kafka.bootstrap, t, f"g-{t['in']}", tmp_path / "job.log", "--max-uncommitted-records", str(limit))
+    tail = Tail(kafka.bootstrap, t["out"], t["dead"])
+    try:
+        for s in sent:
+            tail.wait_for(_at(*s), 240, f"offset {s}", job)
+        assert job.stop() == 0, job.text()[-3000:]
+    finally:
+        job.kill()
+        tail.close()
+    text = job.text()
+    waits = re.findall(r"reader: (\d+) records \([\d.]+ MiB\) read and not committed yet, at the limit", text)
+    assert waits, f"the reader never waited for commits with a limit of {limit}:\n{text[-3000:]}"
+    assert all(int(n) <= limit for n in waits), waits
+    peak = re.findall(r"reader: drained; at most (\d+) records", text)
+    assert peak and 0 < int(peak[-1]) <= limit, text[-3000:]
+    seen = {(d["partition"], d["offset"]) for _, d, _ in tail.rows}
+    assert set(sent) <= seen

@@ -54,6 +54,10 @@ class ReadConfig:
     # and stay at most this many offsets ahead of the group's committed offset (None: no cap).
     discovery_seconds: float | None = None
     max_ahead_of_commit: int | None = None
+    # ... and hold at most this many records / bytes of message payload read and not yet
+    # committed, over all partitions (None: no limit); the reader waits while at the limit.
+    max_uncommitted_records: int | None = None
+    max_uncommitted_bytes: int | None = None
     max_records_per_call: int = 500
     max_seconds_per_call: float = 1.0
     poll_timeout_ms: int = 200

@@ -16,14 +16,29 @@ lists the topics again; a partition found after the first listing starts at its 
 offset, else at its beginning (its first messages predate the listing, as in Flink's Kafka
 source); those of the first listing at their committed offset, else ``start``. A partition
 more than ``max_ahead_of_commit`` offsets past the group's committed offset is paused until
-the commits catch up (the source's back-pressure). ``request_drain()`` ends the element
-where it is.
+the commits catch up. ``request_drain()`` ends the element where it is.
+
+**In flight** (the source's back-pressure: a streaming runner does not slow a source down).
+The reader keeps, per process, the records it emitted that the group has not committed yet
+(:class:`InFlight`: offset and payload bytes, in read order) and holds at most
+``max_uncommitted_records`` of them and ``max_uncommitted_bytes`` of their payload, over all
+partitions. A poll asks for no more records than there is room for; a poll's records past
+the room (bytes, or a partition's ``max_ahead_of_commit``) are not emitted, and the consumer
+is sent back to the first of them, so they are read again once there is room: never dropped,
+only later. A message larger than the byte limit is read when nothing else is in flight. At
+the limit the reader polls nothing, asks the group for its committed offsets (at most 4 times
+a second), and reads on once they have freed a quarter of a limit. The committed offset is
+the reference because it is what a crash re-reads: a record is in flight from its read until
+its partition's commit passes it (written, acked and every earlier offset too).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
+import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -59,6 +74,61 @@ class Positions:
     @classmethod
     def of(cls, d: dict[str, tuple[int, int]], listed_at: float) -> "Positions":
         return cls(tuple((k, nxt, origin) for k, (nxt, origin) in sorted(d.items())), listed_at)
+
+
+class InFlight:
+    """The records a reader emitted that its group has not committed yet (pure).
+
+    Per partition, ``(offset, payload bytes)`` in read order; the totals over all partitions,
+    and their highest values so far (``peak_records``, ``peak_bytes``)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, deque[tuple[int, int]]] = {}
+        self.records = 0
+        self.bytes = 0
+        self.peak_records = 0
+        self.peak_bytes = 0
+
+    def add(self, key: str, offset: int, nbytes: int) -> None:
+        self._by_key.setdefault(key, deque()).append((offset, nbytes))
+        self.records += 1
+        self.bytes += nbytes
+        self.peak_records = max(self.peak_records, self.records)
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
+
+    def keys(self) -> list[str]:
+        return [k for k, q in self._by_key.items() if q]
+
+    def committed(self, key: str, offset: int) -> None:
+        """The group committed ``key`` up to ``offset``: the records below it are done."""
+        q = self._by_key.get(key)
+        while q and q[0][0] < offset:
+            self._drop(q.popleft())
+
+    def rewind(self, key: str, nxt: int) -> None:
+        """The read of ``key`` goes on from ``nxt`` (a retried bundle, a truncated log): the
+        records from there on will be read, and counted, again."""
+        q = self._by_key.get(key)
+        while q and q[-1][0] >= nxt:
+            self._drop(q.pop())
+
+    def _drop(self, entry: tuple[int, int]) -> None:
+        self.records -= 1
+        self.bytes -= entry[1]
+
+
+# uid of a reader step -> its in-flight records in this process (the DoFn instance that runs
+# the next bundle of the one element may be another one; a pipeline started again in the same
+# process, after a broker outage, has a reader of its own)
+_IN_FLIGHT: dict[str, InFlight] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _in_flight(uid: str) -> InFlight:
+    with _IN_FLIGHT_LOCK:
+        if uid not in _IN_FLIGHT and len(_IN_FLIGHT) >= 8:
+            _IN_FLIGHT.pop(next(iter(_IN_FLIGHT)))
+        return _IN_FLIGHT.setdefault(uid, InFlight())
 
 
 class _PositionsTracker(RestrictionTracker):
@@ -123,8 +193,13 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self.bytes_read = Metrics.counter(ns, read_counter(pre, BYTES_READ))
         self.idle_polls = Metrics.counter(ns, read_counter(pre, IDLE_POLLS))
         self.held_back = Metrics.counter(ns, read_counter(pre, HELD_BACK))
+        self._uid = uuid.uuid4().hex  # one per step, kept through pickling
 
     def setup(self) -> None:
+        self._flight = _in_flight(self._uid)
+        self._holding = False
+        self._held_logged = 0.0
+        self._needed_bytes = 1  # the room the message the last poll could not take needs
         self._consumer = None
         self._group = None
         self._assigned: dict[str, int] = {}  # key -> the position the consumer is at
@@ -185,23 +260,79 @@ class _ReadAllPartitionsFn(beam.DoFn):
             if self._assigned.get(key) != nxt:
                 consumer.seek(topic_partition(*split_tp_key(key)), nxt)
                 self._assigned[key] = nxt
+            self._flight.rewind(key, nxt)  # a retried bundle: its records are read again
+
+    def _committed_offset(self, key: str, origin: int, refresh: bool) -> int:
+        """The group's committed offset of ``key`` as last asked (``origin`` before); with
+        ``refresh`` asked again, at most 4 times a second a partition."""
+        committed, asked = self._committed.get(key, (origin, 0.0))
+        now = time.monotonic()
+        if refresh and now - asked >= 0.25:
+            try:
+                fresh = self._group.committed(topic_partition(*split_tp_key(key))) or origin
+            except Exception as exc:  # the broker is away: as it was, asked again later
+                log.debug("committed offset of %s unknown: %r", key, exc)
+                fresh = committed
+            committed = max(fresh, origin)
+            self._committed[key] = (committed, now)
+            self._flight.committed(key, committed)
+        return committed
+
+    def _room(self, pos: dict[str, tuple[int, int]], wanted: int) -> tuple[float, float]:
+        """How many more records, and bytes, may be read before the in-flight limits; when
+        they would cut the next poll (``wanted`` records), the commits are asked first."""
+        most_records, most_bytes = self.read.max_uncommitted_records, self.read.max_uncommitted_bytes
+        if not most_records and not most_bytes:
+            return float("inf"), float("inf")
+        flight = self._flight
+
+        def room() -> tuple[float, float]:
+            return (most_records - flight.records if most_records else float("inf"),
+                    most_bytes - flight.bytes if most_bytes else float("inf"))
+
+        records, nbytes = room()
+        if records < wanted or nbytes < (most_bytes or 0) / 2:
+            for key in flight.keys():
+                self._committed_offset(key, pos[key][1], refresh=True)
+            records, nbytes = room()
+        return records, nbytes
+
+    @property
+    def _resume_records(self) -> int:
+        """The room in records the reader reads on at: any, or a quarter of the limit once it
+        waits (reads in bites of a few records make many small bundles downstream)."""
+        most = self.read.max_uncommitted_records
+        return -(-most // 4) if self._holding and most else 1
+
+    @property
+    def _resume_bytes(self) -> int:
+        most = self.read.max_uncommitted_bytes
+        return most // 4 if self._holding and most else 1
+
+    def _hold(self, held: bool) -> None:
+        """Note that the reader waits for commits (``held``) or reads again."""
+        if held and not self._holding:
+            self.held_back.inc()
+            now = time.monotonic()
+            if now - self._held_logged >= 10.0:  # a backlog holds and resumes often: log seldom
+                self._held_logged = now
+                f = self._flight
+                log.info("reader: %d records (%.1f MiB) read and not committed yet, at the limit "
+                         "(%s records, %s MiB): waiting for commits (peak so far %d records, %.1f MiB)",
+                         f.records, f.bytes / 2**20, self.read.max_uncommitted_records or "no limit",
+                         _mib(self.read.max_uncommitted_bytes), f.peak_records, f.peak_bytes / 2**20)
+        self._holding = held
 
     def _apply_back_pressure(self, pos: dict[str, tuple[int, int]]) -> None:
         cap = self.read.max_ahead_of_commit
         if not cap:
             return
         consumer = self._consumer
-        now = time.monotonic()
         for key, (nxt, origin) in pos.items():
-            committed, asked = self._committed.get(key, (origin, 0.0))
+            committed = self._committed_offset(key, origin, refresh=False)
             ahead = nxt - committed >= cap
-            if ahead and now - asked >= 0.25:  # ask the group again, at most 4 times a second
-                try:
-                    committed = self._group.committed(topic_partition(*split_tp_key(key))) or origin
-                except Exception as exc:  # the broker is away: stay paused, ask again later
-                    log.debug("committed offset of %s unknown: %r", key, exc)
-                self._committed[key] = (max(committed, origin), now)
-                ahead = nxt - self._committed[key][0] >= cap
+            if ahead:
+                ahead = nxt - self._committed_offset(key, origin, refresh=True) >= cap
             tp = topic_partition(*split_tp_key(key))
             if ahead and key not in self._paused:
                 consumer.pause(tp)
@@ -250,6 +381,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             pos[key] = (nxt, origin)
             self._consumer.seek(tp, seek)
             self._assigned[key] = nxt  # where the restriction is; the consumer may be past a gone range
+            self._flight.rewind(key, nxt)
 
     def _watchdog(self, pos: dict[str, tuple[int, int]]) -> None:
         """Polls that return nothing while a partition (not paused) has messages past its
@@ -289,6 +421,10 @@ class _ReadAllPartitionsFn(beam.DoFn):
         restriction = tracker.current_restriction()
         if draining():
             tracker.try_claim(None)
+            f = self._flight
+            log.info("reader: drained; at most %d records (%.1f MiB) were read and not committed at once "
+                     "(limits %s records, %s MiB)", f.peak_records, f.peak_bytes / 2**20,
+                     self.read.max_uncommitted_records or "no limit", _mib(self.read.max_uncommitted_bytes))
             return
         pos = restriction.as_dict()
         listed_at = restriction.listed_at
@@ -303,9 +439,17 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self._sync_assignment(pos)
         deadline = time.monotonic() + self.read.max_seconds_per_call
         emitted = 0
+        held = False
+        cap = self.read.max_ahead_of_commit
         while emitted < self.read.max_records_per_call and time.monotonic() < deadline:
             self._apply_back_pressure(pos)
             asked = self.read.max_records_per_call - emitted
+            room_records, room_bytes = self._room(pos, asked)
+            held = room_records < self._resume_records or room_bytes < max(self._needed_bytes, self._resume_bytes)
+            self._hold(held)
+            if held:
+                break  # nothing read past the limits: the commits move them
+            asked = int(min(asked, room_records))
             try:
                 polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
             except (errors.OffsetOutOfRangeError, errors.LogTruncationError) as exc:
@@ -317,16 +461,30 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 break
             self._idle_since = None
             out: list[TimestampedValue] = []
+            taken: list[tuple[str, int, int]] = []  # (key, offset, bytes) of what is emitted
+            cut_short = False
             for tp, msgs in polled.items():
                 key = tp_key(tp.topic, tp.partition)
                 nxt, origin = pos[key]
+                stop = self._committed_offset(key, origin, refresh=False) + cap if cap else None
                 for msg in msgs:
                     if msg.offset < nxt:
                         continue  # already read (a re-sent fetch after a seek)
+                    size = len(msg.value or b"")
+                    if ((stop is not None and msg.offset >= stop)
+                            or (size > room_bytes and (self._flight.records or taken))):
+                        # past the room: read again from here later (the consumer goes back)
+                        self._consumer.seek(tp, nxt)
+                        if size > room_bytes:  # no poll before there is room for it
+                            self._needed_bytes = min(size, self.read.max_uncommitted_bytes or size)
+                        cut_short = True
+                        break
+                    room_bytes -= size
                     ref = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset,
                                     covers_from=nxt, origin=origin, timestamp_ms=msg.timestamp)
                     nxt = msg.offset + 1
-                    self.bytes_read.inc(len(msg.value or b""))
+                    taken.append((key, msg.offset, size))
+                    self.bytes_read.inc(size)
                     out.append(TimestampedValue(KafkaRecord(msg.value, msg.key, ref, list(msg.headers or [])),
                                                 Timestamp(micros=max(msg.timestamp, 0) * 1000)))
                 pos[key] = (nxt, origin)
@@ -334,16 +492,20 @@ class _ReadAllPartitionsFn(beam.DoFn):
             if not tracker.try_claim(Positions.of(pos, listed_at)):
                 self._assigned = {}  # not ours to emit: the next call seeks again
                 return
+            for key, offset, size in taken:
+                self._flight.add(key, offset, size)
+            if not cut_short:
+                self._needed_bytes = 1
             for value in out:
                 yield value
                 advance_watermark(watermark, value.timestamp)
             self.records_read.inc(len(out))
             emitted += len(out)
-            if len(out) < asked:
-                break  # caught up: end the bundle now, so these records move on at once
+            if cut_short or len(out) < asked:
+                break  # caught up (or at a limit): end the bundle now, so these records move on at once
         if not tracker.try_claim(Positions.of(pos, listed_at)):
             return
-        if emitted == 0:
+        if emitted == 0 and not held:
             # Idle: nothing newer can carry an older timestamp than "now - a little".
             advance_watermark(watermark, Timestamp.now() - Duration(seconds=1))
         tracker.defer_remainder(Duration(seconds=0 if emitted else self.read.idle_resume_seconds))
@@ -355,6 +517,10 @@ class _ReadAllPartitionsFn(beam.DoFn):
                     c.close(autocommit=False)
                 except Exception:  # closing on shutdown: nothing left to protect
                     pass
+
+
+def _mib(nbytes: int | None) -> str:
+    return f"{nbytes / 2**20:g}" if nbytes else "no limit"
 
 
 class ReadLive(beam.PTransform):

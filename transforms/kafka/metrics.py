@@ -22,7 +22,7 @@ INPUT_PREFIX = "kafka"  # ReadConfig.counter_prefix of the job's input
 RECORDS_READ = "records_read"
 BYTES_READ = "bytes_read"
 IDLE_POLLS = "idle_polls"
-HELD_BACK = "held_back"  # the live reader: messages held back by max_ahead_of_commit
+HELD_BACK = "held_back"  # the live reader: times it waited for commits (max_ahead_of_commit, max_uncommitted_*)
 
 
 def read_counter(prefix: str, name: str) -> str:
