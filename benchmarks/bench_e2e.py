@@ -337,8 +337,9 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _tree(root: int) -> list[tuple[int, int]]:
-    """(pid, parent pid) of a process and its descendants."""
+def process_tree(root: int) -> list[tuple[int, int]]:
+    """(pid, parent pid) of a process and its live descendants (from /proc; the other
+    benchmarks use it too)."""
     todo, seen = [(root, 0)], []
     while todo:
         pid, ppid = todo.pop()
@@ -376,7 +377,7 @@ class TreeSampler(threading.Thread):
 
     def sample(self, with_pss: bool) -> None:
         rss = pss = 0
-        for pid, ppid in _tree(self.root):
+        for pid, ppid in process_tree(self.root):
             st = _stat(pid)
             if st is None:
                 continue
@@ -431,7 +432,7 @@ def _tree_cpu(pids: list[int | None]) -> float:
     for root in pids:
         if root is None:
             continue
-        for pid, _ in _tree(root):
+        for pid, _ in process_tree(root):
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()

@@ -38,6 +38,9 @@ from copydesk.transforms.parse.messages import parse_message  # noqa: E402
 from fetch_server import MisbehavingServer, html_route, send  # noqa: E402
 from hostile_cases import _drip, article_html, install_routes, message_cases  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_e2e import process_tree  # noqa: E402
+
 
 def _msgs(urls: list[str]) -> list[InputMessage]:
     out = [parse_message(u.encode()) for u in urls]
@@ -104,18 +107,8 @@ def drip_cost(batch: int, deadline: float) -> None:
 
 def _tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and all its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
+    total = 0
+    for p, _ in process_tree(pid):
         try:
             total += int(open(f"/proc/{p}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError):

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from realkafka import KafkaBroker  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import py_spy  # noqa: E402
+from bench_e2e import process_tree, py_spy  # noqa: E402
 
 from copydesk.pipelines.demo.broker import create_topics  # noqa: E402
 
@@ -67,23 +67,6 @@ def pages(copies: int, folder: Path = FUNDUS) -> list[bytes]:
     return out
 
 
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 class RssSampler(threading.Thread):
     """Peak RSS of the job's process tree, and the CPU seconds of its parts (the job's own
     process, the Prism binary, everything else: forkserver and extraction workers), from
@@ -100,7 +83,7 @@ class RssSampler(threading.Thread):
         tick = os.sysconf("SC_CLK_TCK")
         while not self._stop.wait(0.2):
             total, by_part = 0, {}
-            for pid in _tree(self.pid):
+            for pid, _ in process_tree(self.pid):
                 try:
                     rss = int(open(f"/proc/{pid}/statm").read().split()[1]) * page
                     comm, rest = open(f"/proc/{pid}/stat").read().rsplit(")", 1)
