@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "unencodable-by-test-hook"
 
 
-def _prism_or_skip() -> None:
+def _require_prism() -> None:
     from copydesk.pipelines.job import find_prism
 
     path, where = find_prism()
@@ -149,7 +149,7 @@ def _at(partition: int, offset: int):
 @pytest.fixture(scope="module")
 def stream(kafka, tmp_path_factory):
     """One ``copydesk run`` for the module's streaming tests (one input partition at first)."""
-    _prism_or_skip()
+    _require_prism()
     import uuid
 
     from copydesk.pipelines.demo.broker import create_topics
@@ -273,7 +273,7 @@ def test_sigterm_drains_commits_everything_and_exits_zero(stream, kafka):
 
 
 def test_a_restart_resumes_from_the_committed_offsets_with_nothing_lost(kafka, topics, producer, site, tmp_path):
-    _prism_or_skip()
+    _require_prism()
     t = topics("in", "out", "dead", partitions=2)
     group = f"g-{t['in']}"
     pages = _pages()
@@ -308,7 +308,7 @@ def test_start_from_earliest_resumes_at_the_committed_offset(kafka, topics, prod
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    _prism_or_skip()
+    _require_prism()
     t = topics("in", "out", "dead", partitions=1)
     group = f"g-{t['in']}"
     pages = _pages()
@@ -347,7 +347,7 @@ def test_the_input_partitions_leader_killed_mid_stream_loses_nothing(kafka_clust
 
     from copydesk.pipelines.demo.broker import create_topics
 
-    _prism_or_skip()
+    _require_prism()
     run = uuid.uuid4().hex[:10]
     t = {n: f"t-{run}-{n}" for n in ("in", "out", "dead")}
     bootstrap = kafka_cluster.bootstrap
@@ -434,7 +434,7 @@ def test_the_reader_holds_no_more_uncommitted_records_than_its_limit_and_loses_n
     own ledger of records read and not yet passed by the group's committed offset, is 6."""
     import re
 
-    _prism_or_skip()
+    _require_prism()
     limit = 6
     t = topics("in", "out", "dead", partitions=2)
     sent = [_send(producer, t["in"], site.url(f"{p}?held={i}").encode())[:2]
