@@ -37,6 +37,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from copydesk.transforms.kafka.client import split_tp_key, topic_partition
 from copydesk.transforms.kafka.config import KafkaConfig
 from copydesk.transforms.kafka.metrics import COMMIT_NS, OFFSET_COMMIT_ERRORS, OFFSET_COMMITS, PENDING_ACK_RANGES
+from copydesk.transforms.per_step import PerStep
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +107,7 @@ class _Ledger:
 
 # uid of a committer step -> its ledger in this process (pipelines built one after another in
 # one process, e.g. a streaming pipeline restarted after a broker outage, each have their own)
-_LEDGERS: dict[str, _Ledger] = {}
-_LEDGERS_LOCK = threading.Lock()
-_LEDGERS_MAX = 8
-
-
-def _ledger(uid: str) -> _Ledger:
-    with _LEDGERS_LOCK:
-        ledger = _LEDGERS.get(uid)
-        if ledger is None:
-            while len(_LEDGERS) >= _LEDGERS_MAX:
-                _LEDGERS.pop(next(iter(_LEDGERS)))
-            ledger = _LEDGERS[uid] = _Ledger()
-        return ledger
+_LEDGERS: PerStep[_Ledger] = PerStep(_Ledger)
 
 
 class _CommitFn(beam.DoFn):
@@ -134,7 +123,7 @@ class _CommitFn(beam.DoFn):
 
     def setup(self) -> None:
         self._consumer = None
-        self._ledger = _ledger(self._uid)
+        self._ledger = _LEDGERS.get(self._uid)
 
     def _client(self):
         from kafka import KafkaConsumer

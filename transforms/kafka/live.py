@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -55,6 +54,7 @@ from copydesk.transforms.kafka.client import advance_watermark, partitions_for, 
 from copydesk.transforms.kafka.config import KafkaConfig, KafkaRecord, ReadConfig
 from copydesk.transforms.kafka.io import draining, resolve_partitions
 from copydesk.transforms.kafka.metrics import BYTES_READ, HELD_BACK, IDLE_POLLS, RECORDS_READ, read_counter
+from copydesk.transforms.per_step import PerStep
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,7 @@ class InFlight:
 # uid of a reader step -> its in-flight records in this process (the DoFn instance that runs
 # the next bundle of the one element may be another one; a pipeline started again in the same
 # process, after a broker outage, has a reader of its own)
-_IN_FLIGHT: dict[str, InFlight] = {}
-_IN_FLIGHT_LOCK = threading.Lock()
-
-
-def _in_flight(uid: str) -> InFlight:
-    with _IN_FLIGHT_LOCK:
-        if uid not in _IN_FLIGHT and len(_IN_FLIGHT) >= 8:
-            _IN_FLIGHT.pop(next(iter(_IN_FLIGHT)))
-        return _IN_FLIGHT.setdefault(uid, InFlight())
+_IN_FLIGHT: PerStep[InFlight] = PerStep(InFlight)
 
 
 class _PositionsTracker(RestrictionTracker):
@@ -196,7 +188,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self._uid = uuid.uuid4().hex  # one per step, kept through pickling
 
     def setup(self) -> None:
-        self._flight = _in_flight(self._uid)
+        self._flight = _IN_FLIGHT.get(self._uid)
         self._holding = False
         self._held_logged = 0.0
         self._needed_bytes = 1  # the room the message the last poll could not take needs
