@@ -352,8 +352,8 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
     ``containment`` of the smaller body and ``min_cover`` of the larger. Version: it covers
     ``version_overlap`` of the smaller body and ``version_entities`` of the smaller body's
     names and quotes are in the other's, unless ``version_lead`` of the text they share lies
-    in the smaller body's first half (a page quoting its opening). Two bodies of one site where one carries
-    ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
+    in the smaller body's first half (a page quoting its opening). Two bodies of one site
+    where one carries ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
     ``1 - roundup_extra`` of its own text, never match (a roundup quoting a story is not
     that story's update; a full story expanding its short first item is). Two pages of one
     site where the smaller is at most ``roundup_share`` of the larger match only when at
