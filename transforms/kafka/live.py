@@ -199,6 +199,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self._paused: set[str] = set()
         self._idle_since: float | None = None
         self._checked_at = 0.0
+        self._first_read = True  # the first bundle that reads anything ends after that poll
 
     def _clients(self):
         from kafka import KafkaConsumer
@@ -504,8 +505,12 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 advance_watermark(watermark, value.timestamp)
             self.records_read.inc(len(out))
             emitted += len(out)
-            if cut_short or self._caught_up(pos):
-                break  # at a limit, or nothing more to read now: end the bundle, so these records move on
+            first, self._first_read = self._first_read, False
+            if cut_short or first or self._caught_up(pos):
+                # at a limit, or nothing more to read now, or the job's first records (its
+                # first output comes after one poll, not a full bundle): end the bundle, so
+                # these records move on
+                break
         if not tracker.try_claim(Positions.of(pos, listed_at)):
             return
         if emitted == 0 and not held:
