@@ -453,7 +453,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             self._hold(held)
             if held:
                 break  # nothing read past the limits: the commits move them
-            asked = int(min(asked, room_records, _POLL_RECORDS))
+            asked = int(min(asked, room_records, _FIRST_POLL_RECORDS if self._first_read else _POLL_RECORDS))
             try:
                 polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
             except (errors.OffsetOutOfRangeError, errors.LogTruncationError) as exc:
@@ -532,6 +532,11 @@ class _ReadAllPartitionsFn(beam.DoFn):
 # record before the next is read, so a poll of 500 URLs would hold the bundle for as long as
 # fetching 500 pages politely takes (seen: 10 s and more), its outputs with it.
 _POLL_RECORDS = 64
+# The job's first poll, which ends its first bundle (``_first_read``): a few records, so the
+# first output waits for one or two pages' extraction, not 64 (measured with 2 workers:
+# first output 2-3 s sooner); the bundles after it read as above while those records are
+# deduplicated, written and committed.
+_FIRST_POLL_RECORDS = 2
 
 
 def _mib(nbytes: int | None) -> str:
