@@ -59,6 +59,10 @@ def cmd_run(argv: list[str]) -> int:
 
     prestart = Prestart(argv, early)
     from copydesk.pipelines.job import StopFlag, run_job
+    from copydesk.pipelines.startup import process_seconds
+
+    logging.getLogger("copydesk.pipelines.startup").debug("start-up: imports done %.2fs after the process started",
+                                                          process_seconds() or 0.0)
 
     stop = StopFlag(early)
     stop.install()

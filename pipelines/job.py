@@ -55,7 +55,7 @@ from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptio
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
 from copydesk.pipelines.prism import PRISM_ENV, find_binary
-from copydesk.pipelines.startup import BrokerChecks, Prestart, explicit_runner
+from copydesk.pipelines.startup import BrokerChecks, Prestart, explicit_runner, process_seconds
 from copydesk.pipelines.pipeline import (ConfigError, PipelineOutputs, build_pipeline, check_topics,
                                          configure_local_runner, extract_config, kafka_config, pipeline_options,
                                          validate)
@@ -357,9 +357,10 @@ def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc
         started = time.monotonic()
         p = beam.Pipeline(options=options)
         build_pipeline(p, options)
-        log.debug("pipeline built in %.2fs", time.monotonic() - started)
+        log.debug("start-up: pipeline built in %.2fs", time.monotonic() - started)
         if checks is not None and not checks.result():
             return stats  # stopped while waiting for the broker
+        log.debug("start-up: broker checks done %.2fs after the process started", process_seconds() or 0.0)
         if server is not None:
             server.wait_ready()
         if o.input_topic and watch is not None:
@@ -375,6 +376,7 @@ def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc
             result = p.run()
             p = None
             log.info("streaming pipeline started on Prism (%.1fs to submit)", time.monotonic() - started)
+            log.debug("start-up: pipeline submitted %.2fs after the process started", process_seconds() or 0.0)
             outcome = _watch_stream(result, stop, live, guard, exit_when_idle, on_run, stats, started,
                                     drain_timeout)
             stats.runs += 1

@@ -180,6 +180,18 @@ class Prestart:
             self.prism = None
 
 
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), for the start-up's DEBUG lines."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rpartition(")")[2].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _start_forkserver() -> None:
     """Start the extraction pool's forkserver now (transforms/extract/pool.py: the pool
     finds it running; its preload list is fixed when it starts)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from copydesk.pipelines.flags import parse_flags
 from copydesk.pipelines.startup import FORKSERVER_PRELOAD, ConfigError, Prestart
 
@@ -74,3 +76,34 @@ def test_cached_views_are_beams_views() -> None:
 
     again = pickle.loads(pickle.dumps(options))
     assert again.view_as(StandardOptions).streaming is True
+
+
+@pytest.mark.integration
+def test_copydesk_run_fails_before_the_job_starts_when_a_topic_is_missing(broker, topics, producer) -> None:
+    """The broker checks now run beside Beam's import and the pipeline's building: a missing
+    output topic must still stop `copydesk run` (default runner) with its message and exit 2
+    before any pipeline starts or any offset is read or committed."""
+    import subprocess
+    import sys
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from conftest import cli_env
+
+    t = topics("in", "dead")
+    producer.send(t["in"], b'{"url": "http://127.0.0.1:9/a"}').get(timeout=30)
+    group = f"g-{t['in']}"
+    proc = subprocess.run([sys.executable, "-m", "copydesk.pipelines.cli", "run", "--bootstrap-servers",
+                           broker.bootstrap, "--input-topic", t["in"], "--group-id", group,
+                           "--output-topic", "no-such-output", "--dead-letter-topic", t["dead"],
+                           "--extract-workers", "0"],
+                          env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "topics do not exist" in proc.stderr and "no-such-output" in proc.stderr, proc.stderr[-3000:]
+    assert "streaming pipeline started" not in proc.stderr
+    assert "reading " not in proc.stderr  # the reader never ran
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        assert consumer.committed(TopicPartition(t["in"], 0)) is None
+    finally:
+        consumer.close()
