@@ -60,7 +60,7 @@ from copydesk.pipelines.pipeline import (ConfigError, PipelineOutputs, build_pip
                                          configure_local_runner, extract_config, kafka_config, pipeline_options,
                                          validate)
 from copydesk.transforms.extract.pool import warm
-from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain
+from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain, warm_producer
 from copydesk.transforms.kafka.metrics import INPUT_RECORDS_READ
 
 log = logging.getLogger(__name__)
@@ -361,6 +361,9 @@ def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc
         if checks is not None and not checks.result():
             return stats  # stopped while waiting for the broker
         log.debug("start-up: broker checks done %.2fs after the process started", process_seconds() or 0.0)
+        if kc is not None and o.kafka_io == "python" and not o.copydesk_dry_run:
+            for topic in {o.output_topic, o.dead_letter_topic} - {None, ""}:
+                warm_producer(kc, topic)  # the writers' producers, ready before their first bundle
         if server is not None:
             server.wait_ready()
         if o.input_topic and watch is not None:

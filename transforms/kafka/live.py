@@ -231,8 +231,9 @@ class _ReadAllPartitionsFn(beam.DoFn):
             listed.extend((topic, p) for p in sorted(partitions_for(consumer, topic)))
         new = [(t, p) for t, p in listed if tp_key(t, p) not in pos]
         if new:
+            # the group's consumer of _clients(), bootstrapped already: no new client here
             for spec in resolve_partitions(self.kafka, self.read, only=new,
-                                           reset=self.read.start if first else "earliest"):
+                                           reset=self.read.start if first else "earliest", consumer=self._group):
                 pos[spec.key] = (spec.start, spec.start)
                 if first:
                     log.info("reading %s from offset %d", spec.key, spec.start)
