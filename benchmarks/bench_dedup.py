@@ -160,6 +160,7 @@ SWEEP = (
     ("version_overlap", (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)),
     ("version_entities", (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01)),
     ("version_sum", (0.0, 1.3, 1.4, 1.5)),
+    ("version_lead", (0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.01)),
     ("roundup_cover", (0.8, 0.85, 0.9, 0.95, 1.01)),
     ("roundup_extra", (0.05, 0.1, 0.15, 0.2)),
     ("roundup_share", (0.3, 0.4, 0.5, 0.6)),
@@ -215,12 +216,19 @@ def bench_quality(args: argparse.Namespace) -> DedupConfig | None:
             mark = "*" if val == getattr(cfg0, name) else " "
             row.append(f"{val:g}{mark} {r:.3f}/{v:.3f}/{f:.3f}")
         print(f"    {name:16s} " + "  ".join(row))
-    for name, prs_ in (("test half (unseen by the sweep)", test), ("all pairs", prs)):
+    for name, prs_ in (("tune half", tune), ("test half (unseen by the sweep)", test), ("all pairs", prs)):
         _print_confusion(f"chosen rule, {name}: per pair, each pair on its own",
                          _confusion(prs_, _pair_matches(prs_, base, cfg0)))
-    last = dataclasses.replace(cfg0, bands=64, rows=2, expansion_lead=0.0)
-    _print_confusion("the previous rule (64 x 2 bands of 16-bit values, no lead test), all pairs",
-                     _confusion(prs, _pair_matches(prs, base, last)))
+    for name, prs_ in (("test half", test), ("all pairs", prs)):
+        _print_confusion(f"the previous rule (no opening test for the version signal), {name}",
+                         _confusion(prs_, _pair_matches(prs_, base, dataclasses.replace(cfg0, version_lead=1.01))))
+    # the opening test on its own: what it removes when the same-site roundup and position
+    # rules, which cover some of the same pairs, are off
+    bare = dataclasses.replace(cfg0, roundup_cover=1.01, expansion_lead=0.0)
+    for label, cfg in (("without", dataclasses.replace(bare, version_lead=1.01)), ("with", bare)):
+        conf = _confusion(prs, _pair_matches(prs, base, cfg))
+        print(f"  roundup and position rules off, {label} the opening test, all pairs: "
+              + ", ".join(f"{k} {conf[k][0]}" for k in VERSION_KINDS + NEGATIVE_KINDS))
     old = dataclasses.replace(cfg0, bands=32, rows=4, containment=1.01, version_overlap=1.01, roundup_cover=1.01,
                               expansion_lead=0.0)
     _print_confusion("the first rule (Jaccard >= 0.5, 32 x 4 bands), all pairs",

@@ -32,8 +32,9 @@ Negative kinds (must not match the paired document)
     roundup          same site as the story: the story verbatim as the first ~3/4, then two
                      short items from two other stories (paired with the story and with
                      the other stories' originals: a chain through it would join them)
-    weekly_list      same site: a list of six stories' titles and first sentences
-                     (paired with each of them)
+    weekly_list      same site: a list of six stories in one language, each its title and
+                     its opening sentences (at least 15 words, at most 3 sentences: a teaser),
+                     in a random order (paired with each of them)
     template_post    two posts of one site sharing text (paired with each other): for half
                      the stories a template (40-65% of each post; fixed wording whose names
                      are generic, as in automated posts) around each post's own specifics,
@@ -285,6 +286,17 @@ def _inject(rng: random.Random, sents: list[str], names: list[str], rate: float 
     return out
 
 
+def _teaser(ps: list[str], min_words: int = 15, max_sentences: int = 3) -> str:
+    """A list's teaser of a story: its opening sentences, until ``min_words`` words (at most
+    ``max_sentences``; a dateline alone, "Berlin.", is no teaser)."""
+    out: list[str] = []
+    for s in _sentences(ps[0]) or [ps[0]]:
+        out.append(s)
+        if len(" ".join(out).split()) >= min_words or len(out) >= max_sentences:
+            break
+    return " ".join(out)
+
+
 def _quote(ps: list[str]) -> str | None:
     for p in ps:
         m = re.search(r"[\"“„«]([^\"“”„«»]{30,300})[\"”“»]", p)
@@ -305,6 +317,7 @@ def generate(bodies: list[tuple[str, str, str]], seed: int = 7, held_out: float 
     sids = [f"s{si:04d}" for si in range(len(stories))]
     para_of = {sid: _paras(b) for sid, (_k, _t, b) in zip(sids, stories)}
     title_of = {sid: t for sid, (_k, t, _b) in zip(sids, stories)}
+    lang_of = {sid: language(b) for sid, (_k, _t, b) in zip(sids, stories)}
 
     for si, (_key, title, body) in enumerate(stories):
         story = sids[si]
@@ -385,14 +398,21 @@ def generate(bodies: list[tuple[str, str, str]], seed: int = 7, held_out: float 
         text = "\n".join(ps + items)
         yield Variant(f"{story}-roundup", f"{story}-n1", "roundup", AGENCY, "Roundup", text, story,
                       rng.uniform(3600, 7200), orig, False, tuple(f"{o}-orig" for o in others[:2]))
-        # weekly list: six stories' titles and first sentences
-        listed = [story] + others[2:7]
+        # weekly list: six of the site's stories in one language (the story and five others,
+        # in a random order), each its title and its opening as a teaser. Drawn with a random
+        # generator of its own, so the other kinds do not depend on how lists are made
+        lrng = random.Random(f"{seed}-weekly-{si}")
+        same_lang = [o for o in sids if o != story and lang_of[o] == lang]
+        rest = [o for o in sids if o != story and lang_of[o] != lang]
+        listed = [story] + lrng.sample(same_lang, k=min(5, len(same_lang)))
+        listed += lrng.sample(rest, k=6 - len(listed))
+        lrng.shuffle(listed)
         lines = ["This week's most read stories"]
         for o in listed:
-            lines += [title_of[o], (_sentences(para_of[o][0]) or [para_of[o][0]])[0]]
+            lines += [title_of[o], _teaser(para_of[o])]
         lines.append("Sign up to get the weekly list in your inbox.")
         yield Variant(f"{story}-weekly_list", f"{story}-n2", "weekly_list", AGENCY, "Weekly", "\n".join(lines), story,
-                      rng.uniform(7200, 20000), orig, False, tuple(f"{o}-orig" for o in listed[1:]))
+                      rng.uniform(7200, 20000), orig, False, tuple(f"{o}-orig" for o in listed if o != story))
         # template posts: two posts of one site sharing text. Every other story: a template
         # (40-65% of each post: fixed wording, its names made generic as in an automated post,
         # the site's name kept) around each post's own specifics; otherwise two stories that

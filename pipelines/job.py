@@ -57,7 +57,9 @@ from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptio
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
 from copydesk.pipelines.pipeline import (ConfigError, PipelineOutputs, build_pipeline, check_topics,
-                                         configure_local_runner, kafka_config, pipeline_options, validate)
+                                         configure_local_runner, extract_config, kafka_config, pipeline_options,
+                                         validate)
+from copydesk.transforms.extract.pool import warm
 from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain
 from copydesk.transforms.kafka.metrics import INPUT_RECORDS_READ
 
@@ -224,6 +226,9 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
     explicit = _explicit_runner(argv)
     o = options.view_as(CopydeskOptions)
     validate(o)
+    # The extraction workers start now, beside the broker checks and the pipeline's
+    # submission (the stage leases the same pool): ~1 s sooner to the first output.
+    warm(extract_config(o), o.extract_workers)
     stop = stop or StopFlag()
     kc = kafka_config(o)
     watch = BrokerWatch(kc.kwargs(), listener=on_broker) if kc is not None else None

@@ -400,6 +400,40 @@ def test_roundup_is_no_update_and_no_chain() -> None:
     assert out["r"].cluster_id == "id-a" and out["r"].duplicate_kind == "near"
 
 
+def _opening_story(seed: int, names: list[str], opening: int = 55, rest: int = 60) -> tuple[str, str]:
+    """A short story whose opening sentence holds all its names (who, where, when), and that
+    opening: what a list or a newsletter quotes of it."""
+    ws = story(seed, opening).replace(".", "").split()
+    for i, n in enumerate(names):
+        ws[1 + i * (opening - 2) // len(names)] = n
+    first = " ".join([ws[0].capitalize()] + ws[1:]) + "."
+    return first + "\n\n" + story(seed + 10_000, rest), first
+
+
+def test_a_list_quoting_openings_is_no_version_and_no_chain() -> None:
+    """A weekly list of one site carries the titles and openings of several stories. A short
+    story names everything in its opening, so the list shares its names and a third of its
+    text, the version signal's shape; but what they share is the story's opening alone, and a
+    version rewrites the top and keeps the body. Neither story is the list's version, and the
+    list does not join them into one cluster."""
+    a, a_open = _opening_story(11, _NAMES[:6])
+    b, b_open = _opening_story(12, _NAMES[6:12])
+    items = [_opening_story(13 + i, [f"Tallinn{i}", f"Riga{i}", f"Vilnius{i}", f"Turku{i}"], 20, 1)[1]
+             for i in range(4)]
+    lst = "\n".join(["This week's most read stories", "Title of the first", a_open, *items[:2], "Title of the second",
+                     b_open, *items[2:], "Sign up to get the weekly list in your inbox."])
+    ma, ml, mb = mem("a", a, 1, "apnews.com"), mem("l", lst, 2, "apnews.com"), mem("b", b, 3, "apnews.com")
+    cs, _ = overlap(similarity(ma.sig, ml.sig), ma.nsh, ml.nsh)
+    assert cs >= CFG.version_overlap and entity_containment(ma.ents, ml.ents) >= CFG.version_entities
+    assert ma.nsh > CFG.roundup_share * ml.nsh  # not a short page against a long one: no position test
+    assert lead_share(ma.sig, ml.sig, ma.lead) == 1.0  # all it shares is in the story's first half
+    out, _ = _index_run([ma, ml, mb])
+    assert [out[k].cluster_id for k in "alb"] == ["id-a", "id-l", "id-b"]
+    # without the test the list is the story's update, and the next story chains to it
+    out, _ = _index_run([ma, ml, mb], dataclasses.replace(CFG, version_lead=1.01))
+    assert out["l"].cluster_id == out["b"].cluster_id == "id-a"
+
+
 def _reword(text: str, seed: int, rate: float) -> str:
     rng = random.Random(seed)
     out = []

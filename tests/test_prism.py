@@ -397,10 +397,10 @@ def test_the_input_partitions_leader_killed_mid_stream_loses_nothing(kafka_clust
     print(f"\ncluster: leader {leader} killed mid-stream; {len(sent)} offsets, 0 lost, {redelivered} re-delivered")
 
 
-def test_the_live_pipeline_breaks_fusion_after_the_reader_and_the_micro_batch_one_does_not():
-    """The live reader is one element: without a fusion break after it, parse, fetch and
-    extract would run one bundle at a time on Prism (docs/runners.md). The micro-batch
-    runner must not get one (a real shuffle there: extraction would wait for the read)."""
+def test_the_live_reader_is_fused_with_parse_fetch_and_extract():
+    """No fusion break (Reshuffle) between the live reader and extraction: a message's payload
+    (a pre-scraped page) would cross the runner twice more (docs/performance.md, "Fused
+    reader"). Parse takes the reader's output as it is, on both runners."""
     import apache_beam as beam
 
     from copydesk.pipelines.pipeline import build_pipeline, live_read_config, pipeline_options
@@ -415,13 +415,12 @@ def test_the_live_pipeline_breaks_fusion_after_the_reader_and_the_micro_batch_on
         build_pipeline(p, options, read_config=read_config)
         return {t.unique_name: t for t in p.to_runner_api().components.transforms.values()}
 
-    live = transforms(live_read_config(options.view_as(CopydeskOptions)))
-    [spread] = [t for name, t in live.items() if name == "Spread"]
-    [unwrap] = [t for name, t in live.items() if name == "Unwrap"]
-    assert list(spread.inputs.values()) == list(unwrap.outputs.values())  # right after the reader
-    assert spread.spec.urn == "beam:transform:reshuffle:v1"
-    batch = transforms(ReadConfig(topics=("in",)))
-    assert "Unwrap" in batch and "Spread" not in batch
+    for read_config in (live_read_config(options.view_as(CopydeskOptions)), ReadConfig(topics=("in",))):
+        ts = transforms(read_config)
+        assert not [n for n, t in ts.items() if t.spec.urn == "beam:transform:reshuffle:v1"]
+        [unwrap] = [t for name, t in ts.items() if name == "Unwrap"]
+        parse = [t for name, t in ts.items() if name.startswith("Parse/") and t.spec.urn == "beam:transform:pardo:v1"]
+        assert parse and list(parse[0].inputs.values()) == list(unwrap.outputs.values())
 
 
 # --------------------------------------------------------------------------- memory in flight

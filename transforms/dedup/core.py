@@ -93,6 +93,13 @@ class DedupConfig:
         intersection covers at least ``version_overlap`` of the smaller body and at least
         ``version_entities`` of the smaller body's names and quotes
         (:func:`~copydesk.transforms.dedup.minhash.entity_sketch`) are in the other's.
+    version_lead: the version signal does not hold when at least this share of the text the
+        two bodies share lies in the smaller body's first half
+        (:func:`~copydesk.transforms.dedup.minhash.lead_share`): that page carries the smaller
+        body's opening and little else of it (a list, a newsletter, a roundup's item on it),
+        and a story names who, where and when in its opening, so it shares the names too; a
+        version rewrites the top and keeps the body. Not known for members from older entries
+        (not applied).
     roundup_cover / roundup_extra / roundup_share: two bodies of one site where one
         carries at least ``roundup_cover`` of the other verbatim, and that is more than
         ``roundup_share`` of it but at least ``roundup_extra`` of it is its own text, are
@@ -138,6 +145,7 @@ class DedupConfig:
     version_overlap: float = 0.3
     version_entities: float = 0.8
     version_sum: float = 0.0
+    version_lead: float = 0.9
     roundup_cover: float = 0.9
     roundup_extra: float = 0.15
     roundup_share: float = 0.5
@@ -343,8 +351,9 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
     Copy: estimated Jaccard ``>= threshold``, or the shingle intersection covers
     ``containment`` of the smaller body and ``min_cover`` of the larger. Version: it covers
     ``version_overlap`` of the smaller body and ``version_entities`` of the smaller body's
-    names and quotes are in the other's. Two bodies of one site where one carries
-    ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
+    names and quotes are in the other's, unless ``version_lead`` of the text they share lies
+    in the smaller body's first half (a page quoting its opening). Two bodies of one site
+    where one carries ``roundup_cover`` of the other, as more than ``roundup_share`` but at most
     ``1 - roundup_extra`` of its own text, never match (a roundup quoting a story is not
     that story's update; a full story expanding its short first item is). Two pages of one
     site where the smaller is at most ``roundup_share`` of the larger match only when at
@@ -375,6 +384,10 @@ def relation(r: Member, m: Member, cfg: DedupConfig, sim: float | None = None) -
     if not ok and cs >= cfg.version_overlap and min(len(r.ents), len(m.ents)) >= 2 * cfg.min_entities:
         e = entity_containment(r.ents, m.ents, cfg.entity_k)
         ok = e >= cfg.version_entities and cs + e >= cfg.version_sum
+        if ok and cfg.version_lead <= 1.0:
+            # what they share is the smaller body's opening alone: a list or roundup item quoting it
+            share = lead_share(r.sig, m.sig, (r if r.nsh <= m.nsh else m).lead)
+            ok = share is None or share < cfg.version_lead
     if not ok:
         return None
     if same_site and cfg.expansion_lead > 0 and 0 < min(r.nsh, m.nsh) <= cfg.roundup_share * max(r.nsh, m.nsh):

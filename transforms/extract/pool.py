@@ -50,7 +50,7 @@ from typing import Hashable, Iterable, Sequence
 from copydesk.schemas.reasons import Reason
 from copydesk.transforms.extract.core import ExtractConfig, Extracted, ExtractionError, extract_article
 
-__all__ = ["ExtractFailure", "ExtractPool", "PoolClient", "SharedPool", "default_workers", "lease", "release"]
+__all__ = ["ExtractFailure", "ExtractPool", "PoolClient", "SharedPool", "default_workers", "lease", "release", "warm"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -424,6 +424,7 @@ class SharedPool:
         pool = self.pool
         owners: dict[tuple[int, int], PoolClient] = {}
         try:
+            pool._ensure()  # the workers start now, not with the first page (see warm())
             while True:
                 with self._lock:
                     taken, self._queue = self._queue, deque()
@@ -535,6 +536,15 @@ def lease(config: ExtractConfig, workers: int | None = None) -> "PoolClient | Ex
 def release(client: "PoolClient | ExtractPool") -> None:
     """Give a leased client back: its pages not taken are dropped; the workers stay."""
     client.close()
+
+
+def warm(config: ExtractConfig, workers: int | None = None) -> None:
+    """Start this process's pool for ``(config, workers)`` now, so that its workers (the
+    forkserver's imports of trafilatura, lxml and Beam: ~1 s) start while the job still builds
+    and submits its pipeline, not when the first page comes. The stage's :func:`lease` then
+    finds it running. Returns at once."""
+    if workers != 0:
+        release(lease(config, workers))
 
 
 @atexit.register

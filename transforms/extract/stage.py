@@ -14,7 +14,9 @@ class _ExtractDoFn(beam.DoFn):
     """Extract pages on the supervised pool (all cores) while the bundle goes on.
 
     ``process`` hands each page to the pool and returns at once, emitting whatever pages
-    have finished meanwhile; it waits only when ``max_buffer`` pages are in flight.
+    have finished meanwhile; it waits only when ``max_buffer`` pages are in flight (16: some
+    pages queued for each worker while the stages before this one read and parse; more only
+    lengthens the drain at the bundle's end, during which nothing is read).
     ``finish_bundle`` waits for the rest. So the workers extract while the stages before
     this one read and parse the next messages, instead of in turns with them. Results come
     out in the order they finish; each keeps its input's window and timestamp. A client of
@@ -28,7 +30,7 @@ class _ExtractDoFn(beam.DoFn):
 
     DEAD = "dead_letter"
 
-    def __init__(self, config: ExtractConfig, workers: int | None = None, max_buffer: int = 64,
+    def __init__(self, config: ExtractConfig, workers: int | None = None, max_buffer: int = 16,
                  short_chars: int = 250) -> None:
         self.config = config
         self.workers = workers

@@ -199,6 +199,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
         self._paused: set[str] = set()
         self._idle_since: float | None = None
         self._checked_at = 0.0
+        self._first_read = True  # the first bundle that reads anything ends after that poll
 
     def _clients(self):
         from kafka import KafkaConsumer
@@ -334,6 +335,17 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 consumer.resume(tp)
                 self._paused.discard(key)
 
+    def _caught_up(self, pos: dict[str, tuple[int, int]]) -> bool:
+        """Whether the reader is at the end of every partition it reads (not paused), as of the
+        consumer's last fetch (its high watermarks: no request to the broker). Unknown: no."""
+        for key, (nxt, _origin) in pos.items():
+            if key in self._paused:
+                continue
+            high = self._consumer.highwater(topic_partition(*split_tp_key(key)))
+            if high is None or nxt < high:
+                return False
+        return True
+
     def _reposition(self, pos: dict[str, tuple[int, int]], exc: Exception) -> None:
         """A poll raised: a position is out of its partition's range, or the log was truncated
         below it (KIP-320). The read moves on only where the partition no longer holds the
@@ -441,7 +453,7 @@ class _ReadAllPartitionsFn(beam.DoFn):
             self._hold(held)
             if held:
                 break  # nothing read past the limits: the commits move them
-            asked = int(min(asked, room_records))
+            asked = int(min(asked, room_records, _POLL_RECORDS))
             try:
                 polled = self._consumer.poll(timeout_ms=self.read.poll_timeout_ms, max_records=asked)
             except (errors.OffsetOutOfRangeError, errors.LogTruncationError) as exc:
@@ -493,8 +505,12 @@ class _ReadAllPartitionsFn(beam.DoFn):
                 advance_watermark(watermark, value.timestamp)
             self.records_read.inc(len(out))
             emitted += len(out)
-            if cut_short or len(out) < asked:
-                break  # caught up (or at a limit): end the bundle now, so these records move on at once
+            first, self._first_read = self._first_read, False
+            if cut_short or first or self._caught_up(pos):
+                # at a limit, or nothing more to read now, or the job's first records (its
+                # first output comes after one poll, not a full bundle): end the bundle, so
+                # these records move on
+                break
         if not tracker.try_claim(Positions.of(pos, listed_at)):
             return
         if emitted == 0 and not held:
@@ -509,6 +525,13 @@ class _ReadAllPartitionsFn(beam.DoFn):
                     c.close(autocommit=False)
                 except Exception:  # closing on shutdown: nothing left to protect
                     pass
+
+
+# Records one poll hands over at most: the bundle's deadline (``max_seconds_per_call``) is
+# checked between polls, and the stages fused with the reader (parse, fetch, extract) take each
+# record before the next is read, so a poll of 500 URLs would hold the bundle for as long as
+# fetching 500 pages politely takes (seen: 10 s and more), its outputs with it.
+_POLL_RECORDS = 64
 
 
 def _mib(nbytes: int | None) -> str:
