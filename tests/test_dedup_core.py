@@ -98,6 +98,51 @@ def test_signature_deterministic_across_instances() -> None:
     assert MinHasher(128, 1).text_signature(t) != MinHasher(128, 2).text_signature(t)
 
 
+def _reference_sketch(text: str, k: int = 5, num_perm: int = 128, seed: int = 1, n_hi: int = 48, entity_k: int = 48):
+    """The sketch computed the slow, obvious way (per shingle, per permutation, in Python):
+    what the stored fingerprints (format 3) hold, whatever the vectorised code does."""
+    import hashlib
+    import re
+    import zlib
+
+    toks = tokens(text)
+    th = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in toks]
+    k = min(k, len(toks))
+    shingles = []
+    for i in range(len(toks) - k + 1):
+        h = th[i]
+        for j in range(1, k):
+            h = (h * 0x9E3779B97F4A7C15 + th[i + j]) % 2**64
+        shingles.append(h)
+    rng = np.random.default_rng(seed)
+    a = [int(x) * 2 + 1 for x in rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)]
+    b = [int(x) for x in rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)]
+    half = (len(shingles) + 1) // 2
+    mins, lead = [], []
+    for ai, bi in zip(a, b):
+        vals = [((ai * x + bi) % 2**64) >> 32 for x in shingles]
+        mins.append(min(vals))
+        lead.append(min(vals[:half]) == mins[-1])
+    sig = b"".join((v & 0xFFFF).to_bytes(2, "little") for v in mins)
+    hi = b"".join((v >> 16).to_bytes(2, "little") for v in mins[:n_hi])
+    lead_b = bytes(sum(1 << j for j in range(8) if lead[i + j]) for i in range(0, num_perm, 8))
+    upper = "".join(chr(i) for i in range(0x10000) if chr(i).isupper())
+    items = {w.casefold() for w in re.findall(r"(?<=[^.!?\s])[ \t]+([" + re.escape(upper) + r"]\w+)", text)}
+    items |= {"\x00" + " ".join(normalized_words(q)) for q in re.findall(
+        r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})"
+        r"[\"\u201d\u201c\u00bb\u00ab\u2019]", text)}
+    ents = sorted({zlib.crc32(i.encode()) & 0xFFFF for i in items})[:entity_k]
+    return sig, len(set(shingles)), b"".join(e.to_bytes(2, "little") for e in ents), hi, lead_b
+
+
+def test_vectorised_sketch_equals_the_reference_computation() -> None:
+    texts = [story(7, 300), story(8, 60) + " Der Kanzler Olaf Scholz sagte: „Das ist ein Zitat von mehr als zwanzig Zeichen.“",
+             "東京都 Tokyo2024年 " * 20, " Foo Bar baz. Qux Quux\tZed\n Abc Def x\u00a0 Bar Baz " * 8,
+             "one two three four five six seven " * 3]
+    for t in texts:
+        assert tuple(sketch(t, 5, 1, 128, 1, 48, 48)) == _reference_sketch(t)
+
+
 def test_band_values() -> None:
     sig = MinHasher(128, 1).text_signature(story(3))[0]
     assert len(band_values(sig, 32, 4)) == 32

@@ -26,9 +26,11 @@ before shingling, so Chinese and Japanese text gets character shingles instead o
 
 from __future__ import annotations
 
+import array
 import base64
 import re
 import hashlib
+import struct
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
@@ -45,6 +47,7 @@ __all__ = [
     "content_hash",
     "normalized_words",
     "decode_signature",
+    "distinct",
     "encode_signature",
     "entity_containment",
     "entity_sketch",
@@ -56,6 +59,7 @@ __all__ = [
     "overlap",
     "shingle_hashes",
     "similarity",
+    "token_hashes",
     "tokens",
 ]
 
@@ -105,17 +109,25 @@ def _token_hash(tok: str) -> int:
     return h
 
 
+def token_hashes(toks: Sequence[str]) -> np.ndarray:
+    """BLAKE2b-64 of each token (uint64), each distinct token hashed once (memoised)."""
+    vals = list(map(_TOKEN_CACHE.get, toks))
+    if None in vals:
+        vals = [_token_hash(t) if v is None else v for t, v in zip(toks, vals)]
+    return np.frombuffer(array.array("Q", vals), dtype=np.uint64) if vals else np.empty(0, dtype=np.uint64)
+
+
 def shingle_hashes(toks: Sequence[str], k: int = 5) -> np.ndarray:
     """64-bit hashes of the ``k``-token shingles of ``toks`` in text order (uint64; a repeated
-    shingle repeats its hash, which does not change a MinHash; use ``np.unique`` for a set).
+    shingle repeats its hash, which does not change a MinHash; use ``np.unique`` for a set):
+    the token hashes combined with numpy, ``h = h * C + t`` over the ``k`` tokens.
 
     A text shorter than ``k`` tokens gives one shingle of all its tokens; an empty text none.
     """
     n = len(toks)
     if n == 0:
         return np.empty(0, dtype=np.uint64)
-    get = _TOKEN_CACHE.get
-    th = np.array([get(t) or _token_hash(t) for t in toks], dtype=np.uint64)
+    th = token_hashes(toks)
     if n < k:
         k = n
     m = n - k + 1
@@ -125,6 +137,14 @@ def shingle_hashes(toks: Sequence[str], k: int = 5) -> np.ndarray:
             acc *= _SHINGLE_MUL
             acc += th[j : j + m]
     return acc
+
+
+def distinct(hashes: np.ndarray) -> int:
+    """The number of distinct values of a uint64 array (a sort, no ``np.unique`` arrays)."""
+    if hashes.size < 2:
+        return int(hashes.size)
+    s = np.sort(hashes)
+    return int(np.count_nonzero(s[1:] != s[:-1])) + 1
 
 
 class MinHasher:
@@ -138,15 +158,23 @@ class MinHasher:
         self.num_perm = num_perm
         self._a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         self._b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
-        self._chunk = max(1, (1 << 17) // num_perm)  # shingles per block: bounds the temporary matrix
+        self._a_col, self._b_col = self._a[:, None], self._b[:, None]
+        self._chunk = max(1, (1 << 18) // num_perm)  # shingles per block: bounds the temporary matrix (2 MiB)
 
     def _mins(self, hashes: np.ndarray) -> np.ndarray:
-        mins = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
+        """Per permutation, the minimum over ``hashes`` of ``(a * x + b) mod 2**64`` (uint64).
+        The permutation's value is its high 32 bits; ``>> 32`` is monotonic, so the minimum
+        of the values is the minimum's ``>> 32`` and the shift is done once, on the minima.
+        Computed as a ``(num_perm, shingles)`` block, reduced along its rows (contiguous)."""
+        mins = None
         with np.errstate(over="ignore"):
             for s in range(0, hashes.size, self._chunk):
-                x = hashes[s : s + self._chunk, None]
-                h = (x * self._a + self._b) >> np.uint64(32)
-                np.minimum(mins, h.min(axis=0), out=mins)
+                h = np.multiply(self._a_col, hashes[None, s : s + self._chunk])
+                h += self._b_col
+                m = h.min(axis=1)
+                mins = m if mins is None else np.minimum(mins, m, out=mins)
+        if mins is None:
+            return np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
         return mins
 
     def signature(self, hashes: np.ndarray) -> bytes:
@@ -166,10 +194,12 @@ class MinHasher:
             return EMPTY_SIGNATURE, b"", b""
         half = (hashes.size + 1) // 2
         first = self._mins(hashes[:half])
-        mins = np.minimum(first, self._mins(hashes[half:])) if hashes.size > half else first
+        mins = np.minimum(first, self._mins(hashes[half:])) if hashes.size > half else first.copy()
+        first >>= np.uint64(32)
+        mins >>= np.uint64(32)
         lead = np.packbits(first == mins, bitorder="little").tobytes()
         hi = (mins[:n_hi] >> np.uint64(16)).astype("<u2").tobytes() if n_hi else b""
-        return (mins & np.uint64(0xFFFF)).astype("<u2").tobytes(), hi, lead
+        return mins.astype("<u2").tobytes(), hi, lead
 
     def text_signature(self, text: str, k: int = 5) -> tuple[bytes, int]:
         """Signature of ``text`` and its number of tokens."""
@@ -222,7 +252,7 @@ def sketch(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, seed
         return Sketch(EMPTY_SIGNATURE, 0, b"", b"", b"")
     hs = shingle_hashes(toks, k)
     sig, hi, lead = minhasher(num_perm, seed).parts(hs, n_hi)
-    return Sketch(sig, int(np.unique(hs).size), entity_sketch(text, entity_k), hi, lead)
+    return Sketch(sig, distinct(hs), entity_sketch(text, entity_k), hi, lead)
 
 
 def features(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, seed: int = 1,
@@ -235,7 +265,7 @@ def features(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, se
         return EMPTY_SIGNATURE, 0, b""
     hs = shingle_hashes(toks, k)
     sig = minhasher(num_perm, seed).signature(hs) if signature else EMPTY_SIGNATURE
-    return sig, int(np.unique(hs).size), entity_sketch(text, entity_k)
+    return sig, distinct(hs), entity_sketch(text, entity_k)
 
 
 def lead_share(sig_a: bytes, sig_b: bytes, lead: bytes) -> float | None:
@@ -265,10 +295,22 @@ def overlap(sim: float, n_a: int, n_b: int) -> tuple[float, float]:
 # a word that follows whitespace after a character that does not end a sentence (so not the
 # first word of a sentence or of a line)
 _UPPER = "".join(chr(i) for i in range(0x10000) if chr(i).isupper())
-_INNER_WORD = re.compile(r"(?<=[^.!?\s])[ \t]+([" + re.escape(_UPPER) + r"]\w+)")
+_INNER_WORD = re.compile(r"[ \t](?<=[^.!?\s][ \t])[ \t]*([" + re.escape(_UPPER) + r"]\w+)")
+# (the pattern starts with its blank, so the regex engine scans for one instead of trying the
+# look-behind at every character: the same matches as ``(?<=[^.!?\s])[ \t]+([UPPER]\w+)``)
 _QUOTE = re.compile(r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]"  # an opening quote mark,
                     r"([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})"  # 20-400 characters,
                     r"[\"\u201d\u201c\u00bb\u00ab\u2019]")  # a closing one
+_CRC_CACHE: dict[str, int] = {}
+
+
+def _crc16(item: str) -> int:
+    h = _CRC_CACHE.get(item)
+    if h is None:
+        if len(_CRC_CACHE) >= _TOKEN_CACHE_MAX:
+            _CRC_CACHE.clear()
+        h = _CRC_CACHE[item] = zlib.crc32(item.encode("utf-8")) & 0xFFFF
+    return h
 
 
 def entity_sketch(text: str, k: int = 48) -> bytes:
@@ -276,13 +318,13 @@ def entity_sketch(text: str, k: int = 48) -> bytes:
     a sentence or a line (names and places; in German all nouns) and quoted spans of 20-400
     characters, case-folded, hashed to 16 bits (CRC-32), the ``k`` smallest distinct values
     as sorted little-endian uint16 (at most ``2 * k`` bytes; empty for caseless scripts)."""
-    items = {w.casefold() for w in _INNER_WORD.findall(text)}
+    items = {w.casefold() for w in set(_INNER_WORD.findall(text))}
     for q in _QUOTE.findall(text):
         items.add("\x00" + " ".join(normalized_words(q)))
     if not items:
         return b""
-    hs = np.fromiter((zlib.crc32(i.encode("utf-8")) & 0xFFFF for i in items), dtype=np.uint16, count=len(items))
-    return np.unique(hs)[:k].astype("<u2").tobytes()
+    hs = sorted({_crc16(i) for i in items})[:k]
+    return struct.pack(f"<{len(hs)}H", *hs)
 
 
 def entity_containment(a: bytes, b: bytes, k: int = 48) -> float:
