@@ -332,12 +332,11 @@ class _Index(beam.DoFn):
                 fresh: bool) -> Iterator[Any]:
         self._c_batches.inc()
         idx, cfg = c.index, self.cfg
-        logged = []
-        for item, blob in items:
+        ms = [decode_member(blob) for _item, blob in items]
+        decisions = idx.process_batch(ms)  # in order, each against the index and the batch before it
+        logged = [encode_member(x) for x in idx.inserted]
+        for (item, _blob), m, d in zip(items, ms, decisions):
             record = item.record
-            m = decode_member(blob)
-            d = idx.process(m)
-            logged.append(encode_member(idx.last))
             remember_features(m)
             out = dataclasses.replace(item, record=annotate(record, m, d))
             drop = cfg.drop_duplicates and not (d.is_canonical or (d.is_update and cfg.keep_updates))
