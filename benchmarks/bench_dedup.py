@@ -39,6 +39,7 @@ from syndicate import NEGATIVE_KINDS, POSITIVE_KINDS, VERSION_KINDS, Variant, ge
 from copydesk.transforms.dedup.core import DedupConfig, DedupIndex, Member, is_agency_domain  # noqa: E402
 from copydesk.transforms.dedup.minhash import (  # noqa: E402
     content_hash,
+    distinct,
     entity_containment,
     features,
     minhasher,
@@ -248,7 +249,7 @@ def bench_core(args: argparse.Namespace) -> None:
     sets, cheap to make); every ``--dup-every``-th record is a near copy of a recent story
     (10 words changed, another outlet); every member carries a full 48-value entity sketch.
     The timed part per record is shingle hashing + MinHash + the distinct-shingle count +
-    lookups + decision + insert + horizon pruning; tokenising and the entity sketch are
+    lookups + decision + insert + horizon pruning (``--core-batch`` records at a time); tokenising and the entity sketch are
     excluded (see the quality part's per-document feature cost).
     """
     n = args.records
@@ -260,7 +261,7 @@ def bench_core(args: argparse.Namespace) -> None:
     t_sig = t_idx = 0.0
     dup = matched = 0
     print(f"core: {n:,} records, horizon {cfg.horizon_seconds:.0f} s of synthetic time "
-          f"= {args.horizon_records:,} records at {args.rate:g} records/s")
+          f"= {args.horizon_records:,} records at {args.rate:g} records/s, decided {args.core_batch} at a time")
     print("   records  in-horizon  rss_MiB  us/record (last interval: sig + index)")
     step = max(1, n // 20)
     last_t = 0.0
@@ -268,6 +269,7 @@ def bench_core(args: argparse.Namespace) -> None:
     ents = [np.sort(rng.choice(1 << 16, 48, replace=False)).astype("<u2").tobytes() for _ in range(1000)]
     recent: list[list[str]] = []
     ring = 0
+    batch: list[Member] = []  # decided --core-batch at a time, as the stage decides a bundle
     base_rss = rss_mb()
     for i in range(n):
         ts = 1.7e9 + i / args.rate
@@ -286,15 +288,16 @@ def bench_core(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         hs = shingle_hashes(toks, cfg.shingle_size)
         sig, hi, lead = mh.parts(hs, cfg.n_hi)
-        nsh = int(np.unique(hs).size)
+        nsh = distinct(hs)
         t1 = time.perf_counter()
-        m = Member(f"t{i}", f"{i:032x}", i, ts, sig, f"d{i % 500}.example", i % 50 == 0, f"{i:032x}", nsh=nsh,
-                   ents=ents[i % len(ents)], hi=hi, lead=lead)
-        d = idx.process(m)
-        t2 = time.perf_counter()
-        matched += d.matched > 0
+        batch.append(Member(f"t{i}", f"{i:032x}", i, ts, sig, f"d{i % 500}.example", i % 50 == 0, f"{i:032x}",
+                            nsh=nsh, ents=ents[i % len(ents)], hi=hi, lead=lead))
         t_sig += t1 - t0
-        t_idx += t2 - t1
+        if len(batch) >= args.core_batch or i + 1 == n:
+            t1 = time.perf_counter()
+            matched += sum(d.matched > 0 for d in idx.process_batch(batch))
+            t_idx += time.perf_counter() - t1
+            batch = []
         if (i + 1) % step == 0:
             tot = t_sig + t_idx
             print(f"  {i + 1:9,d}  {len(idx):10,d}  {rss_mb():7.0f}  {(tot - last_t) / step * 1e6:8.1f}", flush=True)
@@ -424,7 +427,12 @@ def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
     p = beam.Pipeline(runner=name, options=opts)
     pc = p | beam.Create([Envelope(r, SourceRef("t", 0, r.offset)) for r in recs], reshuffle=False)
     seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
-    out = (pc | stage.Deduplicate(cfg, seed=seed))[0] if stage is not None else pc | "Pass" >> beam.Map(lambda r: r)
+    if stage is not None:
+        out = (pc | stage.Deduplicate(cfg, seed=seed))[0]
+    else:  # the same inputs (seeds too: building their Create costs as much as the records'), no stage
+        out = pc | "Pass" >> beam.Map(lambda r: r)
+        if seed is not None:
+            _ = seed | "SeedSink" >> beam.Map(lambda e: None)
     _ = out | "c" >> beam.combiners.Count.Globally()
     res = p.run()
     res.wait_until_finish()
@@ -445,7 +453,7 @@ def bench_beam(args: argparse.Namespace) -> None:
     """Records through ``Deduplicate`` on the local runners (``--runners fnapi,prism``). On the
     FnApiRunner the state cache is off, as the job runs it
     (``pipelines.pipeline.configure_local_runner``; ``--state-cache`` keeps Beam's default).
-    The same records through a pass-through pipeline (Create -> Map -> Count) are timed too
+    The same records (and seeds) through a pass-through pipeline (Create -> Map -> Count) are timed too
     and subtracted: the rest is the cost of the stage itself. ``--baseline REF`` times the
     stage of git ``REF`` on the same records in the same run. The state figure is the
     ``Index`` step's log (gauge ``index_log_bytes``) over the members it holds
@@ -466,7 +474,7 @@ def bench_beam(args: argparse.Namespace) -> None:
         stages.append((f"the stage of {args.baseline}", old))
     for runner in args.runners.split(","):
         _beam_run(recs[:50], new_stage, cfg, seeds, runner)  # warm-up: imports, numpy, first pipeline
-        bw, bc, _ = _beam_run(recs, None, None, None, runner)
+        bw, bc, _ = _beam_run(recs, None, None, seeds, runner)
         base_calls = Counter({k: v for k, v in STATE_CALLS.items() if len(k) == 2})
         print(f"beam on {runner}: {n:,} records (state cache {'on' if args.state_cache else 'off'}, "
               f"{'no seed input' if seeds is None else f'{len(seeds):,} seeds'}); pass-through pipeline {bw:.1f} s "
@@ -587,6 +595,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--horizon-records", type=int, default=200_000, help="records inside the horizon (core)")
     ap.add_argument("--rate", type=float, default=10.0, help="synthetic records per second of event time (core)")
     ap.add_argument("--dup-every", type=int, default=4, help="every n-th record is a copy (core)")
+    ap.add_argument("--core-batch", type=int, default=32,
+                    help="core: records decided together (DedupIndex.process_batch; the stage: one bundle)")
     ap.add_argument("--beam-records", type=int, default=20_000)
     ap.add_argument("--job-copies", type=int, default=2, help="job: copies of the fundus pages per round")
     ap.add_argument("--job-rounds", type=int, default=2, help="job: rounds (each a new job, seeded)")
