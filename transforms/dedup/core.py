@@ -29,6 +29,7 @@ import base64
 import collections
 import datetime as _dt
 import hashlib
+import itertools
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -881,11 +882,13 @@ class DedupIndex:
         owner, col, depth, pos, seq = owner[order], (probe - offs[owner])[order], depth[order], pos[order], seq[order]
         cuts = np.searchsorted(owner, np.arange(len(rest) + 1))
         grows, first = self._grows, self._end  # the batch's first sequence number
-        # the batch's own entries: bucket -> how many, and (high bits, bucket) -> their position
-        # (an int, or a list when several: an entry matches a key on exactly those, _walk); ints,
-        # not tuples: containers made per key would cost more in the garbage collector than here
-        by_bucket: dict[int, int] = {}
-        by_key: dict[int, Any] = {}
+        # the batch's own entries: bucket -> how many, (high bits, bucket) -> the newest position
+        # holding it (an entry matches a key on exactly those: _walk) and, per position, the
+        # previous one for each of its keys. Maps of ints updated in C (map, zip): containers
+        # made per key would cost more in the garbage collector than the lookups themselves
+        by_bucket: collections.Counter[int] = collections.Counter()
+        by_key: dict[int, int] = {}
+        before: dict[int, dict[int, int | None]] = {}
         m32 = np.uint32(mask)
         for j, m in enumerate(rest):
             if m.ts > self._now:
@@ -900,7 +903,7 @@ class DedupIndex:
                 pk = probes[j][:n_probe]
                 bl = (pk & m32).tolist()
                 shared = by_bucket.keys() & bl
-                if start > first or any(by_bucket[bk] >= chain_max for bk in shared):
+                if start > first or (shared and max(map(by_bucket.__getitem__, shared)) >= chain_max):
                     # a batch member released since, or a bucket as deep as a walk: walk the table
                     # as it is now (what one record after another does)
                     found = self._walk(self._probes(m, keys[j], use_legacy))[2].tolist()
@@ -908,15 +911,12 @@ class DedupIndex:
                 elif shared:  # every batch entry of those buckets is visited: all hits, less depth left
                     tags = (((pk >> np.uint32(16)).astype(np.int64) << 32) | (pk & m32)).tolist()
                     for t in by_key.keys() & tags:
-                        e = by_key[t]
-                        if type(e) is int:
-                            found.append(e)
-                        else:
-                            found += e
-                    budget = np.full(n_probe, chain_max, dtype=np.int64)
-                    for c, bk in enumerate(bl):
-                        if bk in shared:
-                            budget[c] = chain_max - by_bucket[bk]
+                        q: int | None = by_key[t]
+                        while q is not None:
+                            found.append(q)
+                            q = before[q].get(t)
+                    budget = chain_max - np.fromiter(map(by_bucket.get, bl, itertools.repeat(0)), dtype=np.int64,
+                                                     count=len(bl))
             a, b = cuts[j], cuts[j + 1]
             if b > a:
                 cj = col[a:b]
@@ -937,16 +937,10 @@ class DedupIndex:
                 return i0 + j + 1
             if j + 1 < len(rest):
                 kj = keys[j]
-                bks = (kj & m32).tolist()
-                for bk, t in zip(bks, (((kj >> np.uint32(16)).astype(np.int64) << 32) | (kj & m32)).tolist()):
-                    by_bucket[bk] = by_bucket.get(bk, 0) + 1
-                    e = by_key.get(t)
-                    if e is None:
-                        by_key[t] = p
-                    elif type(e) is int:
-                        by_key[t] = [e, p]
-                    else:
-                        e.append(p)
+                tags = (((kj >> np.uint32(16)).astype(np.int64) << 32) | (kj & m32)).tolist()
+                by_bucket.update((kj & m32).tolist())
+                before[p] = dict(zip(tags, map(by_key.get, tags)))
+                by_key.update(zip(tags, itertools.repeat(p)))
         return i0 + len(rest)
 
     def members(self) -> list[Member]:
