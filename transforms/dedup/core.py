@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import collections
 import datetime as _dt
+import functools
 import hashlib
 import itertools
 import math
@@ -297,6 +298,7 @@ class Decision:
     matched: int = 0  # number of matching members seen (diagnostics)
 
 
+@functools.lru_cache(maxsize=4096)  # a record's id and hash are asked for by its keys, the index and its matches
 def _value_of_str(h: str) -> int:
     """64-bit value of an id or content hash (BLAKE2b of the whole string)."""
     return int.from_bytes(hashlib.blake2b(h.encode("utf-8"), digest_size=8).digest(), "little")
@@ -926,8 +928,11 @@ class DedupIndex:
                 older = pos[a:b][keep]
             else:
                 older = pos[:0]
-            ps = self._in_horizon(m, np.concatenate([older, np.asarray(found, dtype=np.int64)]) if found else older)
-            d = resolve(m, _vetoed(self.matches(m, keys[j], ps)))
+            if found:
+                ps = self._in_horizon(m, np.concatenate([older, np.asarray(found, dtype=np.int64)]))
+            else:
+                ps = self._in_horizon(m, older) if older.size else older
+            d = resolve(m, _vetoed(self.matches(m, keys[j], ps)) if ps.size else [])
             # kept with its decision: a later copy that matches only this one joins its cluster
             self.last = m._replace(cluster_id=d.cluster_id, canonical=d.duplicate_of or m.id)
             self.inserted.append(self.last)
