@@ -293,7 +293,7 @@ def bench_core(args: argparse.Namespace) -> None:
         batch.append(Member(f"t{i}", f"{i:032x}", i, ts, sig, f"d{i % 500}.example", i % 50 == 0, f"{i:032x}",
                             nsh=nsh, ents=ents[i % len(ents)], hi=hi, lead=lead))
         t_sig += t1 - t0
-        if len(batch) >= args.core_batch or i + 1 == n:
+        if len(batch) >= args.core_batch or (i + 1) % step == 0 or i + 1 == n:
             t1 = time.perf_counter()
             matched += sum(d.matched > 0 for d in idx.process_batch(batch))
             t_idx += time.perf_counter() - t1
