@@ -43,6 +43,7 @@ import numpy as np
 from copydesk.transforms.dedup.minhash import (
     BAND_DTYPE,
     EMPTY_SIGNATURE,
+    SketchParams,
     band_values,
     decode_signature,
     encode_signature,
@@ -174,6 +175,12 @@ class DedupConfig:
     def n_hi(self) -> int:
         """Permutations whose full minimum a member carries (``hi``): the bands when ``rows=1``."""
         return self.bands if self.rows == 1 else 0
+
+    @property
+    def sketch_params(self) -> SketchParams:
+        """The parameters of the sketch this configuration reads (a precomputed sketch made with
+        other ones is not used: :func:`~copydesk.transforms.sketch.decode_sketch`)."""
+        return SketchParams(self.shingle_size, self.min_words, self.num_perm, self.seed, self.entity_k, self.n_hi)
 
     @property
     def url_key(self) -> int:

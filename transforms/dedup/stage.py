@@ -58,7 +58,7 @@ from copydesk.transforms.dedup.core import (
     member_from_entry,
     remember_features,
 )
-from copydesk.transforms.dedup.minhash import encode_signature, features, sketch
+from copydesk.transforms.dedup.minhash import decode_sketch, encode_signature, features, sketch
 from copydesk.transforms.dedup.metrics import DEDUP_NS as METRICS_NS
 from copydesk.transforms.dedup.metrics import INDEX_BATCHES, INDEX_LOADS, INDEX_LOG_BYTES, INDEX_MEMBERS, DedupMetrics
 
@@ -96,10 +96,15 @@ _WORKER = uuid.uuid4().hex[:8]
 
 
 def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None, stamp: int | None = None,
-               element_ts: float | None = None) -> Member:
+               element_ts: float | None = None, made: bytes = b"") -> Member:
     """The index member of a live record: signature, arrival stamp (``time.time_ns()``) and a
-    token unique to this delivery."""
-    sk = sketch(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k, cfg.n_hi)
+    token unique to this delivery. ``made``: the sketch of the record's text made where the
+    text was (``Envelope.sketch``), used when it was made with this configuration's
+    parameters; else (none, or other parameters: a replay, raw pages, an older producer) the
+    sketch is computed here."""
+    sk = decode_sketch(made, cfg.sketch_params) if made else None
+    if sk is None:
+        sk = sketch(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k, cfg.n_hi)
     n = next(_counter)
     return Member(
         token=f"{record.id}:{_WORKER}:{os.getpid()}:{n}",
@@ -160,7 +165,9 @@ class _Prepare(beam.DoFn):
             ets = float(ts.micros) / 1e6
         except (AttributeError, OverflowError, TypeError):
             ets = None
-        m = member_for(item.record, self.cfg, element_ts=ets)
+        m = member_for(item.record, self.cfg, element_ts=ets, made=item.sketch)
+        if item.sketch:  # used: not carried further (the batch, the outputs)
+            item = Envelope(item.record, item.ref, item.force)
         slot = self._buf.setdefault(win, [ts, []])
         if ts > slot[0]:
             slot[0] = ts
