@@ -411,9 +411,10 @@ def count_state_calls() -> None:
 
 
 def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
-              runner: str = "fnapi") -> tuple[float, float, dict[str, float]]:
+              runner: str = "fnapi", made: list[bytes] | None = None) -> tuple[float, float, dict[str, float]]:
     """(wall s, CPU s of this process, gauges) of Create -> [Deduplicate] -> Count;
-    ``stage`` is the module holding ``Deduplicate`` (None: a pass-through Map). The state
+    ``stage`` is the module holding ``Deduplicate`` (None: a pass-through Map); ``made``: the
+    records' sketches as the extraction workers make them (``Envelope.sketch``). The state
     calls of the run are in :data:`STATE_CALLS` afterwards."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
@@ -425,7 +426,9 @@ def _beam_run(recs: list, stage: Any, cfg: Any, seeds: list[dict] | None = None,
     STATE_CALLS.clear()
     t0, c0 = time.perf_counter(), time.process_time()
     p = beam.Pipeline(runner=name, options=opts)
-    pc = p | beam.Create([Envelope(r, SourceRef("t", 0, r.offset)) for r in recs], reshuffle=False)
+    made = made or [b""] * len(recs)
+    pc = p | beam.Create([Envelope(r, SourceRef("t", 0, r.offset), sketch=s) for r, s in zip(recs, made)],
+                         reshuffle=False)
     seed = p | "Seeds" >> beam.Create(seeds) if seeds is not None else None
     if stage is not None:
         out = (pc | stage.Deduplicate(cfg, seed=seed))[0]
@@ -468,21 +471,31 @@ def bench_beam(args: argparse.Namespace) -> None:
     recs = _beam_records(n)
     cfg = DedupConfig()
     seeds = _beam_seeds(args.beam_seeds, cfg, args.beam_stale_seeds) if args.beam_seeds >= 0 else None
-    stages = [("this stage", new_stage)]
+    from copydesk.transforms.sketch import encode_sketch, sketch
+
+    t0 = time.process_time()
+    made = [encode_sketch(sketch(r.text, cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k,
+                                 cfg.n_hi), cfg.sketch_params) for r in recs]
+    made_ms = 1e3 * (time.process_time() - t0) / n
+    stages = [("this stage", new_stage, None),
+              (f"this stage, sketches made upstream (as the extraction workers do: {made_ms:.2f} ms/record there)",
+               new_stage, made)]
     if args.baseline:
         old = _baseline(args.baseline)
-        stages.append((f"the stage of {args.baseline}", old))
+        stages.append((f"the stage of {args.baseline}", old, None))
     for runner in args.runners.split(","):
         _beam_run(recs[:50], new_stage, cfg, seeds, runner)  # warm-up: imports, numpy, first pipeline
         bw, bc, _ = _beam_run(recs, None, None, seeds, runner)
+        passes = {False: (bw, bc), True: _beam_run(recs, None, None, seeds, runner, made)[:2]}  # per input
         base_calls = Counter({k: v for k, v in STATE_CALLS.items() if len(k) == 2})
         print(f"beam on {runner}: {n:,} records (state cache {'on' if args.state_cache else 'off'}, "
               f"{'no seed input' if seeds is None else f'{len(seeds):,} seeds'}); pass-through pipeline {bw:.1f} s "
               f"({bc:.1f} s CPU here)")
-        for label, mod in stages:
+        for label, mod, mk in stages:
             c = mod.DedupConfig() if mod is not new_stage else cfg
-            dw, dc, g = _beam_run(recs, mod, c, seeds, runner)
-            sw, sc = dw - bw, dc - bc
+            dw, dc, g = _beam_run(recs, mod, c, seeds, runner, mk)
+            pw, pc_ = passes[mk is not None]
+            sw, sc = dw - pw, dc - pc_
             calls = Counter({k: v for k, v in STATE_CALLS.items() if len(k) == 2})
             calls.subtract(base_calls)
             user = sum(v for (_op, typ), v in calls.items() if typ and "user_state" in typ)
@@ -550,6 +563,16 @@ def bench_job(args: argparse.Namespace) -> None:
         return m
 
     st._Index._batch, st.member_for = batch, member  # the index step's batches, Prepare's features
+    from copydesk.transforms.extract import pool as xpool
+
+    orig_sketch = xpool._add_sketch
+
+    def add_sketch(ext):  # type: ignore[no-untyped-def]
+        t0 = time.process_time()
+        orig_sketch(ext)
+        timing["at_extract"] += time.process_time() - t0
+
+    xpool._add_sketch = add_sketch  # the sketch made where the text is (in process: --extract-workers 0)
     with KafkaBroker() as broker:
         run = uuid.uuid4().hex[:8]
         t = {n: f"dd-{run}-{n}" for n in ("in", "out", "dead", "fp")}
@@ -583,7 +606,8 @@ def bench_job(args: argparse.Namespace) -> None:
                   f"{bundles:,} bundles (one log append each: {n / max(1, bundles):.1f} records per bundle); the dedup stage's keyed-state calls {user / max(1, n):.3f} per record, side-input calls "
                   f"{side / max(1, n):.3f} per record ({detail}; the rest of the job: {others / max(1, n):.3f} "
                   f"state calls per record); dedup CPU per record: Prepare's "
-                  f"features {1e3 * timing['prepare'] / max(1, n):.2f} ms + Index {1e3 * timing['index'] / max(1, n):.2f} ms; "
+                  f"features {1e3 * timing['prepare'] / max(1, n):.2f} ms + Index {1e3 * timing['index'] / max(1, n):.2f} ms"
+                  f" (and at extraction: the content hash and sketch {1e3 * timing['at_extract'] / max(1, n):.2f} ms); "
                   f"job wall {wall:.1f} s", flush=True)
         prod.close()
 
