@@ -678,7 +678,7 @@ class DedupIndex:
         last[:-1] = b[1:] != b[:-1]
         self._head[b[last]] = e[last]
 
-    DECODED_MAX = 4096  # decoded members kept (a copy's candidates are mostly its story's recent members)
+    DECODED_MAX = 1024  # decoded members kept (a copy's candidates are mostly its story's recent members; ~3 MiB)
 
     def _member(self, p: int) -> Member:
         m = self._decoded.get(p)
