@@ -4,10 +4,11 @@
 
 Two steps (see ``docs/dedup.md``):
 
-1. ``Prepare`` (stateless, parallel): the member of each record -- MinHash signature,
-   distinct shingle count and entity sketch of the body
-   (:mod:`copydesk.transforms.dedup.minhash`), an arrival stamp, a unique token -- encoded
-   once; the records of a bundle go on as one batch under the index key.
+1. ``Prepare`` (stateless): the member of each record -- MinHash signature, distinct
+   shingle count and entity sketch of the body (:mod:`copydesk.transforms.sketch`: the
+   envelope's, made by the extraction worker, else computed here), an arrival stamp, a
+   unique token -- encoded once; the records of a bundle go on as one batch under the index
+   key.
 2. ``Index`` (stateful, one key): :class:`~copydesk.transforms.dedup.core.DedupIndex` in
    the DoFn, a log of the decided members in Beam state (a bag of chunks, compacted to the
    members inside the horizon) and a version string that says whether the DoFn's index is
@@ -18,7 +19,7 @@ Two steps (see ``docs/dedup.md``):
    those older than the newest seed minus the horizon (``DedupConfig.prune_seeds``).
 
 One key means the index runs on one worker at a time (the price in parallelism; the
-signature work of step 1, most of the cost, stays parallel). Every input record leaves on
+sketch, most of the cost, is made in the extraction workers' processes). Every input record leaves on
 exactly one of the two outputs, in its ``Envelope`` (with its ``ref``).
 """
 
