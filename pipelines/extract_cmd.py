@@ -48,6 +48,7 @@ def _record(path: Path, res: Extracted | ExtractFailure) -> dict:
         return {"input": str(path), "error": {"reason": res.reason, "message": res.message}}
     rec = {"input": str(path)}
     rec.update(dataclasses.asdict(res))
+    del rec["content_hash"], rec["sketch"]  # the pipeline's (ExtractConfig.sketch), not the extraction's
     return rec
 
 

@@ -101,6 +101,31 @@ def _validator(name: str):
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
+@functools.cache
+def _fast_validator(name: str):
+    """The schema compiled by ``jsonschema_rs`` (Rust), or None without it: its yes on a valid
+    record takes ~1/20 of the reference validator's time."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    return jsonschema_rs.validator_for(_schema(name))
+
+
+def _validate(name: str, doc: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` if ``doc`` fails schema ``name``. A record the fast
+    validator accepts is valid; anything else (refused, or a value it cannot take, such as a
+    lone surrogate) is for the reference validator to decide, and to say why."""
+    fast = _fast_validator(name)
+    if fast is not None:
+        try:
+            if fast.is_valid(doc):
+                return
+        except Exception:  # noqa: BLE001 - not for the fast validator: the reference one decides
+            pass
+    _validator(name).validate(doc)
+
+
 def article_schema() -> dict[str, Any]:
     return _schema("article.schema.json")
 
@@ -111,11 +136,11 @@ def dead_letter_schema() -> dict[str, Any]:
 
 def validate_article(doc: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` if ``doc`` is not a valid article record."""
-    _validator("article.schema.json").validate(doc)
+    _validate("article.schema.json", doc)
 
 
 def validate_dead_letter(doc: dict[str, Any]) -> None:
-    _validator("deadletter.schema.json").validate(doc)
+    _validate("deadletter.schema.json", doc)
 
 
 # -- the raw-pages archive (--raw-pages-topic): one entry per fetched page -----------------

@@ -186,13 +186,16 @@ class Envelope:
     ``ref`` is the input it accounts for: once the record is written (or deliberately
     dropped as a duplicate) the sink acks ``ref``'s offsets and the committer may advance
     over them. ``force``: the input message asked for it (dedup keeps the record even when
-    ``--drop-duplicates`` would drop it). Stages that make output records emit them in
-    envelopes; the pure functions they wrap return bare records.
+    ``--drop-duplicates`` would drop it). ``sketch``: what dedup keeps of the text
+    (``copydesk.transforms.sketch.encode_sketch``), computed by the extraction worker.
+    Stages that make output records emit them in envelopes; the pure functions they wrap
+    return bare records.
     """
 
     record: ArticleRecord | DeadLetter
     ref: SourceRef | None = None
     force: bool = False
+    sketch: bytes = b""  # dedup's sketch of the record's text, made where the text was (empty: dedup makes it)
 
 
 MAX_DEAD_INPUT = 4096  # characters of the raw input kept on a dead letter

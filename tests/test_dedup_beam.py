@@ -316,3 +316,64 @@ def test_index_state_protocol_version_written_and_rebuilt_from_the_log() -> None
     assert out4[0].cluster_id == out2[0].id  # a saw b's version: rebuilt from the log
     assert [str(r.id) for r in out3 + out4]  # every record came out
 
+
+
+def test_the_sketch_made_at_extraction_is_the_one_dedup_makes() -> None:
+    """ExtractConfig(sketch=True): the extraction worker computes the content hash and dedup's
+    sketch from one tokenisation; the dedup stage uses that sketch (same member as computing
+    it itself), ignores one made with other parameters or not one at all, and a record without
+    one (replay, raw pages, older producers) still gets one in the stage."""
+    from copydesk.schemas.records import Envelope, SourceRef
+    from copydesk.transforms.dedup.stage import member_for
+    from copydesk.transforms.extract.core import ExtractConfig
+    from copydesk.transforms.extract.pool import ExtractPool
+    from copydesk.transforms.sketch import SketchParams, decode_sketch, encode_sketch, sketch
+    from copydesk.transforms.words import content_hash
+
+    body = story(41, 260)
+    paras = "".join(f"<p>{' '.join(body.split()[i:i + 40])}.</p>" for i in range(0, 260, 40))
+    html = f"<html><head><title>Story</title></head><body><article><h1>Story</h1>{paras}</article></body></html>"
+    with ExtractPool(ExtractConfig(sketch=True), workers=0) as pool:
+        ext = pool.extract(html, "https://a.example/story")
+    with ExtractPool(ExtractConfig(), workers=0) as pool:
+        plain = pool.extract(html, "https://a.example/story")
+    assert len(ext.text.split()) > 200 and plain.text == ext.text
+    assert plain.sketch == b"" and plain.content_hash == ""
+    assert ext.content_hash == content_hash(ext.text)
+    cfg = DedupConfig()
+    assert decode_sketch(ext.sketch, cfg.sketch_params) == sketch(ext.text, 5, 30, 128, 1, 48, cfg.n_hi)
+    r = rec("x", "a.example", ext.text)
+    strip = lambda m: m._replace(token="", stamp=0)  # noqa: E731
+    assert strip(member_for(r, cfg, stamp=0, made=ext.sketch)) == strip(member_for(r, cfg, stamp=0))
+    # made with other parameters, or garbage: not used (the stage computes its own)
+    other = encode_sketch(sketch("unrelated " * 40, 5, 1, 128, 1, 48, 48), SketchParams(min_words=1))
+    assert strip(member_for(r, cfg, stamp=0, made=other)) == strip(member_for(r, cfg, stamp=0))
+    assert strip(member_for(r, cfg, stamp=0, made=b"\x01junk")) == strip(member_for(r, cfg, stamp=0))
+    # through the stage: the same decisions with and without the envelopes' sketches
+    s1 = story(42)
+    rs = [rec("p", "a.example", s1, 0, 0), rec("q", "b.example", wrap(s1), 1, 1), rec("s", "c.example", story(43), 2, 2)]
+    made = [Envelope(x, SourceRef(x.topic, x.partition, x.offset),
+                     sketch=encode_sketch(sketch(x.text, 5, 30, 128, 1, 48, 48))) for x in rs]
+    got = by_url(run_envelopes(made))
+    want = by_url(run(rs)[0])
+    assert {u: (x.cluster_id, x.duplicate_kind, x.fingerprint) for u, x in got.items()} == \
+        {u: (x.cluster_id, x.duplicate_kind, x.fingerprint) for u, x in want.items()}
+    assert got[rs[1].url].cluster_id == got[rs[0].url].cluster_id
+
+
+def run_envelopes(envs: list) -> list[ArticleRecord]:
+    """Envelopes as given (with their sketches) through Deduplicate on the FnApiRunner."""
+    tmp = Path(tempfile.mkdtemp(prefix="dedup-test-"))
+    path = str(tmp / "out")
+
+    def _m(actual: list) -> None:
+        assert all(not e.sketch for e in actual)  # used in the stage, not carried further
+        with open(path, "wb") as f:
+            pickle.dump([e.record for e in actual], f)
+
+    with TestPipeline(runner=FNAPI) as p:
+        out, _dropped = p | beam.Create(envs, reshuffle=False) | Deduplicate(DedupConfig())
+        assert_that(out, _m)
+    got = pickle.loads(Path(path).read_bytes())
+    shutil.rmtree(tmp, ignore_errors=True)
+    return got

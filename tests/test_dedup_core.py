@@ -98,6 +98,51 @@ def test_signature_deterministic_across_instances() -> None:
     assert MinHasher(128, 1).text_signature(t) != MinHasher(128, 2).text_signature(t)
 
 
+def _reference_sketch(text: str, k: int = 5, num_perm: int = 128, seed: int = 1, n_hi: int = 48, entity_k: int = 48):
+    """The sketch computed the slow, obvious way (per shingle, per permutation, in Python):
+    what the stored fingerprints (format 3) hold, whatever the vectorised code does."""
+    import hashlib
+    import re
+    import zlib
+
+    toks = tokens(text)
+    th = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in toks]
+    k = min(k, len(toks))
+    shingles = []
+    for i in range(len(toks) - k + 1):
+        h = th[i]
+        for j in range(1, k):
+            h = (h * 0x9E3779B97F4A7C15 + th[i + j]) % 2**64
+        shingles.append(h)
+    rng = np.random.default_rng(seed)
+    a = [int(x) * 2 + 1 for x in rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)]
+    b = [int(x) for x in rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)]
+    half = (len(shingles) + 1) // 2
+    mins, lead = [], []
+    for ai, bi in zip(a, b):
+        vals = [((ai * x + bi) % 2**64) >> 32 for x in shingles]
+        mins.append(min(vals))
+        lead.append(min(vals[:half]) == mins[-1])
+    sig = b"".join((v & 0xFFFF).to_bytes(2, "little") for v in mins)
+    hi = b"".join((v >> 16).to_bytes(2, "little") for v in mins[:n_hi])
+    lead_b = bytes(sum(1 << j for j in range(8) if lead[i + j]) for i in range(0, num_perm, 8))
+    upper = "".join(chr(i) for i in range(0x10000) if chr(i).isupper())
+    items = {w.casefold() for w in re.findall(r"(?<=[^.!?\s])[ \t]+([" + re.escape(upper) + r"]\w+)", text)}
+    items |= {"\x00" + " ".join(normalized_words(q)) for q in re.findall(
+        r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})"
+        r"[\"\u201d\u201c\u00bb\u00ab\u2019]", text)}
+    ents = sorted({zlib.crc32(i.encode()) & 0xFFFF for i in items})[:entity_k]
+    return sig, len(set(shingles)), b"".join(e.to_bytes(2, "little") for e in ents), hi, lead_b
+
+
+def test_vectorised_sketch_equals_the_reference_computation() -> None:
+    texts = [story(7, 300), story(8, 60) + " Der Kanzler Olaf Scholz sagte: „Das ist ein Zitat von mehr als zwanzig Zeichen.“",
+             "東京都 Tokyo2024年 " * 20, " Foo Bar baz. Qux Quux\tZed\n Abc Def x\u00a0 Bar Baz " * 8,
+             "one two three four five six seven " * 3]
+    for t in texts:
+        assert tuple(sketch(t, 5, 1, 128, 1, 48, 48)) == _reference_sketch(t)
+
+
 def test_band_values() -> None:
     sig = MinHasher(128, 1).text_signature(story(3))[0]
     assert len(band_values(sig, 32, 4)) == 32
@@ -486,3 +531,52 @@ def test_index_ring_grows_wraps_and_releases() -> None:
         assert len(idx) <= 51
     assert idx.tokens()[0] == "t249" and idx.tokens()[-1] == "t299"
     assert all(m.token in idx.tokens() for m, _ in idx.matches(mem("q", texts[0], 999, "q.example", ts=299.0)))
+
+
+def test_a_batch_decides_as_one_record_after_another() -> None:
+    """process_batch walks the index once for the whole batch: its decisions must be those of
+    one process() after another, whatever the batch boundaries -- with the horizon releasing
+    members mid-batch (event times out of order), the ring growing, a text copied more often
+    than a chain is walked (MAX_CHAIN), bodies too short for a signature and members restored
+    from older entries (no full minima: 2-row bands)."""
+    cfg = DedupConfig(horizon_seconds=40)
+    rng = random.Random(11)
+    texts = [story(300 + i, 80) for i in range(12)]
+    ms = []
+    for i in range(260):
+        r = rng.random()
+        if i in (232, 244, 256):  # a late copy of one released since (the jump): not found
+            ms.append(ms[214]._replace(token=f"t{i}", id=f"id-t{i}", stamp=i, ts=ms[214].ts + 5))
+            continue
+        if 100 <= i < 180:
+            text = texts[0]  # one text 80 times: chains longer than MAX_CHAIN
+        elif r < 0.3:
+            text = texts[rng.randrange(12)]
+        elif r < 0.5:
+            text = wrap(texts[rng.randrange(12)])
+        elif r < 0.55:
+            text = "short item"
+        else:
+            text = story(1000 + i, 70)
+        # event times: mostly rising, out of order by a few seconds, 80 records in 10 s, a jump
+        # past the horizon (everything before is released in the middle of a batch)
+        base = i // 2 if i < 100 else 50 + (i - 100) // 8 if i < 180 else 60 + (i - 180) // 2 if i < 220 else 200 + i // 2
+        ms.append(mem(f"t{i}", text, i, f"d{rng.randrange(6)}.example", ts=float(base + rng.randrange(-5, 3))))
+    seeds = [mem(f"s{i}", texts[i], -10 + i, "old.example", ts=0.0)._replace(hi=b"", lead=b"") for i in range(4)]
+
+    def run(split: int) -> list:
+        idx = DedupIndex(cfg, capacity=16)
+        for s in seeds:
+            idx.add_seed(s)
+        out, i = [], 0
+        while i < len(ms):
+            n = 1 if split == 1 else rng.randrange(1, split)
+            out += idx.process_batch(ms[i:i + n])
+            assert [m.token for m in idx.inserted] == [m.token for m in ms[i:i + n]]
+            i += n
+        return out + [idx.tokens()]
+
+    one = run(1)
+    assert sum(d.matched > 0 for d in one[:-1]) > 100  # the stream has copies to find
+    for split in (3, 20, 300):
+        assert run(split) == one

@@ -63,3 +63,37 @@ def test_huge_message_is_refused_and_truncated_in_the_dead_letter():
     assert d.input_size == len(big)
     assert len(d.input) <= 4096
     assert len(encode(d)) < 16 * 1024
+
+
+@pytest.mark.parametrize("value", [
+    '{"url": "https://a.test/x", "html": "<p>caf\u00e9 \u2603</p>"}'.encode(),
+    ' \n{"url": "https://a.test/x", "html": "<p>caf\u00e9 \u2603</p>"}\r\n'.encode(),
+    '\ufeff{"url": "https://a.test/x", "html": "<p>caf\u00e9 \u2603</p>"}'.encode(),  # a BOM
+    '{"url": "https://a.test/x", "html": "<p>caf\u00e9 \u2603</p>"}\u3000'.encode(),  # Unicode space after
+])
+def test_json_objects_parse_alike_whatever_surrounds_them(value):
+    # JSON objects are parsed from the bytes as received; what orjson refuses there (a BOM, a
+    # space that is not JSON's) takes the path that decodes and strips the text first
+    m = parse_message(value, REF)
+    assert isinstance(m, InputMessage), m
+    assert (m.url, m.html) == ("https://a.test/x", "<p>caf\u00e9 \u2603</p>")
+    assert orjson.loads(m.raw) == {"url": "https://a.test/x"}
+
+
+@pytest.mark.parametrize("value,says", [
+    (b'{"url": "https://a.test/x", "html": "\xff"}', "not UTF-8"),
+    (b'{"url": "https://a.test/x", "html": "\xed\xa0\x80"}', "not UTF-8"),  # an encoded surrogate
+    (b'{"url": "https://a.test/x", "html": "\\ud800"}', "invalid JSON"),  # a lone escaped surrogate
+    (b'{"url": "https://a.test/x"} trailing', "invalid JSON"),
+])
+def test_broken_json_objects_say_why(value, says):
+    d = parse_message(value, REF)
+    assert isinstance(d, DeadLetter) and d.reason == "malformed", d
+    assert says in d.message
+    assert (d.topic, d.partition, d.offset) == ("urls", 3, 42)
+
+
+def test_raw_of_a_message_without_html_is_its_stripped_text():
+    m = parse_message(b'  {"url": "https://a.test/x", "source": "feed"}\n', REF)
+    assert isinstance(m, InputMessage)
+    assert m.raw == '{"url": "https://a.test/x", "source": "feed"}'

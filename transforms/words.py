@@ -7,7 +7,7 @@ import hashlib
 import re
 import unicodedata
 
-__all__ = ["WORD", "normalized_words", "content_hash"]
+__all__ = ["WORD", "normalized_words", "content_hash", "hash_words"]
 
 WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -19,4 +19,10 @@ def normalized_words(text: str) -> list[str]:
 
 def content_hash(text: str) -> str:
     """Hash of the normalised words: the same article text under any whitespace/punctuation."""
-    return hashlib.blake2b(" ".join(normalized_words(text)).encode("utf-8"), digest_size=16).hexdigest()
+    return hash_words(normalized_words(text))
+
+
+def hash_words(words: list[str]) -> str:
+    """:func:`content_hash` of a text from its :func:`normalized_words` (computed once for the
+    hash and the dedup sketch)."""
+    return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).hexdigest()

@@ -28,7 +28,9 @@ from __future__ import annotations
 import base64
 import collections
 import datetime as _dt
+import functools
 import hashlib
+import itertools
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +43,7 @@ import numpy as np
 from copydesk.transforms.dedup.minhash import (
     BAND_DTYPE,
     EMPTY_SIGNATURE,
+    SketchParams,
     band_values,
     decode_signature,
     encode_signature,
@@ -182,6 +185,12 @@ class DedupConfig:
         return self.bands if self.rows == 1 else 0
 
     @property
+    def sketch_params(self) -> SketchParams:
+        """The parameters of the sketch this configuration reads (a precomputed sketch made with
+        other ones is not used: :func:`~copydesk.transforms.sketch.decode_sketch`)."""
+        return SketchParams(self.shingle_size, self.min_words, self.num_perm, self.seed, self.entity_k, self.n_hi)
+
+    @property
     def url_key(self) -> int:
         """Key index of the canonical-URL lookup."""
         return self.bands
@@ -304,6 +313,7 @@ class Decision:
     matched: int = 0  # number of matching members seen (diagnostics)
 
 
+@functools.lru_cache(maxsize=4096)  # a record's id and hash are asked for by its keys, the index and its matches
 def _value_of_str(h: str) -> int:
     """64-bit value of an id or content hash (BLAKE2b of the whole string)."""
     return int.from_bytes(hashlib.blake2b(h.encode("utf-8"), digest_size=8).digest(), "little")
@@ -581,6 +591,9 @@ class DedupIndex:
         self._start = 0  # sequence number of the oldest member kept
         self._end = 0  # next sequence number
         self.last: Member | None = None  # the member :meth:`process` inserted last
+        self.inserted: list[Member] = []  # the members :meth:`process_batch` inserted
+        self._grows = 0
+        self._decoded: dict[int, Member] = {}  # position -> its member, decoded (recently matched ones)
         self._alloc(max(16, capacity))
 
     def _alloc(self, cap: int) -> None:
@@ -622,6 +635,7 @@ class DedupIndex:
             p = self._start % cap
             self._n_legacy -= self._legacy_at(p)
             self._blob[p] = None
+            self._decoded.pop(p, None)
             self._seq[p] = -1
             self._start += 1
 
@@ -635,6 +649,8 @@ class DedupIndex:
         old = (self._sig[ps], self._nsh[ps], self._ts[ps], self._has_sig[ps], self._idh[ps], self._chh[ps],
                self._hi[ps], self._has_hi[ps], self._lead[ps], self._has_lead[ps], [self._blob[p] for p in ps.tolist()])
         n_legacy = self._n_legacy
+        self._grows += 1
+        self._decoded.clear()
         self._alloc(self._cap * 3 // 2)
         (self._sig[:n], self._nsh[:n], self._ts[:n], self._has_sig[:n], self._idh[:n], self._chh[:n], self._hi[:n],
          self._has_hi[:n], self._lead[:n], self._has_lead[:n]) = old[:10]
@@ -675,24 +691,34 @@ class DedupIndex:
         last[:-1] = b[1:] != b[:-1]
         self._head[b[last]] = e[last]
 
+    DECODED_MAX = 1024  # decoded members kept (a copy's candidates are mostly its story's recent members; ~3 MiB)
+
     def _member(self, p: int) -> Member:
+        m = self._decoded.get(p)
+        if m is not None:
+            return m
         b = self._blob[p]
         assert b is not None
         m = decode_member(b)
-        if not self._has_sig[p]:
-            return m
-        return m._replace(sig=self._sig[p].tobytes(), lead=self._lead[p].tobytes() if self._has_lead[p] else b"",
-                          hi=self._hi[p].tobytes() if self._has_hi[p] else b"")
+        if self._has_sig[p]:
+            m = m._replace(sig=self._sig[p].tobytes(), lead=self._lead[p].tobytes() if self._has_lead[p] else b"",
+                           hi=self._hi[p].tobytes() if self._has_hi[p] else b"")
+        if len(self._decoded) >= self.DECODED_MAX:
+            self._decoded.clear()
+        self._decoded[p] = m
+        return m
 
     def _legacy_at(self, p: int) -> int:
         return int(self.cfg.rows == 1 and bool(self._has_sig[p]) and not self._has_hi[p])
 
-    def _insert(self, m: Member, keys: np.ndarray) -> None:
+    def _insert(self, m: Member, keys: np.ndarray) -> int:
+        """Insert ``m`` under ``keys``; its ring position."""
         if self._end - self._start >= self._cap:
             self._grow()
         seq = self._end
         p = seq % self._cap
         self._end += 1
+        self._decoded.pop(p, None)
         if m.sig:
             self._sig[p] = np.frombuffer(m.sig, dtype="<u2")
         has_hi = bool(m.sig) and self.cfg.n_hi > 0 and len(m.hi) >= 2 * self.cfg.n_hi
@@ -723,6 +749,7 @@ class DedupIndex:
             for b, e in zip(buckets.tolist(), ids.tolist()):
                 self._nxt[e] = self._head[b]
                 self._head[b] = e
+        return p
 
     def add_seed(self, m: Member) -> None:
         """Insert a restored member without deciding anything for it."""
@@ -731,45 +758,74 @@ class DedupIndex:
             self._prune()
         self._insert(m, index_keys(m, self.cfg))
 
-    def candidates(self, m: Member, keys: np.ndarray | None = None) -> np.ndarray:
-        """Ring positions of the kept members sharing a key with ``m`` and inside its
-        horizon, oldest first."""
-        keys = index_keys(m, self.cfg) if keys is None else keys
-        if self._n_legacy and m.sig and m.hi:  # members from older entries: their 2-row bands too
-            keys = np.concatenate([keys, legacy_keys(m, self.cfg)])
+    def _is_legacy(self, m: Member) -> bool:
+        """Whether ``m`` is kept under its 2-row bands (a signature, no full minima: :func:`band_keys`)."""
+        return self.cfg.rows == 1 and bool(m.sig) and not (self.cfg.n_hi > 0 and len(m.hi) >= 2 * self.cfg.n_hi)
+
+    def _probes(self, m: Member, keys: np.ndarray, legacy: bool) -> np.ndarray:
+        """The keys ``m`` looks up: its own and, with ``legacy``, its 2-row bands (members from
+        older entries are kept under those)."""
+        return np.concatenate([keys, legacy_keys(m, self.cfg)]) if legacy and m.sig and m.hi else keys
+
+    def _walk(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The entries stored under ``keys`` (uint32, any number, looked up together): four
+        arrays, one row per entry found -- the index into ``keys``, the depth in its bucket's
+        chain (at most :attr:`MAX_CHAIN`), the ring position and the member's sequence number.
+        A chain ends at a released member or a link to a newer one (a reused position)."""
         cur = self._head[keys & self._mask]
+        probe = np.arange(keys.size, dtype=np.int64)
         live = cur >= 0
         if not live.all():
-            cur, keys = cur[live], keys[live]
+            cur, keys, probe = cur[live], keys[live], probe[live]
         hi = (keys >> np.uint32(16)).astype(np.uint16)
         prev = np.full(cur.size, self._end, dtype=np.int64)  # chains must go to older members
         k, start, seq_of, nxt, ekeys = self._k, self._start, self._seq, self._nxt, self._keys
-        found = []
-        for _ in range(self.MAX_CHAIN):
+        f_probe, f_depth, f_p, f_s = [], [], [], []
+        for depth in range(self.MAX_CHAIN):
             if not cur.size:
                 break
             p = cur // k
             s = seq_of[p]
             ok = (s >= start) & (s <= prev)  # (<=: two keys of one member may share a bucket)
             if not ok.all():
-                cur, hi, p, s = cur[ok], hi[ok], p[ok], s[ok]
+                cur, hi, p, s, probe = cur[ok], hi[ok], p[ok], s[ok], probe[ok]
             hit = ekeys[cur] == hi
-            found.append(p[hit])
+            if hit.any():
+                f_probe.append(probe[hit])
+                f_p.append(p[hit])
+                f_s.append(s[hit])
+                f_depth.append(np.full(f_p[-1].size, depth, dtype=np.int64))
             cur = nxt[cur]
             live = cur >= 0
             if not live.all():
-                cur, hi, s = cur[live], hi[live], s[live]
+                cur, hi, s, probe = cur[live], hi[live], s[live], probe[live]
             prev = s
-        ps = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+        if not f_p:
+            e = np.empty(0, dtype=np.int64)
+            return e, e, e, e
+        return (np.concatenate(f_probe), np.concatenate(f_depth), np.concatenate(f_p).astype(np.int64),
+                np.concatenate(f_s))
+
+    def _in_horizon(self, m: Member, ps: np.ndarray) -> np.ndarray:
+        """Distinct positions ``ps`` inside ``m``'s horizon, oldest first."""
+        ps = np.unique(ps)
         if not ps.size:
             return ps
         ps = ps[self._ts[ps] >= m.ts - self.cfg.horizon_seconds]
         return ps[np.argsort(self._seq[ps], kind="stable")]
 
-    def matches(self, m: Member, keys: np.ndarray | None = None) -> list[tuple[Member, str]]:
+    def candidates(self, m: Member, keys: np.ndarray | None = None) -> np.ndarray:
+        """Ring positions of the kept members sharing a key with ``m`` and inside its
+        horizon, oldest first."""
+        keys = index_keys(m, self.cfg) if keys is None else keys
+        _probe, _depth, ps, _s = self._walk(self._probes(m, keys, bool(self._n_legacy)))
+        return self._in_horizon(m, ps)
+
+    def matches(self, m: Member, keys: np.ndarray | None = None, ps: np.ndarray | None = None
+                ) -> list[tuple[Member, str]]:
         """The kept members that match ``m`` (:func:`relation`, :data:`VETO` included), oldest
-        first."""
-        ps = self.candidates(m, keys)
+        first; ``ps``: its candidates when known (:meth:`candidates`)."""
+        ps = self.candidates(m, keys) if ps is None else ps
         if not ps.size:
             return []
         cfg = self.cfg
@@ -812,15 +868,105 @@ class DedupIndex:
 
     def process(self, m: Member) -> Decision:
         """Decide for ``m`` against the current index, then insert it."""
-        if m.ts > self._now:
-            self._now = m.ts
-            self._prune()
-        keys = index_keys(m, self.cfg)
-        d = resolve(m, _vetoed(self.matches(m, keys)))
-        # kept with its decision: a later copy that matches only this one joins its cluster
-        self.last = m._replace(cluster_id=d.cluster_id, canonical=d.duplicate_of or m.id)
-        self._insert(self.last, keys)
-        return d
+        return self.process_batch([m])[0]
+
+    def process_batch(self, ms: Sequence[Member]) -> list[Decision]:
+        """Decide for each of ``ms`` in order against the index and the ones before it, inserting
+        each with its decision (:attr:`inserted`: those members, :attr:`last`: the last one).
+
+        The same decisions as one :meth:`process` call after another, with the chain walk of
+        the whole batch in one vectorised pass over the index as it was before the batch:
+        each record then adds what the batch's earlier records inserted (a dict of their
+        keys, walked as the chain would be: newest first, within :attr:`MAX_CHAIN` together
+        with the older entries, ending at a released member) and drops what was released
+        since (the ring releases in arrival order, so a sequence number below the first kept
+        one). When the ring grows (positions and sequence numbers are laid out anew), the
+        rest of the batch starts over."""
+        self.inserted: list[Member] = []
+        out: list[Decision] = []
+        i = 0
+        while i < len(ms):
+            i = self._run(ms, i, out)
+        return out
+
+    def _run(self, ms: Sequence[Member], i0: int, out: list[Decision]) -> int:
+        cfg, chain_max, mask = self.cfg, self.MAX_CHAIN, int(self._mask)
+        rest = ms[i0:]
+        keys = [index_keys(m, cfg) for m in rest]
+        legacy = bool(self._n_legacy) or any(self._is_legacy(m) for m in rest)
+        probes = [self._probes(m, ks, legacy) for m, ks in zip(rest, keys)]
+        sizes = np.fromiter((p.size for p in probes), dtype=np.int64, count=len(probes))
+        offs = np.zeros(len(probes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offs[1:])
+        probe, depth, pos, seq = self._walk(np.concatenate(probes))
+        owner = np.searchsorted(offs, probe, side="right") - 1
+        order = np.argsort(owner, kind="stable")
+        owner, col, depth, pos, seq = owner[order], (probe - offs[owner])[order], depth[order], pos[order], seq[order]
+        cuts = np.searchsorted(owner, np.arange(len(rest) + 1))
+        grows, first = self._grows, self._end  # the batch's first sequence number
+        # the batch's own entries: bucket -> how many, (high bits, bucket) -> the newest position
+        # holding it (an entry matches a key on exactly those: _walk) and, per position, the
+        # previous one for each of its keys. Maps of ints updated in C (map, zip): containers
+        # made per key would cost more in the garbage collector than the lookups themselves
+        by_bucket: collections.Counter[int] = collections.Counter()
+        by_key: dict[int, int] = {}
+        before: dict[int, dict[int, int | None]] = {}
+        m32 = np.uint32(mask)
+        for j, m in enumerate(rest):
+            if m.ts > self._now:
+                self._now = m.ts
+                self._prune()
+            start = self._start
+            use_legacy = bool(self._n_legacy and m.sig and m.hi)
+            n_probe = int(sizes[j]) if use_legacy else keys[j].size
+            budget = None  # chain depth left for the older entries, per probe (None: all of it)
+            found: list[int] = []
+            if by_bucket:
+                pk = probes[j][:n_probe]
+                bl = (pk & m32).tolist()
+                shared = by_bucket.keys() & bl
+                if start > first or (shared and max(map(by_bucket.__getitem__, shared)) >= chain_max):
+                    # a batch member released since, or a bucket as deep as a walk: walk the table
+                    # as it is now (what one record after another does)
+                    found = self._walk(self._probes(m, keys[j], use_legacy))[2].tolist()
+                    n_probe = 0  # (the older entries are in that walk)
+                elif shared:  # every batch entry of those buckets is visited: all hits, less depth left
+                    tags = (((pk >> np.uint32(16)).astype(np.int64) << 32) | (pk & m32)).tolist()
+                    for t in by_key.keys() & tags:
+                        q: int | None = by_key[t]
+                        while q is not None:
+                            found.append(q)
+                            q = before[q].get(t)
+                    budget = chain_max - np.fromiter(map(by_bucket.get, bl, itertools.repeat(0)), dtype=np.int64,
+                                                     count=len(bl))
+            a, b = cuts[j], cuts[j + 1]
+            if b > a:
+                cj = col[a:b]
+                keep = (cj < n_probe) & (seq[a:b] >= start)
+                if budget is not None:
+                    keep[keep] &= depth[a:b][keep] < budget[cj[keep]]
+                older = pos[a:b][keep]
+            else:
+                older = pos[:0]
+            if found:
+                ps = self._in_horizon(m, np.concatenate([older, np.asarray(found, dtype=np.int64)]))
+            else:
+                ps = self._in_horizon(m, older) if older.size else older
+            d = resolve(m, _vetoed(self.matches(m, keys[j], ps)) if ps.size else [])
+            # kept with its decision: a later copy that matches only this one joins its cluster
+            self.last = m._replace(cluster_id=d.cluster_id, canonical=d.duplicate_of or m.id)
+            self.inserted.append(self.last)
+            out.append(d)
+            p = self._insert(self.last, keys[j])
+            if self._grows != grows:
+                return i0 + j + 1
+            if j + 1 < len(rest):
+                kj = keys[j]
+                tags = (((kj >> np.uint32(16)).astype(np.int64) << 32) | (kj & m32)).tolist()
+                by_bucket.update((kj & m32).tolist())
+                before[p] = dict(zip(tags, map(by_key.get, tags)))
+                by_key.update(zip(tags, itertools.repeat(p)))
+        return i0 + len(rest)
 
     def members(self) -> list[Member]:
         """The members kept, oldest first (with their signatures)."""

@@ -1,50 +1,53 @@
-"""Near-duplicate fingerprints: word shingles, a vectorised MinHash and LSH band values.
+"""Near-duplicate fingerprints: comparing sketches, LSH band values, the fingerprint string.
 
-Pure functions only (no Beam). Everything here is deterministic across processes and
-machines: shingle hashes come from BLAKE2b, the permutation parameters from a fixed seed,
-so two workers (or a restarted job) compute the same signature and the same band values
-for the same text.
-
-MinHash
-    Each shingle (``k`` consecutive normalised words, see
-    :func:`copydesk.transforms.words.normalized_words`) is hashed to 64 bits. Permutation
-    ``i`` is the multiply-add-shift hash ``h_i(x) = ((a_i * x + b_i) mod 2**64) >> 32`` (``a_i``
-    odd), evaluated for all shingles and all permutations at once with numpy; the signature
-    value is the minimum over shingles, truncated to its low 16 bits. A truncated minimum
-    still equals for two texts with probability ``J + (1 - J) / 65536`` (b-bit MinHash), so
-    the Jaccard estimate is unbiased to 2e-5 while a 128-permutation signature is 256 bytes.
+Pure functions only (no Beam). The sketch itself (tokens, shingle hashes, the vectorised
+MinHash, the entity sketch) is computed in :mod:`copydesk.transforms.sketch`, a leaf shared
+with the extraction workers; its names are re-exported here.
 
 LSH
     The signature is cut into ``bands`` bands of ``rows`` values; a band value is the 64-bit
     integer of its ``rows`` 16-bit values (rows 1, 2 or 4) or their BLAKE2b-64 (other sizes). Two
     texts with Jaccard ``J`` share at least one band with probability ``1 - (1 - J**rows)**bands``.
-
-Scripts written without spaces (Han, Hiragana, Katakana) are split into single characters
-before shingling, so Chinese and Japanese text gets character shingles instead of one
-"word" per sentence.
 """
 
 from __future__ import annotations
 
 import base64
-import re
 import hashlib
-import zlib
-from collections.abc import Sequence
-from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
 
+from copydesk.transforms.sketch import (
+    EMPTY_SIGNATURE,
+    MinHasher,
+    Sketch,
+    SketchParams,
+    decode_sketch,
+    distinct,
+    encode_sketch,
+    entity_sketch,
+    features,
+    minhasher,
+    shingle_hashes,
+    sketch,
+    text_features,
+    token_hashes,
+    tokens,
+)
 from copydesk.transforms.words import content_hash, normalized_words
 
 __all__ = [
     "EMPTY_SIGNATURE",
     "MinHasher",
+    "SketchParams",
+    "decode_sketch",
+    "encode_sketch",
+    "text_features",
     "band_values",
     "content_hash",
     "normalized_words",
     "decode_signature",
+    "distinct",
     "encode_signature",
     "entity_containment",
     "entity_sketch",
@@ -56,131 +59,11 @@ __all__ = [
     "overlap",
     "shingle_hashes",
     "similarity",
+    "token_hashes",
     "tokens",
 ]
 
-_MASK64 = (1 << 64) - 1
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_SHINGLE_MUL = np.uint64(0x9E3779B97F4A7C15)  # odd constant of the polynomial shingle combination
 _FP_PREFIX = "mh1:"
-EMPTY_SIGNATURE = b""
-def tokens(text: str) -> list[str]:
-    """Normalised word tokens; runs of Han/kana characters are split into single characters."""
-    words = normalized_words(text)
-    if _CJK.search(text) is None:
-        return words
-    out: list[str] = []
-    for w in words:
-        if _CJK.search(w):
-            # keep Latin/digit runs inside a CJK token together, split the CJK characters
-            buf = ""
-            for ch in w:
-                if _CJK.match(ch):
-                    if buf:
-                        out.append(buf)
-                        buf = ""
-                    out.append(ch)
-                else:
-                    buf += ch
-            if buf:
-                out.append(buf)
-        else:
-            out.append(w)
-    return out
-
-
-_TOKEN_CACHE: dict[str, int] = {}
-_TOKEN_CACHE_MAX = 1 << 19
-
-
-def _token_hash(tok: str) -> int:
-    """BLAKE2b-64 of a token, memoised (word frequencies are Zipfian: most lookups hit)."""
-    h = _TOKEN_CACHE.get(tok)
-    if h is None:
-        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_MAX:
-            _TOKEN_CACHE.clear()
-        h = _TOKEN_CACHE[tok] = int.from_bytes(
-            hashlib.blake2b(tok.encode("utf-8"), digest_size=8).digest(), "little"
-        )
-    return h
-
-
-def shingle_hashes(toks: Sequence[str], k: int = 5) -> np.ndarray:
-    """64-bit hashes of the ``k``-token shingles of ``toks`` in text order (uint64; a repeated
-    shingle repeats its hash, which does not change a MinHash; use ``np.unique`` for a set).
-
-    A text shorter than ``k`` tokens gives one shingle of all its tokens; an empty text none.
-    """
-    n = len(toks)
-    if n == 0:
-        return np.empty(0, dtype=np.uint64)
-    get = _TOKEN_CACHE.get
-    th = np.array([get(t) or _token_hash(t) for t in toks], dtype=np.uint64)
-    if n < k:
-        k = n
-    m = n - k + 1
-    acc = th[:m].copy()
-    with np.errstate(over="ignore"):
-        for j in range(1, k):
-            acc *= _SHINGLE_MUL
-            acc += th[j : j + m]
-    return acc
-
-
-class MinHasher:
-    """Vectorised MinHash over 64-bit shingle hashes, producing 16-bit values (b-bit MinHash).
-
-    ``num_perm`` permutations with parameters drawn from ``numpy.random.default_rng(seed)``.
-    """
-
-    def __init__(self, num_perm: int = 128, seed: int = 1) -> None:
-        rng = np.random.default_rng(seed)
-        self.num_perm = num_perm
-        self._a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        self._b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
-        self._chunk = max(1, (1 << 17) // num_perm)  # shingles per block: bounds the temporary matrix
-
-    def _mins(self, hashes: np.ndarray) -> np.ndarray:
-        mins = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for s in range(0, hashes.size, self._chunk):
-                x = hashes[s : s + self._chunk, None]
-                h = (x * self._a + self._b) >> np.uint64(32)
-                np.minimum(mins, h.min(axis=0), out=mins)
-        return mins
-
-    def signature(self, hashes: np.ndarray) -> bytes:
-        """The signature of a set of shingle hashes: ``num_perm`` little-endian uint16 values.
-
-        An empty set gives :data:`EMPTY_SIGNATURE` (no near-duplicate matching for it).
-        """
-        return self.parts(hashes)[0]
-
-    def parts(self, hashes: np.ndarray, n_hi: int = 0) -> tuple[bytes, bytes, bytes]:
-        """``(signature, hi, lead)`` of shingle hashes in text order: the signature; the high
-        16 bits of the first ``n_hi`` 32-bit minima (``hi``: with the signature's low 16 bits,
-        the full minimum, an LSH key of one value that does not collide by chance); and
-        ``lead``, one bit per permutation (``num_perm / 8`` bytes, little-endian bit order):
-        set when the shingle holding the minimum occurs in the first half of the text."""
-        if hashes.size == 0:
-            return EMPTY_SIGNATURE, b"", b""
-        half = (hashes.size + 1) // 2
-        first = self._mins(hashes[:half])
-        mins = np.minimum(first, self._mins(hashes[half:])) if hashes.size > half else first
-        lead = np.packbits(first == mins, bitorder="little").tobytes()
-        hi = (mins[:n_hi] >> np.uint64(16)).astype("<u2").tobytes() if n_hi else b""
-        return (mins & np.uint64(0xFFFF)).astype("<u2").tobytes(), hi, lead
-
-    def text_signature(self, text: str, k: int = 5) -> tuple[bytes, int]:
-        """Signature of ``text`` and its number of tokens."""
-        toks = tokens(text)
-        return self.signature(shingle_hashes(toks, k)), len(toks)
-
-
-@lru_cache(maxsize=8)
-def minhasher(num_perm: int, seed: int) -> MinHasher:
-    """A cached :class:`MinHasher` (building one draws the permutation parameters)."""
-    return MinHasher(num_perm, seed)
 
 
 def similarity(sig_a: bytes, sig_b: bytes) -> float:
@@ -200,42 +83,6 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
         return 1.0
     inter = np.intersect1d(a, b, assume_unique=True).size
     return inter / (a.size + b.size - inter)
-
-
-class Sketch(NamedTuple):
-    """What dedup keeps of a body (:func:`sketch`)."""
-
-    sig: bytes  # MinHash signature, num_perm x 16 bits
-    nsh: int  # distinct shingles
-    ents: bytes  # entity sketch
-    hi: bytes  # high 16 bits of the first minima (full-precision LSH keys)
-    lead: bytes  # one bit per permutation: its minimum is in the first half of the text
-
-
-def sketch(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, seed: int = 1,
-           entity_k: int = 48, n_hi: int = 0) -> Sketch:
-    """What dedup keeps of a body: its MinHash signature (empty below ``min_words`` tokens:
-    exact matching only), its number of distinct shingles, its entity sketch and
-    (:meth:`MinHasher.parts`) the high bits of the first ``n_hi`` minima and the lead bits."""
-    toks = tokens(text)
-    if len(toks) < min_words:
-        return Sketch(EMPTY_SIGNATURE, 0, b"", b"", b"")
-    hs = shingle_hashes(toks, k)
-    sig, hi, lead = minhasher(num_perm, seed).parts(hs, n_hi)
-    return Sketch(sig, int(np.unique(hs).size), entity_sketch(text, entity_k), hi, lead)
-
-
-def features(text: str, k: int = 5, min_words: int = 30, num_perm: int = 128, seed: int = 1,
-             entity_k: int = 48, signature: bool = True) -> tuple[bytes, int, bytes]:
-    """What dedup keeps of a body: its MinHash signature (empty below ``min_words`` tokens:
-    exact matching only; not computed with ``signature=False``), its number of distinct
-    shingles and its entity sketch."""
-    toks = tokens(text)
-    if len(toks) < min_words:
-        return EMPTY_SIGNATURE, 0, b""
-    hs = shingle_hashes(toks, k)
-    sig = minhasher(num_perm, seed).signature(hs) if signature else EMPTY_SIGNATURE
-    return sig, int(np.unique(hs).size), entity_sketch(text, entity_k)
 
 
 def lead_share(sig_a: bytes, sig_b: bytes, lead: bytes) -> float | None:
@@ -260,29 +107,6 @@ def overlap(sim: float, n_a: int, n_b: int) -> tuple[float, float]:
         return sim, sim
     inter = sim / (1.0 + sim) * (n_a + n_b)
     return min(1.0, inter / min(n_a, n_b)), min(1.0, inter / max(n_a, n_b))
-
-
-# a word that follows whitespace after a character that does not end a sentence (so not the
-# first word of a sentence or of a line)
-_UPPER = "".join(chr(i) for i in range(0x10000) if chr(i).isupper())
-_INNER_WORD = re.compile(r"(?<=[^.!?\s])[ \t]+([" + re.escape(_UPPER) + r"]\w+)")
-_QUOTE = re.compile(r"[\"\u201c\u201e\u00ab\u00bb\u2018\u201d]"  # an opening quote mark,
-                    r"([^\"\u201c\u201d\u201e\u00ab\u00bb]{20,400})"  # 20-400 characters,
-                    r"[\"\u201d\u201c\u00bb\u00ab\u2019]")  # a closing one
-
-
-def entity_sketch(text: str, k: int = 48) -> bytes:
-    """Bottom-``k`` sketch of a body's names and quotes: capitalised words that do not start
-    a sentence or a line (names and places; in German all nouns) and quoted spans of 20-400
-    characters, case-folded, hashed to 16 bits (CRC-32), the ``k`` smallest distinct values
-    as sorted little-endian uint16 (at most ``2 * k`` bytes; empty for caseless scripts)."""
-    items = {w.casefold() for w in _INNER_WORD.findall(text)}
-    for q in _QUOTE.findall(text):
-        items.add("\x00" + " ".join(normalized_words(q)))
-    if not items:
-        return b""
-    hs = np.fromiter((zlib.crc32(i.encode("utf-8")) & 0xFFFF for i in items), dtype=np.uint16, count=len(items))
-    return np.unique(hs)[:k].astype("<u2").tobytes()
 
 
 def entity_containment(a: bytes, b: bytes, k: int = 48) -> float:

@@ -4,10 +4,11 @@
 
 Two steps (see ``docs/dedup.md``):
 
-1. ``Prepare`` (stateless, parallel): the member of each record -- MinHash signature,
-   distinct shingle count and entity sketch of the body
-   (:mod:`copydesk.transforms.dedup.minhash`), an arrival stamp, a unique token -- encoded
-   once; the records of a bundle go on as one batch under the index key.
+1. ``Prepare`` (stateless): the member of each record -- MinHash signature, distinct
+   shingle count and entity sketch of the body (:mod:`copydesk.transforms.sketch`: the
+   envelope's, made by the extraction worker, else computed here), an arrival stamp, a
+   unique token -- encoded once; the records of a bundle go on as one batch under the index
+   key.
 2. ``Index`` (stateful, one key): :class:`~copydesk.transforms.dedup.core.DedupIndex` in
    the DoFn, a log of the decided members in Beam state (a bag of chunks, compacted to the
    members inside the horizon) and a version string that says whether the DoFn's index is
@@ -18,7 +19,7 @@ Two steps (see ``docs/dedup.md``):
    those older than the newest seed minus the horizon (``DedupConfig.prune_seeds``).
 
 One key means the index runs on one worker at a time (the price in parallelism; the
-signature work of step 1, most of the cost, stays parallel). Every input record leaves on
+sketch, most of the cost, is made in the extraction workers' processes). Every input record leaves on
 exactly one of the two outputs, in its ``Envelope`` (with its ``ref``).
 """
 
@@ -58,7 +59,7 @@ from copydesk.transforms.dedup.core import (
     member_from_entry,
     remember_features,
 )
-from copydesk.transforms.dedup.minhash import encode_signature, features, sketch
+from copydesk.transforms.dedup.minhash import decode_sketch, encode_signature, features, sketch
 from copydesk.transforms.dedup.metrics import DEDUP_NS as METRICS_NS
 from copydesk.transforms.dedup.metrics import INDEX_BATCHES, INDEX_LOADS, INDEX_LOG_BYTES, INDEX_MEMBERS, DedupMetrics
 
@@ -96,10 +97,15 @@ _WORKER = uuid.uuid4().hex[:8]
 
 
 def member_for(record: ArticleRecord, cfg: DedupConfig, sig: bytes | None = None, stamp: int | None = None,
-               element_ts: float | None = None) -> Member:
+               element_ts: float | None = None, made: bytes = b"") -> Member:
     """The index member of a live record: signature, arrival stamp (``time.time_ns()``) and a
-    token unique to this delivery."""
-    sk = sketch(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k, cfg.n_hi)
+    token unique to this delivery. ``made``: the sketch of the record's text made where the
+    text was (``Envelope.sketch``), used when it was made with this configuration's
+    parameters; else (none, or other parameters: a replay, raw pages, an older producer) the
+    sketch is computed here."""
+    sk = decode_sketch(made, cfg.sketch_params) if made else None
+    if sk is None:
+        sk = sketch(record.text or "", cfg.shingle_size, cfg.min_words, cfg.num_perm, cfg.seed, cfg.entity_k, cfg.n_hi)
     n = next(_counter)
     return Member(
         token=f"{record.id}:{_WORKER}:{os.getpid()}:{n}",
@@ -160,7 +166,9 @@ class _Prepare(beam.DoFn):
             ets = float(ts.micros) / 1e6
         except (AttributeError, OverflowError, TypeError):
             ets = None
-        m = member_for(item.record, self.cfg, element_ts=ets)
+        m = member_for(item.record, self.cfg, element_ts=ets, made=item.sketch)
+        if item.sketch:  # used: not carried further (the batch, the outputs)
+            item = Envelope(item.record, item.ref, item.force)
         slot = self._buf.setdefault(win, [ts, []])
         if ts > slot[0]:
             slot[0] = ts
@@ -332,12 +340,11 @@ class _Index(beam.DoFn):
                 fresh: bool) -> Iterator[Any]:
         self._c_batches.inc()
         idx, cfg = c.index, self.cfg
-        logged = []
-        for item, blob in items:
+        ms = [decode_member(blob) for _item, blob in items]
+        decisions = idx.process_batch(ms)  # in order, each against the index and the batch before it
+        logged = [encode_member(x) for x in idx.inserted]
+        for (item, _blob), m, d in zip(items, ms, decisions):
             record = item.record
-            m = decode_member(blob)
-            d = idx.process(m)
-            logged.append(encode_member(idx.last))
             remember_features(m)
             out = dataclasses.replace(item, record=annotate(record, m, d))
             drop = cfg.drop_duplicates and not (d.is_canonical or (d.is_update and cfg.keep_updates))

@@ -27,7 +27,7 @@ def choose_canonical_url(received_url: str, final_url: str, page_canonical: str 
 def build_article(page: FetchedPage, ext: Extracted) -> ArticleRecord:
     msg = page.message
     canonical = choose_canonical_url(msg.url, page.final_url or msg.url, ext.canonical_url)
-    chash = content_hash(ext.text)
+    chash = ext.content_hash or content_hash(ext.text)  # the worker's, from the tokens of the sketch
     ref = msg.ref
     return ArticleRecord(
         id=record_id(canonical),

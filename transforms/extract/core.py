@@ -53,6 +53,7 @@ class ExtractConfig:
     prune: bool = True  # HTML-level pruning before trafilatura (copydesk.transforms.extract.prune)
     timeout_s: float = 10.0  # per page, enforced by the extraction pool (not in-process)
     memory_mb: int = 512  # address space a worker may add for one page (pool workers only; 0 = no limit)
+    sketch: bool = False  # the worker also computes the text's content hash and dedup sketch (pool._run_one)
 
     def __post_init__(self) -> None:
         if self.compare not in COMPARE_MODES:
@@ -78,6 +79,10 @@ class Extracted:
     image: str | None = None
     wire: WireInfo = field(default_factory=WireInfo)
     photo_credits: list[str] = field(default_factory=list)
+    # with ExtractConfig(sketch=True), set by the worker (pool._run_one): the text's content hash
+    # and its dedup sketch (copydesk.transforms.sketch), from one tokenisation, where the text is made
+    content_hash: str = ""
+    sketch: bytes = b""
 
 
 class ExtractionError(Exception):

@@ -49,6 +49,7 @@ from typing import Hashable, Iterable, Sequence
 
 from copydesk.schemas.reasons import Reason
 from copydesk.transforms.extract.core import ExtractConfig, Extracted, ExtractionError, extract_article
+from copydesk.transforms.sketch import encode_sketch, text_features
 
 __all__ = ["ExtractFailure", "ExtractPool", "PoolClient", "SharedPool", "default_workers", "lease", "release", "warm"]
 
@@ -79,7 +80,7 @@ class _OutOfMemory(ExtractFailure):
 
 def _run_one(html: str, url: str | None, config: ExtractConfig) -> Result:
     try:
-        return extract_article(html, url, config)
+        ext = extract_article(html, url, config)
     except MemoryError:
         return _OutOfMemory(Reason.TOO_LARGE.value,
                             f"extraction needed more than {config.memory_mb} MiB (--extract-memory-mb)")
@@ -87,6 +88,20 @@ def _run_one(html: str, url: str | None, config: ExtractConfig) -> Result:
         return ExtractFailure(str(exc.reason), str(exc))
     except Exception as exc:  # an extractor bug must not take the page's batch down
         return ExtractFailure(Reason.EXTRACT_ERROR.value, f"{type(exc).__name__}: {exc}"[:2000])
+    if config.sketch:
+        _add_sketch(ext)
+    return ext
+
+
+def _add_sketch(ext: Extracted) -> None:
+    """The text's content hash and dedup sketch, here in the worker (the pool runs in parallel,
+    the dedup stage in the job's one process); left empty if that fails (the record is still
+    good: dedup and the record builder compute them)."""
+    try:
+        ext.content_hash, sk = text_features(ext.text)
+        ext.sketch = encode_sketch(sk)
+    except Exception:  # noqa: BLE001 - a sketch bug must not lose the page
+        ext.content_hash, ext.sketch = "", b""
 
 
 def _start_worker(conn: Connection, config: ExtractConfig, env: dict[str, str]) -> None:

@@ -3,6 +3,8 @@ function (``core.extract_article``, which ``copydesk extract`` runs too) on the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 
 from copydesk.schemas.reasons import Reason, Stage
@@ -110,7 +112,7 @@ class _ExtractDoFn(beam.DoFn):
                     raw=msg.raw, url=msg.url), msg.ref), ts, [win]))
                 continue
             m.article(domain, article.text)
-            yield WindowedValue(Envelope(article, msg.ref, force=msg.force), ts, [win])
+            yield WindowedValue(Envelope(article, msg.ref, force=msg.force, sketch=res.sketch), ts, [win])
 
 
 class ExtractArticles(beam.PTransform):
@@ -118,11 +120,15 @@ class ExtractArticles(beam.PTransform):
     supervised process pool (the envelope: the page's ``SourceRef`` and ``force``).
 
     ``workers``: pool size (None = one per core, 0 = in-process, for tests/tiny runs).
+    ``sketch``: the workers also compute each text's content hash and dedup's sketch
+    (``ExtractConfig.sketch``), carried in the envelope, so the dedup stage (one process)
+    need not.
     """
 
-    def __init__(self, config: ExtractConfig = ExtractConfig(), workers: int | None = None) -> None:
+    def __init__(self, config: ExtractConfig = ExtractConfig(), workers: int | None = None,
+                 sketch: bool = True) -> None:
         super().__init__()
-        self.config = config
+        self.config = dataclasses.replace(config, sketch=sketch)
         self.workers = workers
 
     def expand(self, pages):

@@ -57,6 +57,19 @@ def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
         value = value.encode("utf-8", errors="surrogatepass")
     if len(value) > max_bytes:
         return dead(Reason.MESSAGE_TOO_LARGE, f"message is {len(value)} bytes (max {max_bytes})")
+    fields: dict[str, Any] | None = None
+    if value[:1] == b"{" or value.lstrip()[:1] == b"{":
+        # The common case, a JSON object: orjson parses the bytes as they are (it checks
+        # UTF-8 itself), without a decoded and a stripped copy of a page-sized message
+        # first. Anything it refuses takes the path below, which says why.
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict):
+            fields = doc
+    if fields is not None:
+        return _message(fields, value, ref, dead)
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -64,7 +77,6 @@ def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
     stripped = text.lstrip("\ufeff").strip()
     if not stripped:
         return dead(Reason.MALFORMED, "empty message" if not value else "blank message (only white space)")
-    fields: dict[str, Any]
     if stripped[0] in "{[\"" or stripped[0] in _JSON_SCALAR_START:
         try:
             doc = orjson.loads(stripped)
@@ -81,6 +93,12 @@ def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
             return dead(Reason.MALFORMED, f"JSON message must be an object or a string, not {kind}")
     else:
         fields = {"url": stripped}
+    return _message(fields, stripped, ref, dead)
+
+
+def _message(fields: dict[str, Any], raw: bytes | str, ref: SourceRef, dead) -> InputMessage | DeadLetter:
+    """The message's fields checked -> an :class:`InputMessage` or a parse dead letter.
+    ``raw``: the message (its stripped text, or the bytes as received) for ``InputMessage.raw``."""
     url = fields.get("url")
     if url is None or (isinstance(url, str) and not url.strip()):
         return dead(Reason.NO_URL, "message has no url")
@@ -104,10 +122,17 @@ def parse_message(value: bytes | str | None, ref: SourceRef = SourceRef(),
         discovered_at=fields.get("discovered_at"),
         id=fields.get("id"),
         force=force,
-        raw=stripped[:4096] if fields.get("html") is None else orjson.dumps(
+        raw=_raw_text(raw) if fields.get("html") is None else orjson.dumps(
             {k: v for k, v in fields.items() if k != "html"}).decode(),
         checked=checked,
     )
+
+
+def _raw_text(raw: bytes | str) -> str:
+    """The first 4,096 characters of the message as received, stripped (as on a dead letter)."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8").lstrip("\ufeff").strip()
+    return raw[:4096]
 
 
 class _ParseFn(beam.DoFn):
