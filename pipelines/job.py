@@ -56,9 +56,8 @@ from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
 from copydesk.pipelines.prism import PRISM_ENV, find_binary
 from copydesk.pipelines.startup import BrokerChecks, Prestart, explicit_runner, process_seconds
-from copydesk.pipelines.pipeline import (ConfigError, PipelineOutputs, build_pipeline, check_topics,
-                                         configure_local_runner, extract_config, kafka_config, pipeline_options,
-                                         validate)
+from copydesk.pipelines.pipeline import (PipelineOutputs, build_pipeline, configure_local_runner, extract_config,
+                                         kafka_config, pipeline_options, validate)
 from copydesk.transforms.extract.pool import warm
 from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain, warm_producer
 from copydesk.transforms.kafka.metrics import INPUT_RECORDS_READ
