@@ -108,6 +108,12 @@ class BrokerWatch:
         self._thread: threading.Thread | None = None
         self._notify()
 
+    def set_listener(self, listener: Listener | None) -> None:
+        """Report to ``listener`` from now on (the exporter, made after the watch began)."""
+        with self._lock:
+            self.listener = listener
+            self._notify()
+
     @property
     def bootstrap(self) -> str:
         servers = self.kwargs.get("bootstrap_servers") or []

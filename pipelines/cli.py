@@ -53,8 +53,16 @@ def cmd_run(argv: list[str]) -> int:
     argv, fmt = pop_flag(argv, "--log-format", os.environ.get("COPYDESK_LOG_FORMAT", "text"))
     argv, batch = pop_flag(argv, "--batch-seconds", "10")
     setup_logging(level or "info", fmt or "text")
-    from copydesk.pipelines.pipeline import ConfigError
+    # Before Beam is imported (1-2 s): the extraction forkserver, the Prism binary and the
+    # broker checks (a thread) start now, and the job takes them over (pipelines/startup.py).
+    from copydesk.pipelines.startup import ConfigError, Prestart
+
+    prestart = Prestart(argv, early)
     from copydesk.pipelines.job import StopFlag, run_job
+    from copydesk.pipelines.startup import process_seconds
+
+    logging.getLogger("copydesk.pipelines.startup").debug("start-up: imports done %.2fs after the process started",
+                                                          process_seconds() or 0.0)
 
     stop = StopFlag(early)
     stop.install()
@@ -71,11 +79,12 @@ def cmd_run(argv: list[str]) -> int:
             exporter = start_exporter(options, port)
         stats = run_job(argv, stop=stop, batch_seconds=float(batch or 10),
                         on_run=exporter.on_run if exporter else None,
-                        on_broker=exporter.on_broker if exporter else None)
+                        on_broker=exporter.on_broker if exporter else None, prestart=prestart)
     except ConfigError as exc:
         print(f"copydesk run: {exc}", file=sys.stderr)
         return 2
     finally:
+        prestart.close()
         if exporter:
             exporter.close()
     logging.getLogger("copydesk").info("stopped after %d run(s): %d messages read", stats.runs, stats.read)

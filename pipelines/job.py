@@ -42,12 +42,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable
 
 import apache_beam as beam
@@ -56,19 +54,17 @@ from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptio
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
-from copydesk.pipelines.pipeline import (ConfigError, PipelineOutputs, build_pipeline, check_topics,
-                                         configure_local_runner, extract_config, kafka_config, pipeline_options,
-                                         validate)
+from copydesk.pipelines.prism import PRISM_ENV, find_binary
+from copydesk.pipelines.startup import BrokerChecks, Prestart, explicit_runner, process_seconds
+from copydesk.pipelines.pipeline import (PipelineOutputs, build_pipeline, configure_local_runner, extract_config,
+                                         kafka_config, pipeline_options, validate)
 from copydesk.transforms.extract.pool import warm
-from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain
+from copydesk.transforms.kafka.io import ReadConfig, request_drain, reset_drain, warm_producer
 from copydesk.transforms.kafka.metrics import INPUT_RECORDS_READ
 
 log = logging.getLogger(__name__)
 
 PRISM_RUNNER = "PrismRunner"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PRISM_CACHE = PROJECT_ROOT / ".cache" / "bin" / "prism"  # .ci/run: GOBIN=.cache/bin go install ...
-PRISM_ENV = "COPYDESK_PRISM"  # a path to the binary, or "off"
 @dataclass
 class BatchStats:
     runs: int = 0
@@ -129,30 +125,7 @@ class RunnerChoice:
 
 def find_prism(options: PipelineOptions | None = None) -> tuple[str | None, str]:
     """A Prism binary on this machine: (path or None, where it was looked for / found)."""
-    given = options.view_as(PrismRunnerOptions).prism_location if options is not None else None
-    if given:
-        return given, "--prism_location"
-    env = os.environ.get(PRISM_ENV, "").strip()
-    if env.lower() in ("off", "none", "0", "no"):
-        return None, f"{PRISM_ENV}={env}"
-    if env:
-        if os.path.isfile(env) and os.access(env, os.X_OK):
-            return env, PRISM_ENV
-        return None, f"{PRISM_ENV}={env} is not an executable file"
-    candidates = [PRISM_CACHE]
-    beam_cache = Path(os.path.expanduser("~/.apache_beam/cache/prism/bin"))
-    if beam_cache.is_dir():
-        candidates += sorted(p for p in beam_cache.iterdir() if p.name.startswith("apache_beam") and p.suffix != ".zip")
-        candidates.append(beam_cache / "prism")
-    gopath = os.environ.get("GOBIN") or os.path.join(os.environ.get("GOPATH") or os.path.expanduser("~/go"), "bin")
-    candidates.append(Path(gopath) / "prism")
-    on_path = shutil.which("prism")
-    if on_path:
-        candidates.append(Path(on_path))
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return str(c), str(c)
-    return None, "no binary in " + ", ".join(str(c) for c in candidates)
+    return find_binary(options.view_as(PrismRunnerOptions).prism_location if options is not None else None)
 
 
 def _prism_download(options: PipelineOptions, timeout: float = 30.0) -> tuple[str | None, str]:
@@ -211,7 +184,8 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
             exit_when_idle: bool = False, idle_seconds: float = 1.0, batch_seconds: float = 10.0,
             batch_records: int = 5000, on_run: Callable[[BatchStats], None] | None = None,
             on_broker: Callable[[bool, int], None] | None = None,
-            startup_wait_seconds: float = 300.0, prism_download: bool = True) -> BatchStats:
+            startup_wait_seconds: float = 300.0, prism_download: bool = True,
+            prestart: Prestart | None = None) -> BatchStats:
     """Run the job described by ``argv`` until it is done (file input, bounded runner) or
     stopped (SIGTERM, ``max_runs`` micro-batches, or ``exit_when_idle``: after a micro-batch
     that read nothing, or on a streaming run once every input partition is committed up to
@@ -223,31 +197,42 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
     what it wrote. A job started while its broker is unreachable waits for it up to
     ``startup_wait_seconds`` (logging), then fails with a clear error."""
     options = pipeline_options(argv)
-    explicit = _explicit_runner(argv)
+    explicit = explicit_runner(argv)
     o = options.view_as(CopydeskOptions)
     validate(o)
+    stop = stop or StopFlag()
+    if prestart is not None and prestart.argv != list(argv):
+        prestart.close()
+        prestart = None
+    # The broker checks run on a thread (begun by `copydesk run` before Beam was imported,
+    # else here) beside the pool's start, the runner's choice and the pipeline's building;
+    # every path joins them before it starts a pipeline.
+    checks = prestart.checks if prestart is not None else None
+    if checks is None and o.kafka_bootstrap_servers:
+        checks = BrokerChecks(o, stop.event, startup_wait_seconds)
+    watch = checks.watch if checks is not None else None
+    if watch is not None:
+        watch.set_listener(on_broker)
     # The extraction workers start now, beside the broker checks and the pipeline's
     # submission (the stage leases the same pool): ~1 s sooner to the first output.
     warm(extract_config(o), o.extract_workers)
-    stop = stop or StopFlag()
     kc = kafka_config(o)
-    watch = BrokerWatch(kc.kwargs(), listener=on_broker) if kc is not None else None
-    if watch is not None:
-        if not watch.wait_until_up(stop.event, startup_wait_seconds):
-            if stop.event.is_set():
-                return BatchStats()
-            raise ConfigError(f"broker {watch.bootstrap} did not answer within {startup_wait_seconds:.0f}s "
-                              f"of start-up")
-        check_topics(o)
-    choice = choose_runner(options, o, explicit, download=prism_download)
-    log.info("runner: %s, because %s", {"prism": "Prism (one streaming pipeline)",
-                                        "microbatch": "FnApiRunner micro-batches",
-                                        "bounded": "FnApiRunner (one bounded run)",
-                                        "remote": explicit}[choice.kind], choice.reason)
-    if choice.kind == "prism":
-        return _run_prism(options, argv, o, kc, watch, stop, choice, exit_when_idle=exit_when_idle,
-                          on_run=on_run, batch_records=batch_records, batch_seconds=batch_seconds,
-                          idle_seconds=idle_seconds)
+    try:
+        choice = choose_runner(options, o, explicit, download=prism_download)
+        log.info("runner: %s, because %s", {"prism": "Prism (one streaming pipeline)",
+                                            "microbatch": "FnApiRunner micro-batches",
+                                            "bounded": "FnApiRunner (one bounded run)",
+                                            "remote": explicit}[choice.kind], choice.reason)
+        if choice.kind == "prism":
+            server = prestart.take_prism(choice.prism_location) if prestart is not None else None
+            return _run_prism(options, argv, o, kc, watch, stop, choice, exit_when_idle=exit_when_idle,
+                              on_run=on_run, batch_records=batch_records, batch_seconds=batch_seconds,
+                              idle_seconds=idle_seconds, checks=checks, server=server)
+    finally:
+        if prestart is not None:
+            prestart.close()  # a Prism server the job did not take
+    if checks is not None and not checks.result():
+        return BatchStats()
     configure_local_runner(options)
     stats = BatchStats()
     if choice.kind in ("bounded", "remote"):
@@ -261,15 +246,6 @@ def run_job(argv: list[str], *, stop: StopFlag | None = None, max_runs: int | No
     return _run_microbatches(options, o, kc, watch, stop, max_runs=max_runs, exit_when_idle=exit_when_idle,
                              idle_seconds=idle_seconds, batch_seconds=batch_seconds, batch_records=batch_records,
                              on_run=on_run)
-
-
-def _explicit_runner(argv: list[str]) -> str | None:
-    for i, a in enumerate(argv):
-        if a == "--runner" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--runner="):
-            return a.split("=", 1)[1]
-    return None
 
 
 def _batch_read_config(o: CopydeskOptions, idle_seconds: float, batch_records: int) -> ReadConfig:
@@ -338,56 +314,71 @@ def _run_microbatches(options: PipelineOptions, o: CopydeskOptions, kc, watch: B
     return stats
 
 
-def _prism_options(options: PipelineOptions, choice: RunnerChoice) -> tuple[PipelineOptions, Any]:
-    """The options of a Prism run, and the job server this process started (or None)."""
+def _prism_options(options: PipelineOptions, choice: RunnerChoice,
+                   server: Any = None) -> tuple[PipelineOptions, Any]:
+    """The options of a Prism run, and the job server this process started (or None);
+    ``server``: one launched ahead (pipelines/startup.py) for ``choice``'s binary."""
     std = options.view_as(StandardOptions)
     std.runner = PRISM_RUNNER
     std.streaming = True
     portable = options.view_as(PortableOptions)
     if not portable.environment_type:
         portable.environment_type = "LOOPBACK"  # the SDK harness in this process: no Docker
-    server = None
     if choice.prism_location and not portable.job_endpoint and os.path.isfile(choice.prism_location):
         from copydesk.pipelines.prism import PrismServer
 
-        server = PrismServer(choice.prism_location).start()  # its own session: see pipelines/prism.py
+        if server is None:
+            server = PrismServer(choice.prism_location).launch()  # its own session: see pipelines/prism.py
         portable.job_endpoint = server.endpoint
-    elif choice.prism_location:
+        return options, server
+    if server is not None:
+        server.stop()
+    if choice.prism_location:
         options.view_as(PrismRunnerOptions).prism_location = choice.prism_location
-    return options, server
+    return options, None
 
 
 def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc, watch: BrokerWatch | None,
                stop: StopFlag, choice: RunnerChoice, *, exit_when_idle: bool, on_run, batch_records: int,
-               batch_seconds: float, idle_seconds: float, drain_timeout: float = 120.0) -> BatchStats:
+               batch_seconds: float, idle_seconds: float, drain_timeout: float = 120.0,
+               checks: BrokerChecks | None = None, server: Any = None) -> BatchStats:
     """One streaming pipeline on Prism until SIGTERM (drain) or, with ``exit_when_idle``, until
-    the group has committed every input partition up to its end."""
-    from copydesk.pipelines.poison import PoisonGuard
+    the group has committed every input partition up to its end. ``checks``: the broker
+    checks still running, joined before anything reads; ``server``: Prism launched ahead."""
     from copydesk.pipelines.pipeline import live_read_config
 
     stats = BatchStats()
     guard = None
-    server = None
-    if o.input_topic and watch is not None:
-        watch.start()
-        guard = PoisonGuard(o, kc, _batch_read_config(o, idle_seconds, o.max_read_ahead or batch_records),
-                            o.max_read_ahead or batch_records)
-        if guard.enabled:
-            # Record this process's attempt; when earlier ones died at the same offsets,
-            # isolate the poison with bounded runs before the stream starts.
-            _run_microbatches(_microbatch_options(argv), o, kc, watch, stop, max_runs=None, exit_when_idle=False,
-                              idle_seconds=idle_seconds, batch_seconds=batch_seconds, batch_records=batch_records,
-                              on_run=None, guard=guard, until_clear=True)
-    live = LiveProgress(kc, live_read_config(o)) if (o.input_topic and kc is not None) else None
+    live = None
     try:
-        options, server = _prism_options(options, choice)
+        options, server = _prism_options(options, choice, server)
+        # Built while the broker checks and Prism's start-up go on; submitted after both.
+        started = time.monotonic()
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, options)
+        log.debug("start-up: pipeline built in %.2fs", time.monotonic() - started)
+        if checks is not None and not checks.result():
+            return stats  # stopped while waiting for the broker
+        log.debug("start-up: broker checks done %.2fs after the process started", process_seconds() or 0.0)
+        if kc is not None and o.kafka_io == "python" and not o.copydesk_dry_run:
+            for topic in {o.output_topic, o.dead_letter_topic} - {None, ""}:
+                warm_producer(kc, topic)  # the writers' producers, ready before their first bundle
+        if server is not None:
+            server.wait_ready()
+        if o.input_topic and watch is not None:
+            guard = _prism_guard(argv, o, kc, watch, stop, idle_seconds=idle_seconds, batch_seconds=batch_seconds,
+                                 batch_records=batch_records)
+        live = LiveProgress(kc, live_read_config(o)) if (o.input_topic and kc is not None) else None
         while not stop.event.is_set():
             reset_drain()
-            started = time.monotonic()
-            p = beam.Pipeline(options=options)
-            build_pipeline(p, options)
+            if p is None:
+                started = time.monotonic()
+                p = beam.Pipeline(options=options)
+                build_pipeline(p, options)
             result = p.run()
+            p = None
             log.info("streaming pipeline started on Prism (%.1fs to submit)", time.monotonic() - started)
+            log.debug("start-up: pipeline submitted %.2fs after the process started", process_seconds() or 0.0)
             outcome = _watch_stream(result, stop, live, guard, exit_when_idle, on_run, stats, started,
                                     drain_timeout)
             stats.runs += 1
@@ -408,6 +399,23 @@ def _run_prism(options: PipelineOptions, argv: list[str], o: CopydeskOptions, kc
         if watch is not None:
             watch.close()
     return stats
+
+
+def _prism_guard(argv: list[str], o: CopydeskOptions, kc, watch: BrokerWatch, stop: StopFlag, *,
+                 idle_seconds: float, batch_seconds: float, batch_records: int) -> Any:
+    """Before the stream starts: the broker watch, and the poison guard (returned): this
+    process's attempt is recorded and, when earlier processes died at the same committed
+    offsets, bounded runs isolate the poison before the stream starts."""
+    from copydesk.pipelines.poison import PoisonGuard
+
+    watch.start()
+    guard = PoisonGuard(o, kc, _batch_read_config(o, idle_seconds, o.max_read_ahead or batch_records),
+                        o.max_read_ahead or batch_records)
+    if guard.enabled:
+        _run_microbatches(_microbatch_options(argv), o, kc, watch, stop, max_runs=None, exit_when_idle=False,
+                          idle_seconds=idle_seconds, batch_seconds=batch_seconds, batch_records=batch_records,
+                          on_run=None, guard=guard, until_clear=True)
+    return guard
 
 
 def _await_harness_done(timeout: float = 5.0) -> None:

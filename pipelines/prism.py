@@ -14,13 +14,47 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 log = logging.getLogger("copydesk.prism")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PRISM_CACHE = PROJECT_ROOT / ".cache" / "bin" / "prism"  # .ci/run: GOBIN=.cache/bin go install ...
+PRISM_ENV = "COPYDESK_PRISM"  # a path to the binary, or "off"
+
+
+def find_binary(given: str | None = None) -> tuple[str | None, str]:
+    """A Prism binary on this machine: (path or None, where it was looked for / found);
+    ``given``: ``--prism_location``."""
+    if given:
+        return given, "--prism_location"
+    env = os.environ.get(PRISM_ENV, "").strip()
+    if env.lower() in ("off", "none", "0", "no"):
+        return None, f"{PRISM_ENV}={env}"
+    if env:
+        if os.path.isfile(env) and os.access(env, os.X_OK):
+            return env, PRISM_ENV
+        return None, f"{PRISM_ENV}={env} is not an executable file"
+    candidates = [PRISM_CACHE]
+    beam_cache = Path(os.path.expanduser("~/.apache_beam/cache/prism/bin"))
+    if beam_cache.is_dir():
+        candidates += sorted(p for p in beam_cache.iterdir() if p.name.startswith("apache_beam") and p.suffix != ".zip")
+        candidates.append(beam_cache / "prism")
+    gopath = os.environ.get("GOBIN") or os.path.join(os.environ.get("GOPATH") or os.path.expanduser("~/go"), "bin")
+    candidates.append(Path(gopath) / "prism")
+    on_path = shutil.which("prism")
+    if on_path:
+        candidates.append(Path(on_path))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c), str(c)
+    return None, "no binary in " + ", ".join(str(c) for c in candidates)
 
 
 def _free_port() -> int:
@@ -49,6 +83,10 @@ class PrismServer:
         return f"localhost:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "PrismServer":
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> "PrismServer":
+        """Start the binary and return at once (:meth:`wait_ready` waits for its port)."""
         # PDEATHSIG follows the thread that forked: only from the main thread is it the process.
         main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(
@@ -58,6 +96,11 @@ class PrismServer:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent if main else None)
         threading.Thread(target=self._relay, name="prism-log", daemon=True).start()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> "PrismServer":
+        """Wait until the launched binary listens on its port (stopped and raised if not)."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -66,7 +109,7 @@ class PrismServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return self
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"prism ({self.binary}) did not listen on port {self.port} within {timeout:.0f}s")
 

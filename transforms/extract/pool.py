@@ -181,7 +181,7 @@ def _context(start_method: str | None):
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":
         # no effect once the server runs (it has them); logging first (forkserver_init.py)
-        ctx.set_forkserver_preload(["copydesk.transforms.extract.forkserver_init", __name__])
+        ctx.set_forkserver_preload(["copydesk.transforms.extract.forkserver_init", __name__])  # = pipelines/startup.py FORKSERVER_PRELOAD
     return ctx
 
 

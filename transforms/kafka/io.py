@@ -76,17 +76,20 @@ def draining() -> bool:
 
 def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
                        only: Iterable[tuple[str, int]] | None = None,
-                       reset: str | None = None) -> list[PartitionSpec]:
+                       reset: str | None = None, consumer: Any = None) -> list[PartitionSpec]:
     """List the partitions of the input topics (or just ``only``) and where to start and stop
     reading each.
 
     Start: an explicit offset, else the group's committed offset, else ``reset`` (default
-    ``read.start``): earliest or latest, as Kafka's ``auto.offset.reset``.
+    ``read.start``): earliest or latest, as Kafka's ``auto.offset.reset``. ``consumer``: a
+    consumer of ``kafka.group_id`` to ask (the caller's, kept open), else one made here.
     """
     from kafka import KafkaConsumer
 
     reset = reset or read.start
-    consumer = KafkaConsumer(group_id=kafka.group_id, enable_auto_commit=False, **kafka.kwargs())
+    own = consumer is None
+    if own:
+        consumer = KafkaConsumer(group_id=kafka.group_id, enable_auto_commit=False, **kafka.kwargs())
     try:
         if only is not None:
             tps = [topic_partition(t, p) for t, p in only]
@@ -119,7 +122,8 @@ def resolve_partitions(kafka: KafkaConfig, read: ReadConfig,
             specs.append(PartitionSpec(tp.topic, tp.partition, start, max(stop, start)))
         return specs
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
 
 
 class _DiscoverPartitions(beam.DoFn):
@@ -360,6 +364,53 @@ def acks_for(refs: Iterable[SourceRef]) -> list[Ack]:
 # --------------------------------------------------------------------------- the sink
 
 
+def _producer_kwargs(kafka: KafkaConfig, topic: str, producer_config: dict | None) -> dict[str, Any]:
+    cfg = dict(acks="all", linger_ms=5, retries=5, max_request_size=32 << 20,
+               compression_type=None, client_id=f"copydesk-writer-{topic}")
+    cfg.update(producer_config or {})
+    return {**cfg, **kafka.kwargs()}
+
+
+# Producers started ahead by warm_producer, by (topic, settings); a writer's setup takes one.
+_WARM: dict[str, tuple[threading.Thread, dict[str, Any]]] = {}
+_WARM_LOCK = threading.Lock()
+
+
+def warm_producer(kafka: KafkaConfig, topic: str, producer_config: dict | None = None) -> None:
+    """Start the producer of ``WriteToKafka(kafka, topic, ...)`` now, on a thread, and fetch
+    the topic's metadata, so that the writer's first bundle (the job's first output) does not
+    wait for them; the first writer of this process for ``topic`` takes it. Returns at once."""
+    kwargs = _producer_kwargs(kafka, topic, producer_config)
+    box: dict[str, Any] = {}
+
+    def make() -> None:
+        from kafka import KafkaProducer
+
+        try:
+            box["producer"] = KafkaProducer(**kwargs)
+            box["producer"].partitions_for(topic)
+        except Exception as exc:  # the writer makes its own, and meets the error itself
+            log.debug("producer for %s not started ahead: %r", topic, exc)
+    thread = threading.Thread(target=make, name=f"copydesk-warm-{topic}", daemon=True)
+    with _WARM_LOCK:
+        _WARM[repr(sorted(kwargs.items()))] = (thread, box)
+    thread.start()
+
+
+def _producer(kafka: KafkaConfig, topic: str, producer_config: dict | None) -> Any:
+    """The writer's producer: the one :func:`warm_producer` started, else a new one."""
+    kwargs = _producer_kwargs(kafka, topic, producer_config)
+    with _WARM_LOCK:
+        warm = _WARM.pop(repr(sorted(kwargs.items())), None)
+    if warm is not None:
+        warm[0].join()
+        if "producer" in warm[1]:
+            return warm[1]["producer"]
+    from kafka import KafkaProducer
+
+    return KafkaProducer(**kwargs)
+
+
 class _KafkaWriteFn(beam.DoFn):
     """Buffered producer sink: flush and check every send in finish_bundle, then ack."""
 
@@ -372,12 +423,7 @@ class _KafkaWriteFn(beam.DoFn):
         self.written = Metrics.counter(WRITE_NS, records_written(topic))
 
     def setup(self) -> None:
-        from kafka import KafkaProducer
-
-        cfg = dict(acks="all", linger_ms=5, retries=5, max_request_size=32 << 20,
-                   compression_type=None, client_id=f"copydesk-writer-{self.topic}")
-        cfg.update(self.producer_config)
-        self._producer = KafkaProducer(**cfg, **self.kafka.kwargs())
+        self._producer = _producer(self.kafka, self.topic, self.producer_config)
 
     def start_bundle(self) -> None:
         self._pending: list[tuple[Any, Any]] = []
