@@ -54,8 +54,8 @@ from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptio
 
 from copydesk.pipelines.options import FN_API_RUNNER, CopydeskOptions
 from copydesk.pipelines.broker_faults import BrokerWatch
-from copydesk.pipelines.prism import PRISM_ENV, find_binary
-from copydesk.pipelines.startup import BrokerChecks, Prestart, explicit_runner, process_seconds
+from copydesk.pipelines.prism import find_binary, prism_off
+from copydesk.pipelines.startup import BrokerChecks, Prestart, explicit_runner, process_seconds, runner_name
 from copydesk.pipelines.pipeline import (PipelineOutputs, build_pipeline, configure_local_runner, extract_config,
                                          kafka_config, pipeline_options, validate)
 from copydesk.transforms.extract.pool import warm
@@ -153,7 +153,7 @@ def choose_runner(options: PipelineOptions, o: CopydeskOptions, explicit: str | 
     """Which runner runs this job, and why (module doc). ``download=False``: no Prism
     download when no binary is found (the demo: quick, and it must work offline)."""
     if explicit:
-        name = explicit.rsplit(".", 1)[-1].lower()
+        name = runner_name(explicit)
         if name in ("fnapirunner", "fnapi"):
             kind = "microbatch" if o.input_topic else "bounded"
             return RunnerChoice(kind, "--runner FnApiRunner")
@@ -167,7 +167,7 @@ def choose_runner(options: PipelineOptions, o: CopydeskOptions, explicit: str | 
     path, where = find_prism(options)
     if path:
         return RunnerChoice("prism", f"a Kafka input and a Prism binary ({where})", path)
-    if download and os.environ.get(PRISM_ENV, "").strip().lower() not in ("off", "none", "0", "no"):
+    if download and not prism_off():
         path, how = _prism_download(options)
         if path:
             return RunnerChoice("prism", f"a Kafka input; Prism {how}", path)

@@ -29,13 +29,18 @@ PRISM_CACHE = PROJECT_ROOT / ".cache" / "bin" / "prism"  # .ci/run: GOBIN=.cache
 PRISM_ENV = "COPYDESK_PRISM"  # a path to the binary, or "off"
 
 
+def prism_off() -> bool:
+    """``COPYDESK_PRISM`` says no Prism at all (off, none, 0, no): none looked for, none fetched."""
+    return os.environ.get(PRISM_ENV, "").strip().lower() in ("off", "none", "0", "no")
+
+
 def find_binary(given: str | None = None) -> tuple[str | None, str]:
     """A Prism binary on this machine: (path or None, where it was looked for / found);
     ``given``: ``--prism_location``."""
     if given:
         return given, "--prism_location"
     env = os.environ.get(PRISM_ENV, "").strip()
-    if env.lower() in ("off", "none", "0", "no"):
+    if prism_off():
         return None, f"{PRISM_ENV}={env}"
     if env:
         if os.path.isfile(env) and os.access(env, os.X_OK):

@@ -23,7 +23,7 @@ from typing import Any
 
 from copydesk.pipelines.broker_faults import BrokerWatch
 from copydesk.pipelines.flags import parse_flags, parse_kafka_config
-from copydesk.pipelines.prism import PRISM_ENV, PrismServer, find_binary
+from copydesk.pipelines.prism import PrismServer, find_binary
 from copydesk.transforms.kafka.config import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,11 @@ class BrokerChecks:
         return True
 
 
+def runner_name(runner: str) -> str:
+    """A ``--runner`` value as a short lower-case name: ``apache_beam...PrismRunner`` -> ``prismrunner``."""
+    return runner.rsplit(".", 1)[-1].lower()
+
+
 def explicit_runner(argv: list[str]) -> str | None:
     """The ``--runner`` given on the command line, or None."""
     for i, a in enumerate(argv):
@@ -152,11 +157,10 @@ class Prestart:
         if o.extract_workers != 0:
             _start_forkserver()
         explicit = explicit_runner(argv)
-        wants_prism = explicit is None or explicit.rsplit(".", 1)[-1].lower() in ("prismrunner", "prism")
+        wants_prism = explicit is None or runner_name(explicit) in ("prismrunner", "prism")
         given = any(a.split("=", 1)[0] in ("--job_endpoint", "--prism_location") for a in argv)
-        if o.input_topic and wants_prism and not given and os.environ.get(PRISM_ENV, "").strip().lower() not in (
-                "off", "none", "0", "no"):
-            path, _ = find_binary()
+        if o.input_topic and wants_prism and not given:
+            path, _ = find_binary()  # None when COPYDESK_PRISM is off
             if path and os.path.isfile(path):
                 try:
                     self.prism = PrismServer(path).launch()  # the main thread: see PrismServer.launch
